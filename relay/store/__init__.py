@@ -1,0 +1,18 @@
+"""Event stores: SQLite (embedded default) and PostgreSQL (shared by replicas)."""
+
+from __future__ import annotations
+
+from relay.store.base import Store
+
+
+def open_store_for_url(url: str, **kwargs: object) -> Store:
+    """The store named by a ``storage.url``: ``sqlite:///path`` or ``postgresql://…``."""
+    if url.startswith("sqlite:"):
+        from relay.store.sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, **kwargs)  # type: ignore[arg-type]
+    if url.startswith(("postgresql:", "postgres:")):
+        from relay.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+
+        return PostgresStore.from_url(url, **kwargs)  # type: ignore[no-any-return,unused-ignore]
+    raise ValueError(f"unsupported storage url scheme: {url.split(':', 1)[0]!r}")

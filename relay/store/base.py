@@ -1,0 +1,306 @@
+"""The store contract, in domain terms.
+
+Every backend (SQLite, PostgreSQL) implements ``Store``; the retry policy and
+the decisions about states live above it, in ``ingress``, ``sync`` and
+``dispatcher``. Times are UNIX seconds as floats, taken from the store's
+``clock`` so tests can move time without sleeping.
+
+Invariants a backend must keep (DESIGN.md):
+
+* ``ingest`` returns only after the event is durably committed, and claims
+  ``(route, key)`` with one atomic insert-or-conflict, never check-then-insert.
+* Every change to a leased row is fenced by its lease token, so a holder whose
+  lease expired cannot overwrite a newer holder's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Clock = Callable[[], float]
+
+DeliveryState = Literal["pending", "in_flight", "delivered", "dead", "stale"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = ("pending", "in_flight", "delivered", "dead", "stale")
+# Sync-mode events carry their own state: claimed and being forwarded, or done.
+SyncState = Literal["in_flight", "completed"]
+Header = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A webhook as received, ready to be claimed."""
+
+    route: str
+    key: str
+    key_source: str  # e.g. "header:X-GitHub-Delivery" or "sha256"
+    fingerprint: str  # hex SHA-256 of the body
+    method: str
+    path: str
+    query: str  # raw query string, without "?"
+    headers: tuple[Header, ...]
+    body: bytes
+    received_at: float
+    # Queue mode: one delivery is created per upstream URL. Empty in sync mode.
+    upstreams: tuple[str, ...] = ()
+    # Queue mode: a duplicate of an event whose deliveries are all dead revives them.
+    revive_dead: bool = True
+    ordering_key: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What ``ingest`` did with one event."""
+
+    event_id: int
+    first: bool  # this call created the event; False: (route, key) was seen before
+    stored_fingerprint: str  # fingerprint of the event first stored under this key
+    revived: int = 0  # dead deliveries returned to pending by this duplicate
+
+    def mismatch(self, fingerprint: str) -> bool:
+        return not self.first and fingerprint != self.stored_fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """An upstream's final answer in sync mode, replayed to duplicates."""
+
+    status: int
+    content_type: str | None
+    body: bytes
+    body_omitted: bool = False  # the body was over the route's cap and not kept
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """This caller holds the sync claim and must complete or release it."""
+
+    event_id: int
+    token: str
+    taken_over: bool  # a previous holder's lease had expired
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The key was already answered; replay this response."""
+
+    event_id: int
+    fingerprint: str
+    response: StoredResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another holder's lease is live; wait for it or answer 409."""
+
+    event_id: int
+    fingerprint: str
+    lease_expires: float
+
+
+SyncClaim = Acquired | Completed | Busy
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A delivery leased to this process for one attempt."""
+
+    delivery_id: int
+    event_id: int
+    token: str
+    route: str
+    upstream: str
+    attempts: int  # attempts made before this one
+    received_at: float  # when the event was first accepted (for max_age)
+    key: str
+    method: str
+    path: str
+    query: str
+    headers: tuple[Header, ...]
+    body: bytes
+    ordering_key: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at an upstream, for the attempt log."""
+
+    started_at: float
+    duration_ms: float
+    status: int | None  # upstream HTTP status, None when there was none
+    error: str | None  # "timeout", "connect: ...", None on an HTTP answer
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Where a delivery goes after an attempt."""
+
+    state: Literal["delivered", "pending", "dead", "stale"]
+    next_attempt_at: float | None = None  # for "pending"
+    reason: str | None = None  # for "dead" and "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    id: int
+    upstream: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    reason: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    delivery_id: int
+    started_at: float
+    duration_ms: float
+    status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    """An event as the admin API shows it."""
+
+    id: int
+    route: str
+    key: str
+    key_source: str
+    fingerprint: str
+    received_at: float
+    last_seen_at: float
+    duplicates: int
+    mismatches: int
+    method: str
+    path: str
+    query: str
+    headers: tuple[Header, ...]
+    body: bytes | None  # None once dropped by payload retention
+    sync_state: SyncState | None  # None for queue-mode events
+    deliveries: tuple[DeliveryInfo, ...] = ()
+    attempts: tuple[AttemptInfo, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    route: str | None = None
+    state: DeliveryState | None = None  # events with at least one delivery in this state
+    key: str | None = None
+    since: float | None = None  # received_at >= since
+    until: float | None = None  # received_at < until
+    ids: tuple[int, ...] | None = None
+
+
+class Store(Protocol):
+    """Durable home of events, deliveries and sync claims."""
+
+    clock: Clock
+
+    async def open(self) -> None:
+        """Connect, apply pending schema migrations, get ready to serve."""
+
+    async def close(self) -> None:
+        """Flush pending batches and close; safe to call twice."""
+
+    # --- queue mode: ingest -------------------------------------------------
+
+    async def ingest(self, event: NewEvent) -> Ingested:
+        """Claim (route, key) and persist the event and its deliveries; return after commit.
+
+        Concurrent callers may share one transaction (group commit). Raises
+        ``StoreUnavailable`` when the commit fails: the caller must not ack.
+        """
+
+    async def undelivered_counts(self) -> dict[str, int]:
+        """Per route, events with a delivery still pending or in flight."""
+
+    # --- queue mode: delivery -----------------------------------------------
+
+    async def lease_due(
+        self, route: str, upstream: str, limit: int, lease_ttl: float
+    ) -> list[Lease]:
+        """Lease up to ``limit`` pending deliveries due now, oldest due first."""
+
+    async def next_due_at(self, route: str, upstream: str) -> float | None:
+        """When the earliest pending delivery of this upstream becomes due."""
+
+    async def finish_attempt(self, lease: Lease, attempt: Attempt, outcome: Outcome) -> bool:
+        """Log the attempt and move the delivery; False if the lease was lost (fenced)."""
+
+    async def release_expired_leases(self) -> int:
+        """Return deliveries whose lease expired to ``pending``; how many."""
+
+    # --- sync mode ----------------------------------------------------------
+
+    async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
+        """Claim the key for forwarding now, or report who has it."""
+
+    async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
+        """The current state of a sync key without claiming it; None if free."""
+
+    async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
+        """Store the final response; False if the lease was lost."""
+
+    async def release_sync(self, event_id: int, token: str) -> bool:
+        """Forget the claim so the sender's retry is processed afresh."""
+
+    # --- operations ---------------------------------------------------------
+
+    async def get_event(self, event_id: int) -> EventInfo | None: ...
+
+    async def list_events(
+        self, flt: EventFilter, limit: int, before_id: int | None = None
+    ) -> list[EventInfo]:
+        """Newest first; ``before_id`` pages on. Deliveries filled, attempts not."""
+
+    async def requeue(self, flt: EventFilter) -> int:
+        """Put matching dead or stale deliveries back to pending, due now; how many."""
+
+    async def purge(self, flt: EventFilter) -> int:
+        """Delete matching events that have nothing pending or in flight; how many."""
+
+    async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished events past retention; how many.
+
+        An event goes when every delivery is delivered or stale and it was last
+        seen before ``seen_before``, or when it has a dead delivery and was last
+        seen before ``dead_before``. Sync events go when completed and last seen
+        before ``seen_before``. Pending work is never purged.
+        """
+
+    async def drop_payloads(self, delivered_before: float, limit: int) -> int:
+        """Drop bodies of events fully delivered before the given time; how many."""
+
+    async def ping(self) -> bool:
+        """True if the store answers."""
+
+
+__all__ = [
+    "DELIVERY_STATES",
+    "Acquired",
+    "Attempt",
+    "AttemptInfo",
+    "Busy",
+    "Clock",
+    "Completed",
+    "DeliveryInfo",
+    "DeliveryState",
+    "EventFilter",
+    "EventInfo",
+    "Header",
+    "Ingested",
+    "Lease",
+    "NewEvent",
+    "Outcome",
+    "Store",
+    "StoredResponse",
+    "SyncClaim",
+    "SyncState",
+]
