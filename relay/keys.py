@@ -1,0 +1,200 @@
+"""Idempotency keys: where a webhook's key comes from (pure, no I/O).
+
+A route names an ordered list of sources; the first one present in a request
+wins. ``json:`` paths are a small JSONPath subset: ``$.a.b``, ``$.a[0].b``,
+``$["odd key"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+KeyKind = Literal["header", "json", "query", "sha256"]
+PathPart = str | int
+
+# Keys are stored and indexed; an absurdly long header must not bloat the index.
+MAX_KEY_LENGTH: Final = 256
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header field name
+_INDEX = re.compile(r"\[(\d+)\]")
+_QUOTED = re.compile(r"""\[(?:"([^"]*)"|'([^']*)')\]""")
+
+
+@dataclass(frozen=True, slots=True)
+class KeySource:
+    kind: KeyKind
+    name: str = ""  # header or query parameter name, or the JSON path as written
+    path: tuple[PathPart, ...] = ()
+
+    def __str__(self) -> str:
+        return "sha256" if self.kind == "sha256" else f"{self.kind}:{self.name}"
+
+
+def parse_json_path(text: str) -> tuple[PathPart, ...]:
+    if not text.startswith("$"):
+        raise ValueError(f"JSON path must start with '$', got {text!r}")
+    parts: list[PathPart] = []
+    i = 1
+    while i < len(text):
+        if text[i] == ".":
+            m = _NAME.match(text, i + 1)
+            if not m:
+                raise ValueError(f"bad JSON path {text!r} at offset {i}")
+            parts.append(m.group(0))
+            i = m.end()
+        elif m := _INDEX.match(text, i):
+            parts.append(int(m.group(1)))
+            i = m.end()
+        elif m := _QUOTED.match(text, i):
+            parts.append(m.group(1) if m.group(1) is not None else m.group(2))
+            i = m.end()
+        else:
+            raise ValueError(f"bad JSON path {text!r} at offset {i}")
+    if not parts:
+        raise ValueError(f"JSON path {text!r} names no field")
+    return tuple(parts)
+
+
+def parse_source(text: str) -> KeySource:
+    """``header:NAME``, ``json:PATH``, ``query:NAME`` or ``sha256``; ValueError otherwise."""
+    if text == "sha256":
+        return KeySource("sha256")
+    kind, sep, arg = text.partition(":")
+    if not sep or not arg:
+        raise ValueError(
+            f"expected header:NAME, json:PATH, query:NAME or sha256, got {json.dumps(text)}"
+        )
+    if kind == "header":
+        if not _TOKEN.fullmatch(arg):
+            raise ValueError(f"invalid header name {json.dumps(arg)}")
+        return KeySource("header", arg)
+    if kind == "query":
+        return KeySource("query", arg)
+    if kind == "json":
+        return KeySource("json", arg, parse_json_path(arg))
+    raise ValueError(
+        f"unknown key source {json.dumps(kind)} (expected header, json, query or sha256)"
+    )
+
+
+class _Invalid:
+    """Marker: the body is not JSON."""
+
+
+INVALID_JSON: Final = _Invalid()
+
+
+@dataclass(slots=True)
+class Payload:
+    """One request's parts, with the body's JSON and hash computed at most once."""
+
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    _json: Any = field(default=None, init=False)
+    _json_done: bool = field(default=False, init=False)
+    _sha256: str | None = field(default=None, init=False)
+
+    def json(self) -> Any:
+        """The parsed body, or ``INVALID_JSON``."""
+        if not self._json_done:
+            self._json_done = True
+            try:
+                self._json = json.loads(self.body)
+            except (ValueError, RecursionError):
+                # Not JSON (or absurdly deep): json: sources are simply absent.
+                self._json = INVALID_JSON
+        return self._json
+
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self.body).hexdigest()
+        return self._sha256
+
+
+def _walk(doc: Any, path: tuple[PathPart, ...]) -> Any:
+    node = doc
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return None
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(part)
+    return node
+
+
+def _scalar(value: Any) -> str | None:
+    # bool is an int subclass, but "true" is never a meaningful event id.
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _bounded(value: str) -> str:
+    if len(value) <= MAX_KEY_LENGTH:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def extract(source: KeySource, payload: Payload) -> str | None:
+    """The key this source yields for the request, or None when absent."""
+    if source.kind == "sha256":
+        return payload.sha256()
+    if source.kind == "header":
+        value = payload.headers.get(source.name)
+    elif source.kind == "query":
+        value = payload.query.get(source.name)
+    else:
+        doc = payload.json()
+        value = None if doc is INVALID_JSON else _scalar(_walk(doc, source.path))
+    if value is None:
+        return None
+    value = value.strip()
+    return _bounded(value) if value else None
+
+
+def resolve(sources: Sequence[KeySource], payload: Payload) -> tuple[str, KeySource] | None:
+    """The first source present wins."""
+    for source in sources:
+        key = extract(source, payload)
+        if key is not None:
+            return key, source
+    return None
+
+
+SHA256: Final = KeySource("sha256")
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    keys: tuple[KeySource, ...]
+    signature: str  # a scheme name in relay.signatures
+
+
+def _sources(*texts: str) -> tuple[KeySource, ...]:
+    return tuple(parse_source(t) for t in texts)
+
+
+PRESETS: Final[Mapping[str, Preset]] = {
+    "stripe": Preset(_sources("json:$.id"), "stripe"),
+    "github": Preset(_sources("header:X-GitHub-Delivery"), "github"),
+    "shopify": Preset(
+        _sources("header:X-Shopify-Event-Id", "header:X-Shopify-Webhook-Id"), "shopify"
+    ),
+    "standard-webhooks": Preset(_sources("header:webhook-id"), "standard-webhooks"),
+    "slack": Preset(_sources("json:$.event_id"), "slack"),
+    "generic": Preset(_sources("header:Idempotency-Key", "sha256"), "hmac-sha256"),
+}
