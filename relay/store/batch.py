@@ -1,0 +1,126 @@
+"""Group commit: many concurrent callers, one transaction.
+
+A durable commit (fsync) costs the same for one row as for hundreds, so
+callers queue their item and wait; one background task takes everything
+queued (up to ``max_batch``), hands it to ``commit`` and resolves every
+caller's future only after ``commit`` returned. A failing ``commit`` fails
+every future of that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """Counters for metrics; monotonic except ``last_batch_size``."""
+
+    batches: int = 0  # batches committed
+    rows: int = 0  # items committed
+    last_batch_size: int = 0
+    commit_seconds: float = 0.0  # wall time spent in successful commits
+    failed_batches: int = 0
+
+
+class GroupCommitter(Generic[T, R]):
+    """Queue items, commit them in batches, answer each caller.
+
+    ``commit`` receives a batch and returns one result per item, in order.
+    ``on_error`` turns whatever ``commit`` raised into the exception each
+    caller sees; ``closed_error`` builds the one raised after ``close()``.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int,
+        on_error: Callable[[BaseException], BaseException],
+        closed_error: Callable[[], BaseException],
+        stats: BatchStats | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._commit = commit
+        self._max_batch = max_batch
+        self._on_error = on_error
+        self._closed_error = closed_error
+        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = stats if stats is not None else BatchStats()
+
+    def start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    async def submit(self, item: T) -> R:
+        if self._closed:
+            raise self._closed_error()
+        self.start()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._wake.set()
+        # A cancelled caller leaves its item in the batch: it may still be
+        # committed, which is safe (the sender's retry becomes a duplicate).
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new items, commit everything already queued, stop."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        # Items queued with no task to run them (never started) must not hang.
+        while self._queue:
+            _, future = self._queue.popleft()
+            if not future.done():
+                future.set_exception(self._closed_error())
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._commit_one(self._take())
+            if self._closed:
+                return
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        while self._queue and len(batch) < self._max_batch:
+            batch.append(self._queue.popleft())
+        return batch
+
+    async def _commit_one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await self._commit([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"commit returned {len(results)} results for {len(batch)} items")
+        except BaseException as exc:
+            self.stats.failed_batches += 1
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(self._on_error(exc))
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the callers are answered, now stop
+            return
+        self.stats.batches += 1
+        self.stats.rows += len(batch)
+        self.stats.last_batch_size = len(batch)
+        self.stats.commit_seconds += time.perf_counter() - started
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)

@@ -1,0 +1,418 @@
+"""SQL text and row mapping of the SQLite store (kept apart so ``sqlite.py``
+reads as the transaction logic)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from relay.store.base import (
+    Attempt,
+    AttemptInfo,
+    Busy,
+    Completed,
+    DeliveryInfo,
+    EventFilter,
+    EventInfo,
+    Header,
+    Lease,
+    NewEvent,
+    Outcome,
+    StoredResponse,
+    SyncClaim,
+)
+
+
+def headers_json(headers: Sequence[Header]) -> str:
+    return json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
+
+
+def headers_from_json(text: str) -> tuple[Header, ...]:
+    return tuple((str(name), str(value)) for name, value in json.loads(text))
+
+
+def marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# --- ingest -------------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "route, key, key_source, fingerprint, received_at, last_seen_at, duplicates, mismatches,"
+    " method, path, query, headers, body, ordering_key, version, claim_token"
+)
+EVENT_PARAMS = 16
+
+
+def event_params(
+    event: NewEvent, now: float, duplicates: int, mismatches: int, claim_token: str
+) -> list[Any]:
+    return [
+        event.route,
+        event.key,
+        event.key_source,
+        event.fingerprint,
+        event.received_at,
+        now,
+        duplicates,
+        mismatches,
+        event.method,
+        event.path,
+        event.query,
+        headers_json(event.headers),
+        event.body,
+        event.ordering_key,
+        event.version,
+        claim_token,
+    ]
+
+
+@lru_cache(maxsize=64)
+def ingest_events(rows: int) -> str:
+    # On insert, duplicates/mismatches carry the batch's own extra copies; on
+    # conflict excluded.duplicates adds them to the stored counts.
+    values = ", ".join([f"({marks(EVENT_PARAMS)})"] * rows)
+    return (
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {values}"
+        " ON CONFLICT (route, key) DO UPDATE SET"
+        " duplicates = duplicates + 1 + excluded.duplicates,"
+        " last_seen_at = max(last_seen_at, excluded.last_seen_at),"
+        " mismatches = mismatches + (fingerprint <> excluded.fingerprint)"
+        " RETURNING id, route, key, fingerprint, claim_token"
+    )
+
+
+DELIVERY_PARAMS = 7
+
+
+@lru_cache(maxsize=64)
+def insert_deliveries(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, 'pending', 0, ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO deliveries (event_id, route, upstream, ordering_key, state, attempts,"
+        f" next_attempt_at, created_at, updated_at) VALUES {values}"
+    )
+
+
+def delivery_params(rows: Iterable[tuple[int, str, str, str | None]], now: float) -> list[Any]:
+    params: list[Any] = []
+    for event_id, route, upstream, ordering_key in rows:
+        params += [event_id, route, upstream, ordering_key, now, now, now]
+    return params
+
+
+@lru_cache(maxsize=64)
+def revive(events: int) -> str:
+    # Only when every delivery of the event is dead: a partly delivered
+    # fan-out is the operator's call (requeue), not the sender's.
+    return (
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?"
+        f" WHERE state = 'dead' AND event_id IN ({marks(events)})"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
+        "  WHERE o.event_id = deliveries.event_id AND o.state <> 'dead')"
+        " RETURNING event_id"
+    )
+
+
+ADD_MISMATCHES = "UPDATE events SET mismatches = mismatches + ? WHERE id = ?"
+
+UNDELIVERED_COUNTS = (
+    "SELECT route, count(DISTINCT event_id) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route"
+)
+
+# --- delivery -----------------------------------------------------------------
+
+# Per-key ordering: a delivery waits while an earlier event with the same
+# ordering key still has an open delivery to the same upstream.
+_ORDER_FREE = (
+    "(d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state IN ('pending', 'in_flight') AND o.event_id < d.event_id))"
+)
+
+LEASE_DUE = (
+    "UPDATE deliveries SET state = 'in_flight', lease_token = :token || '.' || id,"
+    " lease_expires = :expires, updated_at = :now"
+    " WHERE id IN (SELECT d.id FROM deliveries AS d"
+    "  WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
+    f"  AND d.next_attempt_at <= :now AND {_ORDER_FREE}"
+    "  ORDER BY d.next_attempt_at, d.id LIMIT :limit)"
+    " RETURNING id, event_id, route, upstream, attempts, lease_token, next_attempt_at"
+)
+
+
+@lru_cache(maxsize=64)
+def lease_payloads(events: int) -> str:
+    return (
+        "SELECT id, key, received_at, method, path, query, headers, body, ordering_key, version"
+        f" FROM events WHERE id IN ({marks(events)})"
+    )
+
+
+def lease_from_rows(d: sqlite3.Row, e: sqlite3.Row) -> Lease:
+    return Lease(
+        delivery_id=int(d["id"]),
+        event_id=int(d["event_id"]),
+        token=str(d["lease_token"]),
+        route=str(d["route"]),
+        upstream=str(d["upstream"]),
+        attempts=int(d["attempts"]),
+        received_at=float(e["received_at"]),
+        key=str(e["key"]),
+        method=str(e["method"]),
+        path=str(e["path"]),
+        query=str(e["query"]),
+        headers=headers_from_json(e["headers"]),
+        # drop_payloads only empties fully delivered events, which are never
+        # leased again (requeue and revive touch dead and stale ones only).
+        body=bytes(e["body"]) if e["body"] is not None else b"",
+        ordering_key=e["ordering_key"],
+        version=e["version"],
+    )
+
+
+NEXT_DUE = (
+    "SELECT min(d.next_attempt_at) FROM deliveries AS d"
+    " WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
+    f" AND {_ORDER_FREE}"
+)
+
+FINISH_ATTEMPT = (
+    "UPDATE deliveries SET state = :state, attempts = attempts + 1, lease_token = NULL,"
+    " lease_expires = NULL, last_status = :status, last_error = :error, reason = :reason,"
+    " next_attempt_at = :next, delivered_at = :delivered, updated_at = :now"
+    " WHERE id = :id AND lease_token = :token AND state = 'in_flight'"
+)
+
+
+def finish_params(lease: Lease, attempt: Attempt, outcome: Outcome, now: float) -> dict[str, Any]:
+    pending = outcome.state == "pending"
+    return {
+        "state": outcome.state,
+        "status": attempt.status,
+        "error": attempt.error,
+        "reason": outcome.reason if outcome.state in ("dead", "stale") else None,
+        "next": (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
+        if pending
+        else None,
+        "delivered": now if outcome.state == "delivered" else None,
+        "now": now,
+        "id": lease.delivery_id,
+        "token": lease.token,
+    }
+
+
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+RELEASE_EXPIRED = (
+    "UPDATE deliveries SET state = 'pending', lease_token = NULL, lease_expires = NULL,"
+    " updated_at = :now WHERE state = 'in_flight' AND lease_expires < :now"
+)
+
+# --- sync ---------------------------------------------------------------------
+
+_SYNC_COLUMNS = (
+    "id, fingerprint, sync_state, lease_expires,"
+    " response_status, response_content_type, response_body, response_body_omitted"
+)
+
+# Takes over a conflicting row only when its lease has expired; otherwise the
+# DO UPDATE's WHERE fails and RETURNING yields nothing.
+CLAIM_SYNC = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}, sync_state, lease_token, lease_expires)"
+    f" VALUES ({marks(EVENT_PARAMS)}, 'in_flight', ?, ?)"
+    " ON CONFLICT (route, key) DO UPDATE SET"
+    " lease_token = excluded.lease_token, lease_expires = excluded.lease_expires,"
+    " duplicates = duplicates + 1, last_seen_at = max(last_seen_at, excluded.last_seen_at),"
+    " mismatches = mismatches + (fingerprint <> excluded.fingerprint)"
+    " WHERE sync_state = 'in_flight' AND lease_expires < ?"
+    " RETURNING id, claim_token"
+)
+
+COUNT_SYNC_DUPLICATE = (
+    "UPDATE events SET duplicates = duplicates + 1, last_seen_at = max(last_seen_at, ?),"
+    " mismatches = mismatches + (fingerprint <> ?)"
+    f" WHERE route = ? AND key = ? RETURNING {_SYNC_COLUMNS}"
+)
+
+PEEK_SYNC = f"SELECT {_SYNC_COLUMNS} FROM events WHERE route = ? AND key = ?"
+
+COMPLETE_SYNC = (
+    "UPDATE events SET sync_state = 'completed', response_status = ?,"
+    " response_content_type = ?, response_body = ?, response_body_omitted = ?,"
+    " lease_token = NULL, lease_expires = NULL"
+    " WHERE id = ? AND lease_token = ? AND sync_state = 'in_flight'"
+)
+
+RELEASE_SYNC = "DELETE FROM events WHERE id = ? AND lease_token = ? AND sync_state = 'in_flight'"
+
+# --- operations ---------------------------------------------------------------
+
+SELECT_EVENTS = (
+    "SELECT e.id, e.route, e.key, e.key_source, e.fingerprint, e.received_at, e.last_seen_at,"
+    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state"
+    " FROM events AS e"
+)
+
+
+@lru_cache(maxsize=64)
+def deliveries_of(events: int) -> str:
+    return (
+        "SELECT id, event_id, upstream, state, attempts, next_attempt_at, last_status,"
+        f" last_error, reason, updated_at FROM deliveries WHERE event_id IN ({marks(events)})"
+        " ORDER BY id"
+    )
+
+
+ATTEMPTS_OF = (
+    "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status, a.error"
+    " FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
+    " WHERE d.event_id = ? ORDER BY a.id"
+)
+
+
+def event_info(
+    e: sqlite3.Row, deliveries: Iterable[sqlite3.Row], attempts: Iterable[sqlite3.Row]
+) -> EventInfo:
+    return EventInfo(
+        id=int(e["id"]),
+        route=str(e["route"]),
+        key=str(e["key"]),
+        key_source=str(e["key_source"]),
+        fingerprint=str(e["fingerprint"]),
+        received_at=float(e["received_at"]),
+        last_seen_at=float(e["last_seen_at"]),
+        duplicates=int(e["duplicates"]),
+        mismatches=int(e["mismatches"]),
+        method=str(e["method"]),
+        path=str(e["path"]),
+        query=str(e["query"]),
+        headers=headers_from_json(e["headers"]),
+        body=bytes(e["body"]) if e["body"] is not None else None,
+        sync_state=e["sync_state"],
+        deliveries=tuple(
+            DeliveryInfo(
+                id=int(d["id"]),
+                upstream=str(d["upstream"]),
+                state=d["state"],
+                attempts=int(d["attempts"]),
+                next_attempt_at=d["next_attempt_at"],
+                last_status=d["last_status"],
+                last_error=d["last_error"],
+                reason=d["reason"],
+                updated_at=float(d["updated_at"]),
+            )
+            for d in deliveries
+        ),
+        attempts=tuple(
+            AttemptInfo(
+                delivery_id=int(a["delivery_id"]),
+                started_at=float(a["started_at"]),
+                duration_ms=float(a["duration_ms"]),
+                status=a["status"],
+                error=a["error"],
+            )
+            for a in attempts
+        ),
+    )
+
+
+def filter_sql(flt: EventFilter) -> tuple[str, list[Any]]:
+    """A WHERE clause over ``events AS e`` and its parameters."""
+    clauses = ["1"]
+    params: list[Any] = []
+    for column, op, value in (
+        ("e.route", "=", flt.route),
+        ("e.key", "=", flt.key),
+        ("e.received_at", ">=", flt.since),
+        ("e.received_at", "<", flt.until),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    if flt.ids is not None:
+        clauses.append(f"e.id IN ({marks(len(flt.ids))})" if flt.ids else "0")
+        params += flt.ids
+    if flt.state is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id AND d.state = ?)"
+        )
+        params.append(flt.state)
+    return " AND ".join(clauses), params
+
+
+def requeue(where: str, states: int) -> str:
+    return (
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?"
+        f" WHERE state IN ({marks(states)})"
+        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where})"
+    )
+
+
+_NO_OPEN_WORK = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS d"
+    " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
+)
+
+
+def purge(where: str) -> str:
+    return (
+        "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
+        f" WHERE {where} AND coalesce(e.sync_state, '') <> 'in_flight' AND {_NO_OPEN_WORK})"
+    )
+
+
+# The leading last_seen_at bound lets the index drive the scan. An abandoned
+# sync claim (lease long expired, sender gone) is garbage too, not open work.
+PURGE_EXPIRED = (
+    "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
+    " WHERE e.last_seen_at < max(:seen, :dead) AND ("
+    f"  (e.sync_state IS NULL AND {_NO_OPEN_WORK} AND ("
+    "   (e.last_seen_at < :seen AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
+    "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale')))"
+    "   OR (e.last_seen_at < :dead AND EXISTS (SELECT 1 FROM deliveries AS d"
+    "     WHERE d.event_id = e.id AND d.state = 'dead'))))"
+    "  OR (e.sync_state = 'completed' AND e.last_seen_at < :seen)"
+    "  OR (e.sync_state = 'in_flight' AND e.lease_expires < :seen AND e.last_seen_at < :seen))"
+    " LIMIT :limit)"
+)
+
+DROP_PAYLOADS = (
+    "UPDATE events SET body = NULL WHERE id IN (SELECT e.id FROM events AS e"
+    " WHERE e.received_at < :before AND e.body IS NOT NULL AND e.sync_state IS NULL"
+    " AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id"
+    "  AND (d.state <> 'delivered' OR d.delivered_at >= :before))"
+    " LIMIT :limit)"
+)
+
+
+# A duplicate of a queue-mode event reaching a route that now runs in sync
+# mode: the event was already accepted and queued, so answer as the queue
+# route did rather than forward it a second time.
+_QUEUED_RESPONSE = StoredResponse(status=202, content_type=None, body=b"")
+
+
+def sync_claim_from_row(row: sqlite3.Row) -> SyncClaim:
+    event_id, fingerprint = int(row["id"]), str(row["fingerprint"])
+    if row["sync_state"] == "in_flight":
+        return Busy(event_id, fingerprint, float(row["lease_expires"]))
+    if row["sync_state"] is None:
+        return Completed(event_id, fingerprint, _QUEUED_RESPONSE)
+    body = row["response_body"]
+    response = StoredResponse(
+        status=int(row["response_status"]),
+        content_type=row["response_content_type"],
+        body=bytes(body) if body is not None else b"",
+        body_omitted=bool(row["response_body_omitted"]),
+    )
+    return Completed(event_id, fingerprint, response)
