@@ -1,0 +1,130 @@
+"""Command line: serve, check-config, healthcheck, echo-backend."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from relay import __version__
+from relay import config as config_mod
+from relay.errors import ConfigError
+from relay.validate import format_duration
+
+DEFAULT_CONFIG = os.environ.get("WEBHOOK_RELAY_CONFIG", "config.yaml")
+
+
+def _load(path: str) -> config_mod.Config | None:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    print(
+        f"{args.config}: ok, {len(cfg.routes)} route(s); listen {cfg.listen}, admin {cfg.admin.listen}"
+    )
+    print(
+        f"storage: {cfg.storage.url.split('://', 1)[0]}, dedupe window {format_duration(cfg.storage.dedupe_window)}"
+    )
+    for r in cfg.routes:
+        keys = ", ".join(str(k) for k in r.keys)
+        verify = r.verify.scheme if r.verify else "off"
+        print(f"- {r.name}: {'|'.join(r.methods)} {r.path} -> {', '.join(r.upstreams)}")
+        print(
+            f"    mode {r.mode}; key {keys}{' (required)' if r.require_key else ''}; verify {verify}"
+        )
+        if r.mode == "queue":
+            print(
+                f"    retry {r.retry.max_attempts} attempts within {format_duration(r.retry.max_age)};"
+                f" concurrency {r.concurrency}; max pending {r.max_pending}"
+            )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    from relay import logging as relay_logging
+    from relay import service
+
+    relay_logging.configure(cfg.log.level, cfg.log.format)
+    return service.run(cfg, Path(args.config))
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 if the relay's admin listener says it is ready; for container HEALTHCHECK."""
+    url = args.url
+    if url is None:
+        cfg = _load(args.config)
+        if cfg is None:
+            return 1
+        host = "127.0.0.1" if cfg.admin.listen.host in ("0.0.0.0", "::") else cfg.admin.listen.host
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{cfg.admin.listen.port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"not ready: {exc}", file=sys.stderr)
+        return 1
+    print("ready" if ok else "not ready")
+    return 0 if ok else 1
+
+
+def cmd_echo_backend(args: argparse.Namespace) -> int:
+    from relay.echo import run_echo
+
+    return run_echo(args.listen)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="webhook-relay", description="Forward each webhook to its backend once."
+    )
+    p.add_argument("--version", action="version", version=f"webhook-relay {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "-c", "--config", default=DEFAULT_CONFIG, help="YAML config file (default: %(default)s)"
+        )
+
+    s = sub.add_parser("serve", help="run the relay")
+    with_config(s)
+    s.set_defaults(func=cmd_serve)
+    c = sub.add_parser("check-config", help="validate a config file and print its routes")
+    with_config(c)
+    c.set_defaults(func=cmd_check_config)
+    h = sub.add_parser("healthcheck", help="exit 0 if the running relay is ready")
+    with_config(h)
+    h.add_argument("--url", help="readiness URL (default: from the config's admin.listen)")
+    h.add_argument("--timeout", type=float, default=3.0)
+    h.set_defaults(func=cmd_healthcheck)
+    e = sub.add_parser(
+        "echo-backend", help="a tiny backend that prints what it receives (for trying the relay)"
+    )
+    e.add_argument("--listen", default="127.0.0.1:3000")
+    e.set_defaults(func=cmd_echo_backend)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

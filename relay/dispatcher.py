@@ -1,0 +1,274 @@
+"""Queue-mode delivery: lease due deliveries, forward them, record the outcome.
+
+One worker task per (route, upstream). A worker is woken in process when an
+event is stored (no polling latency); a slow poll remains as a safety net and
+for work other replicas stored. Concurrency per upstream is bounded by the
+route's ``concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+
+from relay import forward
+from relay.errors import StoreError
+from relay.metrics import Metrics, status_class
+from relay.retry import decide, parse_retry_after
+from relay.runtime import RouteRuntime
+from relay.store.base import Attempt, Lease, Outcome, Store
+
+# Safety-net poll: finds work stored by other replicas and due retries we were not told of.
+POLL_INTERVAL: Final = 5.0
+# A lease outlives the attempt's total timeout by this much before others may take it.
+LEASE_MARGIN: Final = 30.0
+# Back-off after a store error inside a worker, so a broken disk does not spin.
+STORE_ERROR_PAUSE: Final = 1.0
+
+
+@dataclass(slots=True)
+class _Worker:
+    rt: RouteRuntime
+    upstream: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    retired: bool = False  # its route was removed or changed by a reload
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        log: Any,
+        *,
+        poll_interval: float = POLL_INTERVAL,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.metrics = metrics
+        self.log = log
+        self.poll_interval = poll_interval
+        self.rand = rand
+        self._workers: dict[tuple[str, str], _Worker] = {}
+        self._stopping = False
+        self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def set_routes(self, routes: list[RouteRuntime], start: bool = True) -> None:
+        """Start workers for queue routes; retire those of removed or changed routes.
+
+        With ``start=False`` no task runs: ``burst()`` drives delivery instead.
+        """
+        wanted: dict[tuple[str, str], RouteRuntime] = {
+            (rt.cfg.name, up): rt
+            for rt in routes
+            if rt.cfg.mode == "queue"
+            for up in rt.cfg.upstreams
+        }
+        for ident, worker in list(self._workers.items()):
+            if ident not in wanted:
+                worker.retired = True
+                worker.wake.set()
+                del self._workers[ident]
+        for ident, rt in wanted.items():
+            existing = self._workers.get(ident)
+            if existing is not None:
+                existing.rt = rt  # new limits apply from the next lease on
+                existing.wake.set()
+                continue
+            worker = _Worker(rt, ident[1])
+            if start:
+                worker.task = asyncio.create_task(
+                    self._run(worker), name=f"dispatch:{ident[0]}->{ident[1]}"
+                )
+                worker.task.add_done_callback(self._watch)
+            self._workers[ident] = worker
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None and not self.failed.done():
+            self.log.error("dispatcher_died", task=task.get_name(), error=repr(exc))
+            self.failed.set_result(exc)
+
+    def notify(self, route: str) -> None:
+        """An event was stored on ``route``: wake its workers now."""
+        for (name, _), worker in self._workers.items():
+            if name == route:
+                worker.wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop leasing; let attempts in flight finish within ``grace``; cancel the rest."""
+        self._stopping = True
+        workers = list(self._workers.values())
+        for w in workers:
+            w.retired = True
+            w.wake.set()
+        loops = [w.task for w in workers if w.task is not None]
+        attempts = [t for w in workers for t in w.inflight]
+        await asyncio.gather(*loops, return_exceptions=True)
+        if attempts:
+            _, late = await asyncio.wait(attempts, timeout=grace)
+            for t in late:
+                t.cancel()
+            # A cancelled attempt puts its delivery back to pending itself (see _attempt).
+            await asyncio.gather(*late, return_exceptions=True)
+        self._workers.clear()
+
+    # --- the worker loop ------------------------------------------------------
+
+    async def _run(self, w: _Worker) -> None:
+        while not w.retired:
+            w.wake.clear()
+            rt = w.rt
+            free = rt.cfg.concurrency - len(w.inflight)
+            leases: list[Lease] = []
+            if free > 0:
+                try:
+                    leases = await self.store.lease_due(
+                        rt.cfg.name, w.upstream, free, rt.cfg.timeout.total + LEASE_MARGIN
+                    )
+                except StoreError as exc:
+                    self.log.error("lease_failed", route=rt.cfg.name, error=str(exc))
+                    await asyncio.sleep(STORE_ERROR_PAUSE)
+                    continue
+            for lease in leases:
+                task = asyncio.create_task(
+                    self._attempt(w, lease), name=f"attempt:{lease.delivery_id}"
+                )
+                w.inflight.add(task)
+                task.add_done_callback(functools.partial(self._attempt_done, w))
+            if leases and len(leases) == free:
+                continue  # maybe more due; the next round leases what slots remain
+            await self._sleep(w, full=free <= 0)
+
+    async def _sleep(self, w: _Worker, full: bool) -> None:
+        timeout = self.poll_interval
+        if not full:
+            try:
+                due = await self.store.next_due_at(w.rt.cfg.name, w.upstream)
+            except StoreError:
+                due = None
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - self.store.clock()))
+        try:
+            async with asyncio.timeout(timeout):
+                await w.wake.wait()
+        except TimeoutError:
+            pass
+
+    def _attempt_done(self, w: _Worker, task: asyncio.Task[None]) -> None:
+        w.inflight.discard(task)
+        w.wake.set()  # a slot is free
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("attempt_crashed", route=w.rt.cfg.name, error=repr(exc))
+
+    async def _attempt(self, w: _Worker, lease: Lease) -> None:
+        rt = w.rt
+        cfg = rt.cfg
+        try:
+            result = await forward.send(
+                self.session,
+                method=lease.method,
+                url=forward.upstream_url(lease.upstream, lease.query),
+                headers=forward.upstream_headers(
+                    lease.headers,
+                    key=lease.key,
+                    key_header=cfg.key_header,
+                    via=forward.Via(None, "http", None),
+                ),
+                body=lease.body,
+                timeout=rt.timeout,
+                keep_body=False,
+            )
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: the backend may or may not have it;
+            # back to pending, at most one re-forward (DESIGN.md invariant 6).
+            now = self.store.clock()
+            attempt = Attempt(now, 0.0, None, "cancelled at shutdown")
+            await asyncio.shield(
+                self._finish(lease, attempt, Outcome("pending", next_attempt_at=now))
+            )
+            raise
+        now = self.store.clock()
+        attempts = lease.attempts + 1
+        decision = decide(
+            status=result.status,
+            attempts=attempts,
+            received_at=lease.received_at,
+            now=now,
+            policy=cfg.retry,
+            retry_after=parse_retry_after(result.retry_after, time.time()),
+            rand=self.rand,
+        )
+        attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error)
+        outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)  # type: ignore[arg-type]
+        result_label = {"delivered": "delivered", "pending": "retry"}.get(decision.state, "dead")
+        self.metrics.attempts.labels(cfg.name, result_label, status_class(result.status)).inc()
+        self.metrics.attempt_seconds.labels(cfg.name).observe(result.duration_ms / 1000.0)
+        log_fields = dict(
+            delivery_id=lease.delivery_id,
+            event_id=lease.event_id,
+            key=lease.key,
+            upstream=lease.upstream,
+            attempt=attempts,
+            status=result.status,
+            error=result.error,
+            ms=round(result.duration_ms, 2),
+        )
+        if decision.state == "delivered":
+            rt.log.info("delivery_succeeded", **log_fields)
+        elif decision.state == "pending":
+            rt.log.info(
+                "delivery_retry",
+                retry_in=round(outcome.next_attempt_at - now, 3)
+                if outcome.next_attempt_at
+                else None,
+                **log_fields,
+            )
+        else:
+            rt.log.warning("delivery_dead", reason=decision.reason, **log_fields)
+        await self._finish(lease, attempt, outcome)
+
+    async def _finish(self, lease: Lease, attempt: Attempt, outcome: Outcome) -> None:
+        try:
+            if not await self.store.finish_attempt(lease, attempt, outcome):
+                self.log.warning("lease_lost", delivery_id=lease.delivery_id)
+        except StoreError as exc:
+            # The lease expires and the delivery is retried: at-least-once, never lost.
+            self.log.error("finish_failed", delivery_id=lease.delivery_id, error=str(exc))
+
+    # --- tests and tools --------------------------------------------------------
+
+    async def burst(self) -> int:
+        """Deliver everything due now, round after round, then return the attempts made.
+
+        For tests and tools: runs to completion instead of sleeping (workers
+        must have been registered with ``start=False``).
+        """
+        made = 0
+        while True:
+            leased = 0
+            for w in list(self._workers.values()):
+                cfg = w.rt.cfg
+                leases = await self.store.lease_due(
+                    cfg.name, w.upstream, cfg.concurrency, cfg.timeout.total + LEASE_MARGIN
+                )
+                leased += len(leases)
+                await asyncio.gather(*(self._attempt(w, lease) for lease in leases))
+            if not leased:
+                return made
+            made += leased

@@ -1,0 +1,152 @@
+"""One upstream attempt: build the request, send it, classify what came back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from multidict import CIMultiDict
+
+from relay.config import Timeouts
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus what aiohttp must compute itself
+# (Host for the upstream, Content-Length for the bytes we send).
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "host",
+        "content-length",
+    }
+)
+# Without this aiohttp would add its own User-Agent, Accept and Accept-Encoding:
+# the upstream must see the sender's headers, not ours.
+SKIP_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+# A sync response is held in memory to answer the sender; a runaway one is an error.
+MAX_RESPONSE_BODY: Final = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """What the relay knows about the hop it received the webhook on."""
+
+    client_ip: str | None
+    proto: str
+    host: str | None
+
+
+def upstream_headers(
+    headers: Iterable[tuple[str, str]], *, key: str, key_header: str, via: Via
+) -> CIMultiDict[str]:
+    """The sender's headers minus hop-by-hop ones, plus X-Forwarded-* and the key."""
+    pairs = list(headers)
+    # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    named = {
+        token.strip().lower()
+        for name, value in pairs
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in pairs:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in named or lower.startswith("proxy-"):
+            continue
+        out.add(name, value)
+    if via.client_ip:
+        prior = out.getone("X-Forwarded-For", None)
+        out["X-Forwarded-For"] = f"{prior}, {via.client_ip}" if prior else via.client_ip
+    # A load balancer in front of us already knows the sender's scheme and host.
+    out.setdefault("X-Forwarded-Proto", via.proto)
+    if via.host:
+        out.setdefault("X-Forwarded-Host", via.host)
+    out[key_header] = key
+    return out
+
+
+def upstream_url(base: str, query: str) -> str:
+    if not query:
+        return base
+    return f"{base}{'&' if '?' in base else '?'}{query}"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one attempt got: an HTTP answer (``status``) or an ``error``."""
+
+    started_at: float
+    duration_ms: float
+    status: int | None = None
+    content_type: str | None = None
+    body: bytes = b""
+    retry_after: str | None = None
+    error: str | None = None  # "timeout", "connect", "response_too_large", ...
+
+    @property
+    def timed_out(self) -> bool:
+        return self.error == "timeout"
+
+
+def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    *,
+    method: str,
+    url: str,
+    headers: CIMultiDict[str],
+    body: bytes,
+    timeout: aiohttp.ClientTimeout,
+    keep_body: bool,
+) -> Result:
+    """Send once; never raises for network trouble, it is part of the Result."""
+    started = time.time()
+    t0 = time.perf_counter()
+
+    def done(**kw: object) -> Result:
+        return Result(started, (time.perf_counter() - t0) * 1000.0, **kw)  # type: ignore[arg-type]
+
+    try:
+        async with session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=timeout,
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+            auto_decompress=True,
+        ) as resp:
+            if keep_body:
+                data = await resp.content.read(MAX_RESPONSE_BODY + 1)
+                if len(data) > MAX_RESPONSE_BODY:
+                    return done(error="response_too_large")
+            else:
+                await resp.read()  # drain so the connection can be reused
+                data = b""
+            return done(
+                status=resp.status,
+                content_type=resp.headers.get("Content-Type"),
+                body=data,
+                retry_after=resp.headers.get("Retry-After"),
+            )
+    except TimeoutError:
+        return done(error="timeout")
+    except aiohttp.ClientConnectorError as exc:
+        return done(error=f"connect: {exc.os_error.strerror or exc.os_error}")
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, ValueError) as exc:
+        # ValueError: aiohttp refuses some malformed upstream answers outright.
+        return done(error=f"{type(exc).__name__}: {exc}"[:200])

@@ -1,0 +1,175 @@
+"""The public listener: match a route, check the request, key it, hand it on.
+
+One catch-all handler looks routes up by path in a dict, so a reload can swap
+the routes without rebuilding the aiohttp router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from relay import keys, signatures
+from relay.config import Route
+from relay.errors import StoreUnavailable
+from relay.forward import Via
+from relay.runtime import (
+    RELAY,
+    REPLAYED,
+    STORE_RETRY_AFTER,
+    Relay,
+    Reply,
+    RouteRuntime,
+    error,
+    reject,
+)
+from relay.store.base import NewEvent
+from relay.sync import handle_sync
+
+# Long enough for a burst to drain, short enough that senders come back soon.
+BACKPRESSURE_RETRY_AFTER: Final = 30
+
+
+async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
+    limits = relay.config.limits
+    if request.content_length is not None and request.content_length > limits.max_body:
+        return reject(413, "body_too_large", f"body over {limits.max_body} bytes")
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return reject(413, "body_too_large", f"body over {limits.max_body} bytes")
+    except TimeoutError:
+        return reject(408, "body_timeout", "the body did not arrive in time")
+    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
+        return reject(400, "body_incomplete", f"could not read the body: {type(exc).__name__}")
+
+
+def _verify(rt: RouteRuntime, headers: Mapping[str, str], body: bytes) -> str | None:
+    if rt.scheme is None or rt.cfg.verify is None:
+        return None
+    return signatures.verify(
+        rt.scheme, rt.secrets, headers, body, now=time.time(), tolerance=rt.cfg.verify.tolerance
+    )
+
+
+async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply:
+    cfg = rt.cfg
+    if cfg.mode == "queue" and relay.undelivered.get(cfg.name, 0) >= cfg.max_pending:
+        return reject(
+            503, "backpressure", "too many undelivered events", retry_after=BACKPRESSURE_RETRY_AFTER
+        )
+    body = await _read_body(request, relay)
+    if isinstance(body, Reply):
+        return body
+    if (why := _verify(rt, request.headers, body)) is not None:
+        relay.metrics.signature_failures.labels(cfg.name, why).inc()
+        return reject(401, "bad_signature", why)
+    payload = keys.Payload(request.headers, request.query, body)
+    found = keys.resolve(cfg.keys, payload)
+    if found is None:
+        if cfg.require_key:
+            wanted = ", ".join(str(k) for k in cfg.keys)
+            return reject(
+                400, "missing_key", f"no idempotency key in the request (looked for {wanted})"
+            )
+        found = (payload.sha256(), keys.SHA256)
+    key, source = found
+    event = NewEvent(
+        route=cfg.name,
+        key=key,
+        key_source=str(source),
+        fingerprint=payload.sha256(),
+        method=request.method,
+        path=request.path,
+        query=request.query_string,
+        headers=tuple(request.headers.items()),
+        body=body,
+        received_at=time.time(),
+        upstreams=cfg.upstreams if cfg.mode == "queue" else (),
+        revive_dead=cfg.revive_dead,
+    )
+    if cfg.mode == "sync":
+        via = Via(request.remote, request.scheme, request.host)
+        return await handle_sync(relay, rt, event, via)
+    return await _enqueue(relay, rt, event)
+
+
+def _ack(cfg: Route, event_id: int, duplicate: bool) -> web.Response:
+    if cfg.ack.body is not None:
+        body = cfg.ack.body.encode()
+    else:
+        state = "duplicate" if duplicate else "accepted"
+        body = json.dumps({"status": state, "event_id": event_id}).encode()
+    resp = web.Response(status=cfg.ack.status, body=body, content_type=None)
+    resp.headers["Content-Type"] = cfg.ack.content_type
+    if duplicate:
+        resp.headers[REPLAYED] = "true"
+    return resp
+
+
+async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
+    cfg = rt.cfg
+    try:
+        got = await relay.store.ingest(event)
+    except StoreUnavailable as exc:
+        rt.log.error("store_unavailable", key=event.key, error=str(exc))
+        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
+    if got.first:
+        relay.undelivered[cfg.name] = relay.undelivered.get(cfg.name, 0) + 1
+        relay.wake(cfg.name)
+        return Reply(_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
+    if got.mismatch(event.fingerprint):
+        relay.metrics.mismatches.labels(cfg.name).inc()
+        rt.log.warning("payload_mismatch", key=event.key, event_id=got.event_id)
+        if cfg.on_payload_mismatch == "reject":
+            return reject(422, "payload_mismatch", "this key was used with a different body")
+    relay.metrics.duplicates.labels(cfg.name, event.key_source.partition(":")[0]).inc()
+    if got.revived:
+        rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
+        relay.wake(cfg.name)
+    return Reply(_ack(cfg, got.event_id, duplicate=True), "duplicate", event.key)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    relay = request.app[RELAY]
+    t0 = time.perf_counter()
+    rt = relay.routes.get(request.path)
+    if rt is None:
+        relay.metrics.rejected.labels("", "no_route").inc()
+        return error(404, "no_route", "no route for this path")
+    cfg = rt.cfg
+    if request.method not in cfg.methods:
+        resp = error(405, "method_not_allowed", f"use {', '.join(cfg.methods)}")
+        resp.headers["Allow"] = ", ".join(cfg.methods)
+        relay.metrics.rejected.labels(cfg.name, "method_not_allowed").inc()
+        return resp
+    if relay.draining:
+        return error(503, "draining", "shutting down", retry_after=STORE_RETRY_AFTER)
+    reply = await _accept(request, relay, rt)
+    elapsed = time.perf_counter() - t0
+    status = reply.response.status
+    m = relay.metrics
+    m.received.labels(cfg.name, reply.outcome if reply.outcome != "rejected" else "rejected").inc()
+    if reply.reason is not None:
+        m.rejected.labels(cfg.name, reply.reason).inc()
+    m.ingest_seconds.labels(cfg.name, cfg.mode).observe(elapsed)
+    rt.log.info(
+        "webhook",
+        key=reply.key,
+        outcome=reply.outcome,
+        reason=reply.reason,
+        status=status,
+        ms=round(elapsed * 1000, 2),
+    )
+    return reply.response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/{tail:.*}", handle)

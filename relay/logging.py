@@ -1,0 +1,48 @@
+"""structlog set-up: JSON lines when not on a terminal, readable on one.
+
+Events are stable snake_case names (``webhook_accepted``, ``delivery_failed``);
+context such as the route is bound once and carried by the logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if console:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    else:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=True,
+    )
+    # aiohttp and asyncio log through the stdlib; keep their warnings, route them to the same stream.
+    logging.basicConfig(
+        level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def get_logger(**context: Any) -> Any:
+    return structlog.get_logger("relay").bind(**context)

@@ -1,0 +1,101 @@
+"""State shared by the public app's handlers: routes, store, session, replies."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from relay import signatures
+from relay.config import Config, Route
+from relay.forward import client_timeout
+from relay.logging import get_logger
+from relay.metrics import Metrics
+from relay.store.base import Store
+
+REPLAYED: Final = "Idempotent-Replayed"
+STORE_RETRY_AFTER: Final = 5
+
+
+@dataclass(slots=True)
+class RouteRuntime:
+    """A route's config plus what is derived from it once, not per request."""
+
+    cfg: Route
+    timeout: aiohttp.ClientTimeout
+    scheme: signatures.Scheme | None
+    secrets: tuple[bytes, ...]
+    log: Any
+    # Sync mode: keys being forwarded by this process, awaited by their duplicates.
+    waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, cfg: Route) -> RouteRuntime:
+        scheme: signatures.Scheme | None = None
+        secrets: tuple[bytes, ...] = ()
+        if cfg.verify is not None:
+            v = cfg.verify
+            scheme = signatures.SCHEMES[v.scheme]
+            if v.scheme == "hmac-sha256":
+                # Only the generic scheme takes its wire format from the config.
+                scheme = dataclasses.replace(
+                    scheme, header=v.header or scheme.header, encoding=v.encoding, prefix=v.prefix
+                )
+            secrets = tuple(signatures.decode_secret(scheme, s) for s in v.secrets)
+        return cls(
+            cfg=cfg,
+            timeout=client_timeout(cfg.timeout),
+            scheme=scheme,
+            secrets=secrets,
+            log=get_logger(route=cfg.name),
+        )
+
+
+@dataclass(slots=True)
+class Relay:
+    """State shared by every request of the public app."""
+
+    config: Config
+    store: Store
+    metrics: Metrics
+    routes: dict[str, RouteRuntime]  # by path
+    session: aiohttp.ClientSession | None = None
+    undelivered: dict[str, int] = field(default_factory=dict)  # by route name
+    wake: Callable[[str], None] = lambda route: None
+    draining: bool = False
+
+    def set_routes(self, routes: tuple[Route, ...]) -> None:
+        old = {rt.cfg.path: rt for rt in self.routes.values()}
+        fresh: dict[str, RouteRuntime] = {}
+        for r in routes:
+            prev = old.get(r.path)
+            rt = RouteRuntime.build(r)
+            if prev is not None and prev.cfg.name == r.name:
+                rt.waiters = prev.waiters  # in-flight sync keys keep their waiters
+            fresh[r.path] = rt
+        self.routes = fresh
+
+
+RELAY: Final = web.AppKey("relay", Relay)
+
+
+@dataclass(slots=True)
+class Reply:
+    response: web.Response
+    outcome: str  # accepted | duplicate | forwarded | replayed | rejected | ...
+    key: str | None = None
+    reason: str | None = None
+
+
+def error(status: int, reason: str, message: str, retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
+    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
+
+
+def reject(status: int, reason: str, message: str, retry_after: float | None = None) -> Reply:
+    return Reply(error(status, reason, message, retry_after), "rejected", reason=reason)

@@ -1,0 +1,290 @@
+"""Lifecycle: build the apps, run the listeners, handle signals, drain, close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from relay import config as config_mod
+from relay.admin import build_admin_app
+from relay.config import Config
+from relay.dispatcher import Dispatcher
+from relay.errors import ConfigError, RelayError, StoreError
+from relay.ingress import add_routes
+from relay.logging import get_logger
+from relay.metrics import Metrics
+from relay.runtime import RELAY, Relay
+from relay.sdnotify import Notifier, watchdog_interval
+from relay.store import open_store_for_url
+from relay.store.base import Store
+
+DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
+# Set when a background task dies: the service must stop with a non-zero exit.
+FAILED: Final = web.AppKey("failed", asyncio.Future[BaseException])
+COUNT_INTERVAL: Final = 2.0  # how often backpressure counts are refreshed from the store
+LEASE_SWEEP_INTERVAL: Final = 30.0
+PURGE_BATCH: Final = 500
+
+log = get_logger()
+
+
+def build_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    start_dispatcher: bool = True,
+) -> web.Application:
+    """The public app; its cleanup_ctx owns the store, the client session and the dispatcher."""
+    store = store or open_store_for_url(config.storage.url)
+    relay = Relay(config=config, store=store, metrics=metrics or Metrics(), routes={})
+    relay.set_routes(config.routes)
+    app = web.Application(client_max_size=config.limits.max_body)
+    app[RELAY] = relay
+    app[FAILED] = asyncio.get_running_loop().create_future()
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(_dispatcher_ctx(start_dispatcher))
+    app.cleanup_ctx.append(_housekeeping_ctx)
+    app.on_shutdown.append(_on_shutdown)
+    add_routes(app)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    relay = app[RELAY]
+    await relay.store.open()
+    # Leases left by a crashed process: their deliveries go back to pending.
+    returned = await relay.store.release_expired_leases()
+    if returned:
+        log.warning("leases_recovered", deliveries=returned)
+    relay.undelivered = await relay.store.undelivered_counts()
+    yield
+    await relay.store.close()
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    relay = app[RELAY]
+    # One shared session: connection reuse to the backend is most of a proxy's speed.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
+    relay.session = aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=True,
+        cookie_jar=aiohttp.DummyCookieJar(),  # a relay must not carry cookies between senders
+    )
+    yield
+    await relay.session.close()
+
+
+def _dispatcher_ctx(start: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        relay = app[RELAY]
+        assert relay.session is not None
+        dispatcher = Dispatcher(relay.store, relay.session, relay.metrics, log)
+        dispatcher.set_routes(list(relay.routes.values()), start=start)
+        app[DISPATCHER] = dispatcher
+        relay.wake = dispatcher.notify
+        dispatcher.failed.add_done_callback(lambda f: _fail(app, f.result()))
+        yield
+        relay.wake = lambda route: None
+        # Attempts in flight may finish within the grace; the rest go back to pending.
+        await dispatcher.stop(relay.config.shutdown_grace)
+
+    return ctx
+
+
+def _fail(app: web.Application, exc: BaseException) -> None:
+    if not app[FAILED].done():
+        app[FAILED].set_result(exc)
+
+
+async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_housekeeping(app), name="housekeeping")
+    task.add_done_callback(functools.partial(_watch_task, app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _watch_task(app: web.Application, task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("task_died", task=task.get_name(), error=repr(exc))
+        _fail(app, exc)
+
+
+async def _housekeeping(app: web.Application) -> None:
+    """Backpressure counts, expired leases, retention: small steps, never a long lock."""
+    relay = app[RELAY]
+    loop = asyncio.get_running_loop()
+    next_sweep = next_purge = loop.time()
+    while True:
+        await asyncio.sleep(COUNT_INTERVAL)
+        try:
+            relay.undelivered = await relay.store.undelivered_counts()
+            for route, n in relay.undelivered.items():
+                relay.metrics.events.labels(route, "undelivered").set(n)
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + LEASE_SWEEP_INTERVAL
+                if n := await relay.store.release_expired_leases():
+                    log.warning("leases_recovered", deliveries=n)
+            if loop.time() >= next_purge:
+                next_purge = loop.time() + relay.config.storage.cleanup_interval
+                await purge_once(relay)
+        except StoreError as exc:
+            log.error("housekeeping_failed", error=str(exc))
+
+
+async def purge_once(relay: Relay) -> int:
+    """One retention pass in bounded batches, yielding between them so ingest keeps going."""
+    st = relay.config.storage
+    now = relay.store.clock()
+    total = 0
+    while (
+        n := await relay.store.purge_expired(
+            now - st.dedupe_window, now - st.dead_retention, PURGE_BATCH
+        )
+    ) > 0:
+        total += n
+        if n < PURGE_BATCH:
+            break
+        await asyncio.sleep(0)
+    if st.payload_retention is not None:
+        while (
+            n := await relay.store.drop_payloads(now - st.payload_retention, PURGE_BATCH)
+        ) == PURGE_BATCH:
+            await asyncio.sleep(0)
+    if total:
+        log.info("events_purged", count=total)
+    return total
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    # Listeners are closed by now; requests still arriving on open connections get 503.
+    app[RELAY].draining = True
+
+
+async def serve(config: Config, config_path: Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if a background task died."""
+    loop = asyncio.get_running_loop()
+    notifier = Notifier()
+    app = build_app(config)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_grace
+    )
+    try:
+        await runner.setup()  # opens the store, starts the dispatcher
+    except (RelayError, OSError) as exc:
+        log.error("startup_failed", error=str(exc))
+        await runner.cleanup()
+        return 1
+    relay = app[RELAY]
+    admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
+    await admin_runner.setup()
+    try:
+        for r, listen in ((runner, config.listen), (admin_runner, config.admin.listen)):
+            await web.TCPSite(r, listen.host, listen.port, reuse_address=True, backlog=1024).start()
+    except OSError as exc:
+        log.error("listen_failed", error=str(exc))
+        await admin_runner.cleanup()
+        await runner.cleanup()
+        return 1
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, config_path, notifier))
+    watchdog = _start_watchdog(notifier)
+    log.info(
+        "relay_started",
+        listen=str(config.listen),
+        admin=str(config.admin.listen),
+        routes=[r.name for r in config.routes],
+        storage=config.storage.url.split("://", 1)[0],
+    )
+    notifier.ready(f"serving {len(config.routes)} routes")
+
+    stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    failure: asyncio.Future[Any] = app[FAILED]
+    await asyncio.wait([stopper, failure], return_when=asyncio.FIRST_COMPLETED)
+    failed = app[FAILED].done()
+    stopper.cancel()
+
+    # Shutdown, in order:
+    # 1. tell systemd and load balancers we are going (readyz answers 503);
+    notifier.stopping()
+    relay.draining = True
+    log.info("relay_stopping", reason="task_failed" if failed else "signal")
+    # 2. stop accepting and drain requests in flight within the grace period, cancel
+    #    the rest; then the cleanup_ctx stops the dispatcher (attempts in flight get
+    #    the grace too, the rest go back to pending), closes the session and the store;
+    await runner.cleanup()
+    # 3. the admin listener last, so probes see "draining" until the end.
+    await admin_runner.cleanup()
+    if watchdog is not None:
+        watchdog.cancel()
+    notifier.close()
+    log.info("relay_stopped")
+    return 1 if failed else 0
+
+
+def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
+    interval = watchdog_interval()
+    if interval is None or not notifier.enabled:
+        return None
+
+    async def ping() -> None:
+        while True:
+            notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    return asyncio.create_task(ping(), name="watchdog")
+
+
+def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
+    """SIGHUP: re-read the file; a bad file is refused and the old config stays."""
+    relay = app[RELAY]
+    notifier.reloading()
+    try:
+        new = config_mod.load(path)
+    except ConfigError as exc:
+        log.error("reload_refused", errors=exc.errors)
+        notifier.ready("reload refused: config invalid")
+        return
+    unchanged = ("listen", "admin", "storage")
+    ignored = [k for k in unchanged if getattr(new, k) != getattr(relay.config, k)]
+    if ignored:
+        log.warning("reload_needs_restart", settings=ignored)
+    relay.config = _with_routes(relay.config, new)
+    relay.set_routes(new.routes)
+    app[DISPATCHER].set_routes(list(relay.routes.values()))
+    log.info("config_reloaded", routes=[r.name for r in new.routes])
+    notifier.ready(f"serving {len(new.routes)} routes")
+
+
+def _with_routes(old: Config, new: Config) -> Config:
+    """The new file's routes and limits; listeners and storage need a restart."""
+    import dataclasses
+
+    return dataclasses.replace(new, listen=old.listen, admin=old.admin, storage=old.storage)
+
+
+def run(config: Config, config_path: Path | None = None) -> int:
+    loop_factory: Any = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(config, config_path))

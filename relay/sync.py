@@ -1,0 +1,210 @@
+"""Sync (pass-through) mode: claim, forward now, store the final answer, replay it.
+
+A 2xx or a final 4xx is stored and replayed to later duplicates. A 5xx, 408,
+425, 429, timeout or connection error releases the claim, so the sender's own
+retry is processed afresh. A duplicate that arrives while the original is in
+flight waits (bounded) for the original's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from relay import forward
+from relay.errors import StoreUnavailable
+from relay.metrics import status_class
+from relay.retry import is_retryable_status
+from relay.runtime import REPLAYED, STORE_RETRY_AFTER, Relay, Reply, RouteRuntime, reject
+from relay.store.base import Acquired, Busy, Completed, NewEvent, StoredResponse
+
+# A duplicate whose original is held by another replica polls the store; it
+# starts fast (the usual forward takes milliseconds) and backs off.
+POLL_FIRST: Final = 0.02
+POLL_MAX: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the original's sender got; duplicates that waited get the same."""
+
+    status: int
+    content_type: str | None
+    body: bytes
+    stored: bool  # final: kept in the store and replayable
+
+    def response(self, replayed: bool) -> web.Response:
+        resp = web.Response(status=self.status, body=self.body, content_type=None)
+        if self.content_type:
+            resp.headers["Content-Type"] = self.content_type
+        if replayed:
+            resp.headers[REPLAYED] = "true"
+        return resp
+
+
+def _replay(stored: StoredResponse) -> web.Response:
+    resp = Answer(stored.status, stored.content_type, stored.body, True).response(replayed=True)
+    if stored.body_omitted:
+        resp.headers["Idempotent-Body-Omitted"] = "true"
+    return resp
+
+
+def _no_upstream_answer(result: forward.Result) -> Answer:
+    status, reason = (
+        (504, "upstream_timeout") if result.timed_out else (502, "upstream_unreachable")
+    )
+    body = json.dumps({"error": reason, "message": result.error or ""}).encode()
+    return Answer(status, "application/json", body, stored=False)
+
+
+async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forward.Via) -> Reply:
+    cfg = rt.cfg
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cfg.sync.wait
+    delay = POLL_FIRST
+    while True:
+        try:
+            claim = await relay.store.claim_sync(event, cfg.sync.lease)
+        except StoreUnavailable as exc:
+            rt.log.error("store_unavailable", key=event.key, error=str(exc))
+            return reject(503, "store_unavailable", "could not claim the key", STORE_RETRY_AFTER)
+        if isinstance(claim, Acquired):
+            return await _forward(relay, rt, event, claim, via)
+        if claim.fingerprint != event.fingerprint:
+            relay.metrics.mismatches.labels(cfg.name).inc()
+            rt.log.warning("payload_mismatch", key=event.key, event_id=claim.event_id)
+            if cfg.on_payload_mismatch == "reject":
+                return reject(422, "payload_mismatch", "this key was used with a different body")
+        source = event.key_source.partition(":")[0]
+        if isinstance(claim, Completed):
+            relay.metrics.duplicates.labels(cfg.name, source).inc()
+            return Reply(_replay(claim.response), "replayed", event.key)
+        # Busy: the original is in flight, here or on another replica.
+        waited = await _wait(relay, rt, event, claim, deadline, delay)
+        if isinstance(waited, Reply):
+            relay.metrics.duplicates.labels(cfg.name, source).inc()
+            return waited
+        if waited is None:
+            relay.metrics.sync_waits.labels(cfg.name, "timeout").inc()
+            return reject(
+                409,
+                "in_flight",
+                "the original delivery of this key is still in flight",
+                retry_after=cfg.sync.busy_retry_after,
+            )
+        delay = waited  # the key came free (released or lease expired): claim again
+
+
+async def _wait(
+    relay: Relay, rt: RouteRuntime, event: NewEvent, busy: Busy, deadline: float, delay: float
+) -> Reply | float | None:
+    """A Reply once the original answered; a poll delay to claim again; None past the bound."""
+    loop = asyncio.get_running_loop()
+    local = rt.waiters.get(event.key)
+    if local is not None:
+        try:
+            answer: Answer = await asyncio.wait_for(
+                asyncio.shield(local), max(0.0, deadline - loop.time())
+            )
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            if local.cancelled():  # the original's handler was cancelled, not us
+                return delay
+            raise
+        relay.metrics.sync_waits.labels(rt.cfg.name, "answered").inc()
+        return Reply(answer.response(replayed=answer.stored), "replayed", event.key)
+    # Held elsewhere (another replica, or a crashed process whose lease will expire).
+    while (remaining := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, POLL_MAX)
+        try:
+            now = await relay.store.peek_sync(rt.cfg.name, event.key)
+        except StoreUnavailable:
+            continue
+        if isinstance(now, Completed):
+            relay.metrics.sync_waits.labels(rt.cfg.name, "answered").inc()
+            return Reply(_replay(now.response), "replayed", event.key)
+        if now is None or (isinstance(now, Busy) and now.lease_expires < relay.store.clock()):
+            return delay
+        if event.key in rt.waiters:  # the key is now forwarded by this process
+            return POLL_FIRST
+    return None
+
+
+async def _forward(
+    relay: Relay, rt: RouteRuntime, event: NewEvent, claim: Acquired, via: forward.Via
+) -> Reply:
+    cfg = rt.cfg
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Answer] = loop.create_future()
+    rt.waiters[event.key] = waiter
+    if claim.taken_over:
+        rt.log.warning("sync_lease_taken_over", key=event.key, event_id=claim.event_id)
+    try:
+        assert relay.session is not None
+        result = await forward.send(
+            relay.session,
+            method=event.method,
+            url=forward.upstream_url(cfg.upstreams[0], event.query),
+            headers=forward.upstream_headers(
+                event.headers, key=event.key, key_header=cfg.key_header, via=via
+            ),
+            body=event.body,
+            timeout=rt.timeout,
+            keep_body=True,
+        )
+        answer = await _settle(relay, rt, claim, result)
+        waiter.set_result(answer)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+            await _release(relay, rt, claim, event.key)
+        if rt.waiters.get(event.key) is waiter:
+            del rt.waiters[event.key]
+    outcome = "forwarded" if answer.stored else "released"
+    return Reply(answer.response(replayed=False), outcome, event.key)
+
+
+async def _settle(
+    relay: Relay, rt: RouteRuntime, claim: Acquired, result: forward.Result
+) -> Answer:
+    cfg = rt.cfg
+    status = result.status
+    relay.metrics.attempt_seconds.labels(cfg.name).observe(result.duration_ms / 1000.0)
+    if status is None or is_retryable_status(status):
+        # Not final: forget the claim so the sender's retry gets a fresh attempt.
+        await _release(relay, rt, claim, None)
+        relay.metrics.attempts.labels(cfg.name, "retry", status_class(status)).inc()
+        if status is None:
+            return _no_upstream_answer(result)
+        return Answer(status, result.content_type, result.body, stored=False)
+    omitted = len(result.body) > cfg.sync.max_stored_body
+    stored = StoredResponse(
+        status=status,
+        content_type=result.content_type,
+        body=b"" if omitted else result.body,
+        body_omitted=omitted,
+    )
+    try:
+        if not await relay.store.complete_sync(claim.event_id, claim.token, stored):
+            rt.log.warning("sync_lease_lost", event_id=claim.event_id)
+    except StoreUnavailable as exc:
+        # The upstream did answer: give the sender that answer; a duplicate may re-forward.
+        rt.log.error("store_unavailable", event_id=claim.event_id, error=str(exc))
+    relay.metrics.attempts.labels(
+        cfg.name, "delivered" if status < 300 else "dead", status_class(status)
+    ).inc()
+    return Answer(status, result.content_type, result.body, stored=True)
+
+
+async def _release(relay: Relay, rt: RouteRuntime, claim: Acquired, key: str | None) -> None:
+    try:
+        await relay.store.release_sync(claim.event_id, claim.token)
+    except StoreUnavailable as exc:
+        # The lease expires on its own; until then duplicates wait or get 409.
+        rt.log.error("store_unavailable", event_id=claim.event_id, key=key, error=str(exc))
