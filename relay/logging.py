@@ -45,4 +45,5 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
 
 
 def get_logger(**context: Any) -> Any:
-    return structlog.get_logger("relay").bind(**context)
+    # A lazy proxy: modules create loggers at import, before configure() runs.
+    return structlog.get_logger("relay", **context)

@@ -1,0 +1,37 @@
+# The two commands of the README are `make run` and `make test`; the rest are parts of them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.example.yaml
+
+.PHONY: install run test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,fast]'
+
+# Installs, starts a demo backend on 127.0.0.1:3000, and runs the relay on the embedded SQLite store.
+run: install
+	@$(BIN)/webhook-relay echo-backend --listen 127.0.0.1:3000 & \
+	  trap 'kill $$!' EXIT INT TERM; \
+	  $(BIN)/webhook-relay serve -c $(CONFIG)
+
+lint:
+	$(BIN)/ruff check relay tests bench
+	$(BIN)/ruff format --check relay tests bench
+
+typecheck:
+	$(BIN)/mypy --strict relay
+
+# The README's test command does the same: lint and mypy run inside pytest (tests/test_static.py).
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info data
