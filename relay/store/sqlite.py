@@ -159,8 +159,10 @@ class SQLiteStore:
             conn = self._connection()
             try:
                 if conn.in_transaction:
-                    # A caller cancelled mid-transaction left it open.
-                    await conn.execute("ROLLBACK")
+                    # A caller cancelled mid-transaction left it open; its own
+                    # ROLLBACK may already be queued, hence the suppress.
+                    with suppress(sqlite3.Error):
+                        await conn.execute("ROLLBACK")
                 yield conn
             except sqlite3.Error as exc:
                 raise _unavailable(exc) from exc

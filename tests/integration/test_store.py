@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from relay.errors import SchemaTooNew, StoreUnavailable
+from relay.store import open_store_for_url
 from relay.store.base import (
     Acquired,
     Attempt,
@@ -376,6 +378,21 @@ async def test_concurrent_sync_claims_acquire_once(store: Store) -> None:
     assert sum(isinstance(c, Busy) for c in claims) == 19
 
 
+async def test_cancelled_callers_leave_the_store_usable(store: Store) -> None:
+    # Cancel at every await point a claim goes through; whatever it got done,
+    # the connection must not be left inside a half-finished transaction.
+    for n in range(12):
+        task = asyncio.ensure_future(store.claim_sync(event(f"s{n}", upstreams=()), 30))
+        for _ in range(n):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await store.ping()
+    assert isinstance(await store.claim_sync(event("after", upstreams=()), 30), Acquired)
+    assert (await store.ingest(event("after-queue"))).first
+
+
 # --- operations ---------------------------------------------------------------
 
 
@@ -506,6 +523,7 @@ async def test_sqlite_failing_commit_fails_the_whole_batch(tmp_path: Path) -> No
             *(store.ingest(event(k)) for k in ("a", "b", "poison", "c")), return_exceptions=True
         )
         assert all(isinstance(r, StoreUnavailable) for r in results)
+        assert "FOREIGN KEY" in str(results[0])  # it was the COMMIT that failed
         assert store.stats.failed_batches == 1 and store.stats.rows == 0
         assert await store.list_events(EventFilter(), limit=10) == []
         assert (await store.ingest(event("a"))).first  # the store recovered
@@ -557,6 +575,7 @@ async def test_sqlite_schema_too_new_is_refused(tmp_path: Path) -> None:
 
 
 def test_sqlite_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(open_store_for_url(f"sqlite:///{tmp_path}/x.db"), SQLiteStore)
     absolute = SQLiteStore.from_url(f"sqlite:///{tmp_path}/a/b/relay.db")
     assert absolute.path == tmp_path / "a" / "b" / "relay.db"
     assert (tmp_path / "a" / "b").is_dir()
