@@ -60,11 +60,10 @@ CREATE TABLE deliveries (
 
 -- lease_due and next_due_at.
 CREATE INDEX deliveries_due ON deliveries (route, upstream, state, next_attempt_at);
--- undelivered_counts (covering), and the state filters of the admin API.
+-- undelivered_counts (covering) and release_expired_leases.
 CREATE INDEX deliveries_state_route ON deliveries (state, route, event_id);
-CREATE INDEX deliveries_event ON deliveries (event_id);
--- release_expired_leases.
-CREATE INDEX deliveries_lease ON deliveries (lease_expires) WHERE state = 'in_flight';
+-- The ON DELETE CASCADE, and every "does this event have a delivery in state X".
+CREATE INDEX deliveries_event ON deliveries (event_id, state);
 -- Per-key ordering: "is an earlier delivery of this key still open?"
 CREATE INDEX deliveries_ordering ON deliveries (route, upstream, ordering_key, event_id)
     WHERE ordering_key IS NOT NULL AND state IN ('pending', 'in_flight');
