@@ -91,7 +91,7 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         query=request.query_string,
         headers=tuple(request.headers.items()),
         body=body,
-        received_at=time.time(),
+        received_at=relay.store.clock(),
         upstreams=cfg.upstreams if cfg.mode == "queue" else (),
         revive_dead=cfg.revive_dead,
     )

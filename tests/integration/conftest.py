@@ -1,0 +1,117 @@
+"""A real relay app on a real socket in front of a real recording backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from relay.config import Config, from_mapping
+from relay.metrics import Metrics
+from relay.service import DISPATCHER, build_app
+from relay.store.sqlite import SQLiteStore
+from tests.conftest import FakeClock
+
+
+@dataclass
+class Seen:
+    method: str
+    path_qs: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def key(self) -> str | None:
+        return dict((k.lower(), v) for k, v in self.headers).get("idempotency-key")
+
+
+Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+
+
+async def _ok(request: web.Request, n: int) -> web.StreamResponse:
+    return web.json_response({"ok": True, "n": n})
+
+
+@dataclass
+class Backend:
+    """Records every request; ``behaviour`` decides each answer (n counts from 1)."""
+
+    server: TestServer | None = None
+    seen: list[Seen] = field(default_factory=list)
+    behaviour: Behaviour = _ok
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def url(self, path: str = "/hook") -> str:
+        assert self.server is not None
+        return str(self.server.make_url(path))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(Seen(request.method, request.path_qs, list(request.headers.items()), body))
+        n = len(self.seen)
+        async with self.changed:
+            self.changed.notify_all()
+        return await self.behaviour(request, n)
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        """Until the backend has seen ``count`` requests (bounded)."""
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(lambda: len(self.seen) >= count)
+
+    def keys(self) -> list[str | None]:
+        return [s.key for s in self.seen]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Backend]:
+    b = Backend()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", b.handle)
+    b.server = TestServer(app)
+    await b.server.start_server()
+    yield b
+    await b.server.close()
+
+
+@pytest.fixture
+def now_clock() -> FakeClock:
+    return FakeClock(time.time())
+
+
+RelayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def make_relay(tmp_path: Path, now_clock: FakeClock) -> AsyncIterator[RelayFactory]:
+    """Build a relay from route mappings; ``start_dispatcher=False`` leaves delivery to burst()."""
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def make(
+        *routes: dict[str, Any],
+        start_dispatcher: bool = True,
+        env: dict[str, str] | None = None,
+        **top: Any,
+    ) -> TestClient[web.Request, web.Application]:
+        doc: dict[str, Any] = {"routes": list(routes), **top}
+        config: Config = from_mapping(doc, env=env or {}, base=tmp_path)
+        store = SQLiteStore(tmp_path / "relay.db", clock=now_clock)
+        app = build_app(config, store=store, metrics=Metrics(), start_dispatcher=start_dispatcher)
+        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+def dispatcher_of(client: TestClient[web.Request, web.Application]) -> Any:
+    return client.app[DISPATCHER]
