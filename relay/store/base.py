@@ -113,7 +113,9 @@ class Lease:
     route: str
     upstream: str
     attempts: int  # attempts made before this one
-    received_at: float  # when the event was first accepted (for max_age)
+    # Start of the retry window (max_age): when the delivery was created, or
+    # last revived or requeued, so a replayed old event gets a fresh window.
+    received_at: float
     key: str
     method: str
     path: str

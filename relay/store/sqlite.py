@@ -227,7 +227,9 @@ class SQLiteStore:
                 await conn.execute(q.insert_deliveries(len(chunk)), q.delivery_params(chunk, now))
             revived: dict[int, int] = {}
             if revive:
-                for r in await conn.execute_fetchall(q.revive(len(revive)), [now, now, *revive]):
+                for r in await conn.execute_fetchall(
+                    q.revive(len(revive)), [now, now, now, *revive]
+                ):
                     revived[int(r[0])] = revived.get(int(r[0]), 0) + 1
             if fixups:
                 await conn.executemany(q.ADD_MISMATCHES, fixups)
@@ -390,7 +392,9 @@ class SQLiteStore:
         states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
         now = self.clock()
         async with self._locked() as conn:
-            cursor = await conn.execute(q.requeue(where, len(states)), [now, now, *states, *params])
+            cursor = await conn.execute(
+                q.requeue(where, len(states)), [now, now, now, *states, *params]
+            )
         return cursor.rowcount
 
     async def purge(self, flt: EventFilter) -> int:

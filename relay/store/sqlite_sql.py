@@ -110,7 +110,8 @@ def revive(events: int) -> str:
     # fan-out is the operator's call (requeue), not the sender's.
     return (
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-        " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?,"
+        " created_at = ?"
         f" WHERE state = 'dead' AND event_id IN ({marks(events)})"
         " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
         "  WHERE o.event_id = deliveries.event_id AND o.state <> 'dead')"
@@ -142,7 +143,7 @@ LEASE_DUE = (
     "  WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
     f"  AND d.next_attempt_at <= :now AND {_ORDER_FREE}"
     "  ORDER BY d.next_attempt_at, d.id LIMIT :limit)"
-    " RETURNING id, event_id, route, upstream, attempts, lease_token, next_attempt_at"
+    " RETURNING id, event_id, route, upstream, attempts, lease_token, next_attempt_at, created_at"
 )
 
 
@@ -162,7 +163,8 @@ def lease_from_rows(d: sqlite3.Row, e: sqlite3.Row) -> Lease:
         route=str(d["route"]),
         upstream=str(d["upstream"]),
         attempts=int(d["attempts"]),
-        received_at=float(e["received_at"]),
+        # The retry window (max_age) starts when the delivery was created, revived or requeued.
+        received_at=float(d["created_at"]),
         key=str(e["key"]),
         method=str(e["method"]),
         path=str(e["path"]),
@@ -352,7 +354,7 @@ def filter_sql(flt: EventFilter) -> tuple[str, list[Any]]:
 def requeue(where: str, states: int) -> str:
     return (
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-        " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?, created_at = ?"
         f" WHERE state IN ({marks(states)})"
         f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where})"
     )
