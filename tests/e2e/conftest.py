@@ -1,0 +1,53 @@
+"""End-to-end fixtures: daemons and backends, killed and reported on in teardown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support import HOST, Backend, Relay
+
+
+@pytest.fixture
+def start_backend(
+    aiohttp_server: Any,
+) -> Callable[..., Awaitable[Backend]]:
+    """``await start_backend(backend, port=None)``: serve it on 127.0.0.1."""
+
+    async def start(backend: Backend, port: int | None = None) -> Backend:
+        backend.server = await aiohttp_server(backend.app(), host=HOST, port=port)
+        backend.port = int(backend.server.port)
+        return backend
+
+    return start
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+async def relays(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """``relays(routes, **top)`` builds a Relay in tmp_path (not started)."""
+    made: list[Relay] = []
+
+    def make(routes: list[dict[str, Any]], **top: Any) -> Relay:
+        sub = tmp_path / f"relay{len(made)}" if made else tmp_path
+        sub.mkdir(exist_ok=True)
+        relay = Relay(sub, routes, **top)
+        made.append(relay)
+        return relay
+
+    yield make
+    for relay in made:
+        relay.reap()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or rep.failed or hasattr(rep, "wasxfail"):
+        for relay in made:
+            print(f"\n===== relay stderr ({relay.stderr_path}) =====\n{relay.stderr()}")
