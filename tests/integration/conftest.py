@@ -80,9 +80,20 @@ async def upstream() -> AsyncIterator[Backend]:
     await b.server.close()
 
 
+class ShiftClock(FakeClock):
+    """Real time plus an offset tests can add to: a running dispatcher sees time pass,
+    and a test can still jump past a lease or a Retry-After without sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    def __call__(self) -> float:
+        return time.time() + self.now
+
+
 @pytest.fixture
 def now_clock() -> FakeClock:
-    return FakeClock(time.time())
+    return ShiftClock()
 
 
 RelayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
