@@ -191,6 +191,21 @@ class EventInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteBacklog:
+    """Work of one route not delivered yet, for the gauges and the status page.
+
+    Counts are events with at least one delivery in that state (a fan-out
+    event pending on two upstreams counts once).
+    """
+
+    route: str
+    pending: int = 0
+    in_flight: int = 0
+    dead: int = 0
+    oldest_open_at: float | None = None  # received_at of the oldest event pending or in flight
+
+
+@dataclass(frozen=True, slots=True)
 class EventFilter:
     route: str | None = None
     state: DeliveryState | None = None  # events with at least one delivery in this state
@@ -265,6 +280,14 @@ class Store(Protocol):
     async def requeue(self, flt: EventFilter) -> int:
         """Put matching dead or stale deliveries back to pending, due now; how many."""
 
+    async def requeue_all(self, flt: EventFilter) -> int:
+        """A forced replay: every matching delivery not in flight, delivered ones
+        too, back to pending, due now, with a fresh retry window; how many.
+
+        Events whose payload was dropped (payload retention) are skipped: there
+        is nothing left to forward.
+        """
+
     async def purge(self, flt: EventFilter) -> int:
         """Delete matching events that have nothing pending or in flight; how many."""
 
@@ -282,6 +305,16 @@ class Store(Protocol):
 
     async def ping(self) -> bool:
         """True if the store answers."""
+
+    # --- observability --------------------------------------------------------
+
+    async def backlog(self) -> dict[str, RouteBacklog]:
+        """Per route with any: events pending, in flight and dead, and the oldest
+        open one. Cheap enough for every scrape (grouped counts over an index)."""
+
+    async def open_deliveries(self) -> dict[tuple[str, str], int]:
+        """Deliveries pending or in flight per (route, upstream): what a reload
+        that removed a route or an upstream leaves without a worker."""
 
 
 __all__ = [
@@ -301,6 +334,7 @@ __all__ = [
     "Lease",
     "NewEvent",
     "Outcome",
+    "RouteBacklog",
     "Store",
     "StoredResponse",
     "SyncClaim",

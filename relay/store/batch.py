@@ -10,10 +10,11 @@ every future of that batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -29,6 +30,17 @@ class BatchStats:
     last_batch_size: int = 0
     commit_seconds: float = 0.0  # wall time spent in successful commits
     failed_batches: int = 0
+    # Optional hook, called after every batch with (items, seconds, committed):
+    # metrics feed their histograms from it.
+    observer: Callable[[int, float, bool], None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def observe(self, size: int, seconds: float, ok: bool) -> None:
+        if self.observer is not None:
+            # A metrics failure must never fail a commit that already happened.
+            with contextlib.suppress(Exception):
+                self.observer(size, seconds, ok)
 
 
 class GroupCommitter(Generic[T, R]):
@@ -111,16 +123,19 @@ class GroupCommitter(Generic[T, R]):
                 raise RuntimeError(f"commit returned {len(results)} results for {len(batch)} items")
         except BaseException as exc:
             self.stats.failed_batches += 1
+            self.stats.observe(len(batch), time.perf_counter() - started, False)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(self._on_error(exc))
             if not isinstance(exc, Exception):
                 raise  # cancelled: the callers are answered, now stop
             return
+        elapsed = time.perf_counter() - started
         self.stats.batches += 1
         self.stats.rows += len(batch)
         self.stats.last_batch_size = len(batch)
-        self.stats.commit_seconds += time.perf_counter() - started
+        self.stats.commit_seconds += elapsed
+        self.stats.observe(len(batch), elapsed, True)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

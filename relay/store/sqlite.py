@@ -34,6 +34,7 @@ from relay.store.base import (
     Lease,
     NewEvent,
     Outcome,
+    RouteBacklog,
     StoredResponse,
     SyncClaim,
 )
@@ -397,6 +398,13 @@ class SQLiteStore:
             )
         return cursor.rowcount
 
+    async def requeue_all(self, flt: EventFilter) -> int:
+        where, params = q.filter_sql(flt)
+        now = self.clock()
+        async with self._locked() as conn:
+            cursor = await conn.execute(q.requeue_all(where), [now, now, now, *params])
+        return cursor.rowcount
+
     async def purge(self, flt: EventFilter) -> int:
         where, params = q.filter_sql(flt)
         async with self._locked() as conn:
@@ -415,6 +423,24 @@ class SQLiteStore:
                 q.DROP_PAYLOADS, {"before": delivered_before, "limit": limit}
             )
         return cursor.rowcount
+
+    # --- observability ----------------------------------------------------------
+
+    async def backlog(self) -> dict[str, RouteBacklog]:
+        async with self._tx("BEGIN") as conn:
+            counts = await conn.execute_fetchall(q.BACKLOG_COUNTS)
+            oldest = await conn.execute_fetchall(q.OLDEST_OPEN)
+        by_route: dict[str, dict[str, Any]] = {}
+        for route, state, n in counts:
+            by_route.setdefault(str(route), {})[str(state)] = int(n)
+        for route, received_at in oldest:
+            by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
+        return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
+
+    async def open_deliveries(self) -> dict[tuple[str, str], int]:
+        async with self._locked() as conn:
+            rows = await conn.execute_fetchall(q.OPEN_BY_UPSTREAM)
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
 
 def _unavailable(exc: BaseException) -> BaseException:

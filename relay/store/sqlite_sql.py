@@ -360,6 +360,18 @@ def requeue(where: str, states: int) -> str:
     )
 
 
+def requeue_all(where: str) -> str:
+    # In-flight deliveries are left to their lease holder; a dropped payload
+    # cannot be forwarded again.
+    return (
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, delivered_at = NULL,"
+        " updated_at = ?, created_at = ?"
+        " WHERE state <> 'in_flight'"
+        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where} AND e.body IS NOT NULL)"
+    )
+
+
 _NO_OPEN_WORK = (
     "NOT EXISTS (SELECT 1 FROM deliveries AS d"
     " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
@@ -418,3 +430,25 @@ def sync_claim_from_row(row: sqlite3.Row) -> SyncClaim:
         body_omitted=bool(row["response_body_omitted"]),
     )
     return Completed(event_id, fingerprint, response)
+
+
+# --- observability ------------------------------------------------------------
+
+# Both scan only the (state, route, event_id) index over open and dead rows,
+# never the delivered history.
+BACKLOG_COUNTS = (
+    "SELECT route, state, count(DISTINCT event_id) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, route"
+)
+
+# Ids grow with arrival, so the smallest open event id is the oldest open event.
+OLDEST_OPEN = (
+    "SELECT m.route, e.received_at FROM (SELECT route, min(event_id) AS first FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route) AS m"
+    " JOIN events AS e ON e.id = m.first"
+)
+
+OPEN_BY_UPSTREAM = (
+    "SELECT route, upstream, count(*) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"
+)
