@@ -184,12 +184,7 @@ class Dispatcher:
                 self.session,
                 method=lease.method,
                 url=forward.upstream_url(lease.upstream, lease.query),
-                headers=forward.upstream_headers(
-                    lease.headers,
-                    key=lease.key,
-                    key_header=cfg.key_header,
-                    via=forward.Via(None, "http", None),
-                ),
+                headers=rt.upstream_headers(lease.headers, lease.key, None, lease.body),
                 body=lease.body,
                 timeout=rt.timeout,
                 keep_body=False,

@@ -46,11 +46,27 @@ class Via:
     host: str | None
 
 
+def with_forwarded(headers: Iterable[tuple[str, str]], via: Via) -> tuple[tuple[str, str], ...]:
+    """The headers plus X-Forwarded-For/-Proto/-Host for the hop we received them on.
+
+    Queue mode stores this at ingest, so a delivery days later still names the sender.
+    """
+    out: CIMultiDict[str] = CIMultiDict(headers)
+    if via.client_ip:
+        prior = out.getone("X-Forwarded-For", None)
+        out["X-Forwarded-For"] = f"{prior}, {via.client_ip}" if prior else via.client_ip
+    # A load balancer in front of us already knows the sender's scheme and host.
+    out.setdefault("X-Forwarded-Proto", via.proto)
+    if via.host:
+        out.setdefault("X-Forwarded-Host", via.host)
+    return tuple(out.items())
+
+
 def upstream_headers(
-    headers: Iterable[tuple[str, str]], *, key: str, key_header: str, via: Via
+    headers: Iterable[tuple[str, str]], *, key: str, key_header: str, via: Via | None = None
 ) -> CIMultiDict[str]:
-    """The sender's headers minus hop-by-hop ones, plus X-Forwarded-* and the key."""
-    pairs = list(headers)
+    """The headers minus hop-by-hop ones, plus the key (and X-Forwarded-* given ``via``)."""
+    pairs = list(headers) if via is None else list(with_forwarded(headers, via))
     # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
     named = {
         token.strip().lower()
@@ -64,13 +80,6 @@ def upstream_headers(
         if lower in HOP_BY_HOP or lower in named or lower.startswith("proxy-"):
             continue
         out.add(name, value)
-    if via.client_ip:
-        prior = out.getone("X-Forwarded-For", None)
-        out["X-Forwarded-For"] = f"{prior}, {via.client_ip}" if prior else via.client_ip
-    # A load balancer in front of us already knows the sender's scheme and host.
-    out.setdefault("X-Forwarded-Proto", via.proto)
-    if via.host:
-        out.setdefault("X-Forwarded-Host", via.host)
     out[key_header] = key
     return out
 

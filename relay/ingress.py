@@ -18,7 +18,7 @@ from aiohttp import web
 from relay import keys, signatures
 from relay.config import Route
 from relay.errors import StoreUnavailable
-from relay.forward import Via
+from relay.forward import Via, with_forwarded
 from relay.runtime import (
     RELAY,
     REPLAYED,
@@ -81,6 +81,7 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
             )
         found = (payload.sha256(), keys.SHA256)
     key, source = found
+    via = Via(request.remote, request.scheme, request.host)
     event = NewEvent(
         route=cfg.name,
         key=key,
@@ -89,7 +90,11 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         method=request.method,
         path=request.path,
         query=request.query_string,
-        headers=tuple(request.headers.items()),
+        # Queue mode keeps the X-Forwarded-* of this hop with the event: it is
+        # delivered later, when the sender's connection is long gone.
+        headers=with_forwarded(request.headers.items(), via)
+        if cfg.mode == "queue"
+        else tuple(request.headers.items()),
         body=body,
         received_at=relay.store.clock(),
         upstreams=cfg.upstreams if cfg.mode == "queue" else (),

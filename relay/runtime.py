@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from relay import signatures
 from relay.config import Config, Route
-from relay.forward import client_timeout
+from relay.forward import Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
 from relay.store.base import Store
@@ -54,6 +56,20 @@ class RouteRuntime:
             secrets=secrets,
             log=get_logger(route=cfg.name),
         )
+
+    def upstream_headers(
+        self, headers: Iterable[tuple[str, str]], key: str, via: Via | None, body: bytes
+    ) -> CIMultiDict[str]:
+        """The upstream request's headers; re-signed now when the route says ``resign``."""
+        out = upstream_headers(headers, key=key, key_header=self.cfg.key_header, via=via)
+        if self.cfg.resign and self.scheme is not None and self.secrets:
+            # A queued event may go out days after it was signed; a backend that checks
+            # timestamps (Stripe's libraries: 300 s) needs a fresh signature. The first
+            # configured secret signs: list the one the backend knows first.
+            fresh = signatures.sign(self.scheme, self.secrets[0], out, body, now=time.time())
+            for name, value in fresh.items():
+                out[name] = value  # replaces every case-variant of the header
+        return out
 
 
 @dataclass(slots=True)

@@ -151,9 +151,7 @@ async def _forward(
             relay.session,
             method=event.method,
             url=forward.upstream_url(cfg.upstreams[0], event.query),
-            headers=forward.upstream_headers(
-                event.headers, key=event.key, key_header=cfg.key_header, via=via
-            ),
+            headers=rt.upstream_headers(event.headers, event.key, via, event.body),
             body=event.body,
             timeout=rt.timeout,
             keep_body=True,

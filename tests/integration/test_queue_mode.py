@@ -46,6 +46,10 @@ async def test_event_is_acked_then_delivered_once(
     await upstream.wait_for(1)
     (seen,) = upstream.seen
     assert seen.body == body and seen.key == "evt_1" and seen.path_qs == "/orders"
+    # The hop's X-Forwarded-* were kept with the event for the later delivery.
+    forwarded = {k.lower(): v for k, v in seen.headers if k.lower().startswith("x-forwarded-")}
+    assert forwarded["x-forwarded-for"] == "127.0.0.1"
+    assert forwarded["x-forwarded-proto"] == "http"
     # A duplicate after delivery is still absorbed.
     assert (await post(client, "evt_1", body)).status == 202
     info = await client.app[RELAY].store.get_event(ack["event_id"])
