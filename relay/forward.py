@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +36,30 @@ HOP_BY_HOP: Final = frozenset(
 SKIP_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # A sync response is held in memory to answer the sender; a runaway one is an error.
 MAX_RESPONSE_BODY: Final = 16 * 1024 * 1024
+
+
+# Control characters (but HTAB) have no place in a header value: CR/LF would split
+# the upstream request (header injection), NUL truncates in some backends.
+_BAD_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def clean_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The headers safe to store and forward; a value that is not valid text is dropped.
+
+    aiohttp decodes header bytes that are not UTF-8 with surrogateescape; such a
+    value cannot be stored as text nor sent on without changing its bytes.
+    """
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                continue
+        if _BAD_VALUE.search(value):
+            continue
+        out.append((name, value))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

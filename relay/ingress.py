@@ -18,7 +18,7 @@ from aiohttp import web
 from relay import keys, signatures
 from relay.config import Route
 from relay.errors import StoreUnavailable
-from relay.forward import Via, with_forwarded
+from relay.forward import Via, clean_headers, with_forwarded
 from relay.runtime import (
     RELAY,
     REPLAYED,
@@ -82,6 +82,7 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         found = (payload.sha256(), keys.SHA256)
     key, source = found
     via = Via(request.remote, request.scheme, request.host)
+    headers = clean_headers(request.headers.items())
     event = NewEvent(
         route=cfg.name,
         key=key,
@@ -92,16 +93,13 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         query=request.query_string,
         # Queue mode keeps the X-Forwarded-* of this hop with the event: it is
         # delivered later, when the sender's connection is long gone.
-        headers=with_forwarded(request.headers.items(), via)
-        if cfg.mode == "queue"
-        else tuple(request.headers.items()),
+        headers=with_forwarded(headers, via) if cfg.mode == "queue" else headers,
         body=body,
         received_at=relay.store.clock(),
         upstreams=cfg.upstreams if cfg.mode == "queue" else (),
         revive_dead=cfg.revive_dead,
     )
     if cfg.mode == "sync":
-        via = Via(request.remote, request.scheme, request.host)
         return await handle_sync(relay, rt, event, via)
     return await _enqueue(relay, rt, event)
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
@@ -15,10 +15,12 @@ from aiohttp import web
 
 from relay import config as config_mod
 from relay.admin import build_admin_app
+from relay.admin_api import find_orphans
 from relay.config import Config
 from relay.dispatcher import Dispatcher
 from relay.errors import ConfigError, RelayError, StoreError
 from relay.ingress import add_routes
+from relay.limits import ConnectionGuard
 from relay.logging import get_logger
 from relay.metrics import Metrics
 from relay.runtime import RELAY, Relay
@@ -27,6 +29,7 @@ from relay.store import open_store_for_url
 from relay.store.base import Store
 
 DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
+GUARD: Final = web.AppKey("guard", ConnectionGuard)
 # Set when a background task dies: the service must stop with a non-zero exit.
 FAILED: Final = web.AppKey("failed", asyncio.Future[BaseException])
 COUNT_INTERVAL: Final = 2.0  # how often backpressure counts are refreshed from the store
@@ -47,8 +50,16 @@ def build_app(
     store = store or open_store_for_url(config.storage.url)
     relay = Relay(config=config, store=store, metrics=metrics or Metrics(), routes={})
     relay.set_routes(config.routes)
-    app = web.Application(client_max_size=config.limits.max_body)
+    limits = config.limits
+    guard = ConnectionGuard(
+        limits.max_connections,
+        limits.header_timeout,
+        # Refused before any route is known: counted under route "".
+        lambda reason: relay.metrics.rejected.labels("", reason).inc(),
+    )
+    app = web.Application(client_max_size=limits.max_body, middlewares=[guard.middleware])
     app[RELAY] = relay
+    app[GUARD] = guard
     app[FAILED] = asyncio.get_running_loop().create_future()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
@@ -130,8 +141,6 @@ async def _housekeeping(app: web.Application) -> None:
         await asyncio.sleep(COUNT_INTERVAL)
         try:
             relay.undelivered = await relay.store.undelivered_counts()
-            for route, n in relay.undelivered.items():
-                relay.metrics.events.labels(route, "undelivered").set(n)
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + LEASE_SWEEP_INTERVAL
                 if n := await relay.store.release_expired_leases():
@@ -187,8 +196,12 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
         await runner.cleanup()
         return 1
     relay = app[RELAY]
+    assert runner.server is not None
+    app[GUARD].install(runner.server)  # before the listener accepts its first connection
     admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
     await admin_runner.setup()
+    # Work stored for a route this config no longer has: reported, kept pending.
+    _background(_report_orphans(relay, "startup_orphaned_events"))
     try:
         for r, listen in ((runner, config.listen), (admin_runner, config.admin.listen)):
             await web.TCPSite(r, listen.host, listen.port, reuse_address=True, backlog=1024).start()
@@ -251,24 +264,74 @@ def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
 
 
 def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
-    """SIGHUP: re-read the file; a bad file is refused and the old config stays."""
+    """SIGHUP: re-read the file; a bad file is refused and the old config stays.
+
+    Runs between two event-loop steps, so no request sees half a reload: one
+    that started keeps the route it matched, the next one matches the new set.
+    Events of a removed route stay pending in the store and are reported.
+    """
     relay = app[RELAY]
     notifier.reloading()
+    before = relay.routes
     try:
         new = config_mod.load(path)
+        # Build every route before touching anything: a failure leaves the old config whole.
+        relay.set_routes(new.routes)
     except ConfigError as exc:
-        log.error("reload_refused", errors=exc.errors)
-        notifier.ready("reload refused: config invalid")
+        _refuse(relay, notifier, exc.errors)
+        return
+    except Exception as exc:  # e.g. a secret the signature scheme cannot decode
+        relay.routes = before
+        _refuse(relay, notifier, [f"{type(exc).__name__}: {exc}"])
         return
     unchanged = ("listen", "admin", "storage")
     ignored = [k for k in unchanged if getattr(new, k) != getattr(relay.config, k)]
     if ignored:
         log.warning("reload_needs_restart", settings=ignored)
     relay.config = _with_routes(relay.config, new)
-    relay.set_routes(new.routes)
     app[DISPATCHER].set_routes(list(relay.routes.values()))
+    relay.metrics.record_reload(True)
     log.info("config_reloaded", routes=[r.name for r in new.routes])
     notifier.ready(f"serving {len(new.routes)} routes")
+    _background(_report_orphans(relay, "reload_orphaned_events"))
+
+
+def _refuse(relay: Relay, notifier: Notifier, errors: list[str]) -> None:
+    relay.metrics.record_reload(False, errors)
+    log.error("reload_refused", errors=errors)
+    notifier.ready("reload refused: config invalid; the previous config stays")
+
+
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def _background(coro: Coroutine[Any, Any, None]) -> None:
+    """A fire-and-forget task, referenced until done so it is not collected."""
+    task = asyncio.ensure_future(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+async def _report_orphans(relay: Relay, event: str) -> None:
+    """Log (and gauge) deliveries left pending by routes or upstreams no longer configured."""
+    try:
+        orphans = await find_orphans(relay)
+    except StoreError as exc:
+        log.error("orphan_count_failed", error=str(exc))
+        return
+    relay.metrics.set_orphans(orphans)
+    if not orphans:
+        return
+    per_route: dict[str, int] = {}
+    for (route, _), n in orphans.items():
+        per_route[route] = per_route.get(route, 0) + n
+    log.warning(
+        event,
+        deliveries=sum(orphans.values()),
+        routes=per_route,
+        upstreams=[{"route": r, "upstream": u, "deliveries": n} for (r, u), n in orphans.items()],
+        hint="they stay pending: restore the route or upstream to deliver them, or purge them",
+    )
 
 
 def _with_routes(old: Config, new: Config) -> Config:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config import Config, from_mapping
 from relay.metrics import Metrics
-from relay.service import DISPATCHER, build_app
+from relay.service import DISPATCHER, GUARD, build_app
 from relay.store.sqlite import SQLiteStore
 from tests.conftest import FakeClock
 
@@ -116,6 +116,8 @@ async def make_relay(tmp_path: Path, now_clock: FakeClock) -> AsyncIterator[Rela
         app = build_app(config, store=store, metrics=Metrics(), start_dispatcher=start_dispatcher)
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
         await client.start_server()
+        assert client.server.runner.server is not None
+        app[GUARD].install(client.server.runner.server)
         clients.append(client)
         return client
 
