@@ -1,7 +1,8 @@
-"""The admin listener: /metrics, /healthz, /readyz (and the inspection API)."""
+"""The admin listener: /metrics, /healthz, /readyz and the inspection API (admin_api)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -9,11 +10,47 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from relay.admin_api import ApiError, add_api_routes
+from relay.errors import StoreError
+from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes must work without a token: container runtimes and load balancers have none.
 OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
+# A scrape must answer even when the store is stuck: the gauges then keep their last values.
+GAUGE_REFRESH_TIMEOUT: Final = 5.0
+
+log = get_logger()
+
+
+def _error(status: int, error: str, message: str) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as JSON ``{"error", "message"}``; never a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.error, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        slug = (exc.reason or "error").lower().replace(" ", "_")
+        resp = _error(exc.status, slug, f"{exc.reason}: {request.method} {request.path}")
+        if "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except StoreError as exc:
+        log.error("admin_store_error", path=request.path, error=str(exc))
+        return _error(503, "store_unavailable", f"the store failed: {exc}")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("admin_failed", path=request.path, error=repr(exc))
+        return _error(500, "internal", "unexpected error; the relay's log has the details")
 
 
 @web.middleware
@@ -47,11 +84,28 @@ async def readyz(request: web.Request) -> web.Response:
         ok = False
     if not ok:
         return web.json_response({"status": "store_unavailable"}, status=503)
-    return web.json_response({"status": "ready"})
+    body: dict[str, object] = {"status": "ready"}
+    # Work left by a removed route does not make the relay unready, but is worth a look.
+    if orphans := relay.metrics.orphans:
+        body["orphaned_deliveries"] = sum(orphans.values())
+        body["orphaned_routes"] = sorted({route for route, _ in orphans})
+    return web.json_response(body)
+
+
+async def refresh_gauges(relay: Relay) -> None:
+    """The backlog gauges, from one cheap grouped count in the store."""
+    backlog = await relay.store.backlog()
+    names = [rt.cfg.name for rt in relay.routes.values() if rt.cfg.mode == "queue"]
+    relay.metrics.set_backlog(backlog, names, relay.store.clock())
 
 
 async def metrics(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
+    try:
+        async with asyncio.timeout(GAUGE_REFRESH_TIMEOUT):
+            await refresh_gauges(relay)
+    except (StoreError, TimeoutError) as exc:
+        log.warning("metrics_gauges_stale", error=str(exc) or type(exc).__name__)
     body = generate_latest(relay.metrics.registry)
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -59,12 +113,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_admin_app(relay: Relay) -> web.Application:
-    app = web.Application(middlewares=[require_token])
+    app = web.Application(middlewares=[json_errors, require_token])
     app[RELAY] = relay
+    relay.metrics.bind_store(relay.store)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_api_routes(app)
     return app
-
-
-_ = Relay
