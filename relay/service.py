@@ -20,6 +20,7 @@ from relay.config import Config
 from relay.dispatcher import Dispatcher
 from relay.errors import ConfigError, RelayError, StoreError
 from relay.ingress import add_routes
+from relay.limits import ConnectionGuard
 from relay.logging import get_logger
 from relay.metrics import Metrics
 from relay.runtime import RELAY, Relay
@@ -28,6 +29,7 @@ from relay.store import open_store_for_url
 from relay.store.base import Store
 
 DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
+GUARD: Final = web.AppKey("guard", ConnectionGuard)
 # Set when a background task dies: the service must stop with a non-zero exit.
 FAILED: Final = web.AppKey("failed", asyncio.Future[BaseException])
 COUNT_INTERVAL: Final = 2.0  # how often backpressure counts are refreshed from the store
@@ -48,8 +50,16 @@ def build_app(
     store = store or open_store_for_url(config.storage.url)
     relay = Relay(config=config, store=store, metrics=metrics or Metrics(), routes={})
     relay.set_routes(config.routes)
-    app = web.Application(client_max_size=config.limits.max_body)
+    limits = config.limits
+    guard = ConnectionGuard(
+        limits.max_connections,
+        limits.header_timeout,
+        # Refused before any route is known: counted under route "".
+        lambda reason: relay.metrics.rejected.labels("", reason).inc(),
+    )
+    app = web.Application(client_max_size=limits.max_body, middlewares=[guard.middleware])
     app[RELAY] = relay
+    app[GUARD] = guard
     app[FAILED] = asyncio.get_running_loop().create_future()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_session_ctx)
@@ -186,6 +196,8 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
         await runner.cleanup()
         return 1
     relay = app[RELAY]
+    assert runner.server is not None
+    app[GUARD].install(runner.server)  # before the listener accepts its first connection
     admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
     await admin_runner.setup()
     # Work stored for a route this config no longer has: reported, kept pending.
