@@ -1,4 +1,4 @@
-"""Command line: serve, check-config, healthcheck, echo-backend."""
+"""Command line: serve, check-config, healthcheck, events, status, echo-backend."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay import __version__
+from relay import __version__, cli_events
 from relay import config as config_mod
 from relay.errors import ConfigError
 from relay.validate import format_duration
@@ -113,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--url", help="readiness URL (default: from the config's admin.listen)")
     h.add_argument("--timeout", type=float, default=3.0)
     h.set_defaults(func=cmd_healthcheck)
+    cli_events.add_parsers(sub, DEFAULT_CONFIG)
     e = sub.add_parser(
         "echo-backend", help="a tiny backend that prints what it receives (for trying the relay)"
     )
@@ -123,7 +124,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except cli_events.CliError as exc:
+        print(f"webhook-relay: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

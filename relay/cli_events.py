@@ -1,0 +1,452 @@
+"""``webhook-relay events …`` and ``webhook-relay status``: the admin API from a shell.
+
+Tables for people, ``--json`` for scripts. HTTP with urllib (no dependency).
+The admin URL comes from ``--admin-url``, else the config's ``admin.listen``;
+the bearer token from ``--token-env NAME``, else the config's
+``admin.token_env``, else ``RELAY_ADMIN_TOKEN``, else the config's
+``admin.token_file``. Exit status: 0 done, 1 the API refused or could not be
+reached, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+DEFAULT_ADMIN: Final = "127.0.0.1:9090"
+TOKEN_ENV: Final = "RELAY_ADMIN_TOKEN"
+STATES: Final = ("pending", "in_flight", "delivered", "dead", "stale")
+MAX_PAGES: Final = 1000  # --all-pages stops here, whatever the API says
+
+
+class CliError(Exception):
+    """An error to print on stderr; exit 1."""
+
+
+# --- where the admin API is and how to authenticate ------------------------------
+
+
+def _raw_admin_section(config_path: str) -> dict[str, Any]:
+    """The config's admin section, read leniently: the CLI needs no route secrets."""
+    try:
+        doc = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    admin = doc.get("admin") if isinstance(doc, dict) else None
+    return admin if isinstance(admin, dict) else {}
+
+
+def admin_base_url(listen: str) -> str:
+    host, _, port = listen.strip().rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    # A wildcard listener is reached on loopback from the same machine.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+def resolve(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(base URL, token or None) from the flags, the environment and the config."""
+    admin = _raw_admin_section(args.config)
+    if args.admin_url:
+        base = args.admin_url.rstrip("/")
+        if "://" not in base:
+            base = "http://" + base
+    else:
+        listen = admin.get("listen")
+        base = admin_base_url(listen if isinstance(listen, str) else DEFAULT_ADMIN)
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token:
+            raise CliError(f"--token-env {args.token_env}: that environment variable is not set")
+        return base, token
+    names = [admin.get("token_env"), TOKEN_ENV]
+    for name in names:
+        if isinstance(name, str) and os.environ.get(name):
+            return base, os.environ[name]
+    token_file = admin.get("token_file")
+    if isinstance(token_file, str):
+        path = Path(token_file)
+        if not path.is_absolute():
+            path = Path(args.config).resolve().parent / path
+        try:
+            return base, path.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            pass
+    return base, None
+
+
+class AdminClient:
+    def __init__(self, base: str, token: str | None, timeout: float) -> None:
+        self.base = base
+        self.token = token
+        self.timeout = timeout
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        url = self.base + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                doc = json.loads(raw)
+                text = f"{doc['error']}: {doc['message']}"
+            except (ValueError, KeyError, TypeError):
+                text = raw.decode("utf-8", "replace").strip() or exc.reason
+            hint = ""
+            if exc.code == 401:
+                hint = f" (set {TOKEN_ENV} or pass --token-env NAME)"
+            raise CliError(f"{method} {path}: HTTP {exc.code}: {text}{hint}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"cannot reach the admin API at {self.base}: {reason}") from None
+        except ValueError as exc:
+            raise CliError(f"{method} {path}: the answer is not JSON: {exc}") from None
+
+    def follow(self, next_link: str) -> Any:
+        """GET a ``next`` link as the API gave it (a path with its query)."""
+        path, _, qs = next_link.partition("?")
+        return self.call("GET", path, dict(urllib.parse.parse_qsl(qs)))
+
+
+# --- rendering -------------------------------------------------------------------
+
+
+def _short_time(iso: str | None) -> str:
+    return "-" if not iso else iso.replace("T", " ")[:19] + "Z"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def _last(event: dict[str, Any]) -> str:
+    for d in event.get("deliveries", []):
+        if d.get("last_status") is not None:
+            return str(d["last_status"])
+        if d.get("last_error"):
+            return _cut(str(d["last_error"]), 30)
+    return "-"
+
+
+def render_list(doc: dict[str, Any]) -> str:
+    rows = [
+        (
+            e["id"],
+            e["route"],
+            e["state"],
+            _cut(e["key"], 40),
+            _short_time(e["received_at"]),
+            e["duplicates"],
+            sum(d["attempts"] for d in e.get("deliveries", [])),
+            _last(e),
+        )
+        for e in doc["events"]
+    ]
+    out = table(("ID", "ROUTE", "STATE", "KEY", "RECEIVED", "DUPS", "ATTEMPTS", "LAST"), rows)
+    if not rows:
+        out = "no events match"
+    if doc.get("next_before_id"):
+        out += f"\n(more: --before-id {doc['next_before_id']}, or --all-pages)"
+    return out
+
+
+def render_event(e: dict[str, Any]) -> str:
+    lines = [
+        f"event {e['id']}  route {e['route']}  state {e['state']}  ({e['mode']} mode)",
+        f"key          {e['key']}  ({e['key_source']})",
+        f"received     {_short_time(e['received_at'])}  last seen {_short_time(e['last_seen_at'])}",
+        f"dedupe       {e['dedupe']['explanation']}",
+        f"fingerprint  {e['fingerprint']}",
+        f"request      {e['method']} {e['path']}{'?' + e['query'] if e['query'] else ''}",
+    ]
+    if e["deliveries"]:
+        lines += ["", "deliveries:"]
+        lines.append(
+            table(
+                ("ID", "UPSTREAM", "STATE", "ATTEMPTS", "LAST", "REASON / NEXT"),
+                [
+                    (
+                        d["id"],
+                        d["upstream"],
+                        d["state"],
+                        d["attempts"],
+                        d["last_status"] if d["last_status"] is not None else d["last_error"],
+                        d["reason"] or _short_time(d["next_attempt_at"]),
+                    )
+                    for d in e["deliveries"]
+                ],
+            )
+        )
+    if e.get("attempts"):
+        lines += ["", "attempts:"]
+        lines.append(
+            table(
+                ("DELIVERY", "STARTED", "MS", "STATUS", "ERROR"),
+                [
+                    (
+                        a["delivery_id"],
+                        _short_time(a["started_at"]),
+                        a["duration_ms"],
+                        a["status"],
+                        a["error"],
+                    )
+                    for a in e["attempts"]
+                ],
+            )
+        )
+    lines += ["", "headers:"] + [f"  {k}: {v}" for k, v in e["headers"]]
+    body = e["body"]
+    lines.append("")
+    if body["dropped"]:
+        lines.append("body: dropped by payload retention")
+    elif body["preview"] is None:
+        lines.append(f"body: {body['size']} bytes, not UTF-8 (use --json for base64)")
+    else:
+        more = " (truncated)" if body["preview_truncated"] else ""
+        lines.append(f"body: {body['size']} bytes{more}")
+        lines.append(body["preview"])
+    return "\n".join(lines)
+
+
+def render_status(doc: dict[str, Any]) -> str:
+    head = f"webhook-relay {doc['version']}{'  DRAINING' if doc['draining'] else ''}"
+    rows = [
+        (
+            r["name"],
+            r["mode"],
+            r["pending"],
+            r["in_flight"],
+            r["dead"],
+            "-" if r["oldest_open_age_seconds"] is None else f"{r['oldest_open_age_seconds']:.0f}s",
+            r["path"],
+        )
+        for r in doc["routes"]
+    ]
+    out = [head, table(("ROUTE", "MODE", "PENDING", "IN_FLIGHT", "DEAD", "OLDEST", "PATH"), rows)]
+    if doc["orphaned"]:
+        out += ["", "orphaned (route or upstream no longer configured; kept pending):"]
+        out.append(
+            table(
+                ("ROUTE", "UPSTREAM", "DELIVERIES"),
+                [(o["route"], o["upstream"], o["deliveries"]) for o in doc["orphaned"]],
+            )
+        )
+    reload = doc.get("last_reload")
+    if reload:
+        out.append("")
+        out.append(
+            f"last reload {_short_time(reload['at'])}: {'ok' if reload['ok'] else 'REFUSED'}"
+        )
+        out += [f"  {line}" for line in reload["errors"]]
+    return "\n".join(out)
+
+
+def _emit(args: argparse.Namespace, doc: Any, human: Callable[[Any], str]) -> None:
+    print(json.dumps(doc, indent=2) if args.json else human(doc))
+
+
+# --- commands --------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        k: getattr(args, k)
+        for k in ("route", "state", "key", "since", "until")
+        if getattr(args, k, None) is not None
+    }
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    base, token = resolve(args)
+    return AdminClient(base, token, args.timeout)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    client = _client(args)
+    query: dict[str, Any] = {**_filters(args), "limit": args.limit, "before_id": args.before_id}
+    doc = client.call("GET", "/api/v1/events", query)
+    if args.all_pages:
+        events = list(doc["events"])
+        pages = 1
+        while doc.get("next") and pages < MAX_PAGES:
+            doc = client.follow(doc["next"])
+            events += doc["events"]
+            pages += 1
+        doc = {
+            "events": events,
+            "next": doc.get("next"),
+            "next_before_id": doc.get("next_before_id"),
+        }
+    _emit(args, doc, render_list)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    doc = _client(args).call("GET", f"/api/v1/events/{args.id}")
+    _emit(args, doc, render_event)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    client = _client(args)
+    flt = _filters(args)
+    if args.ids and (flt or args.all):
+        raise CliError("give event ids or filters, not both")
+    if args.ids:
+        docs = [
+            client.call(
+                "POST", f"/api/v1/events/{i}/replay", {"force": "1" if args.force else None}
+            )
+            for i in args.ids
+        ]
+        if args.json:
+            print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
+        else:
+            for d in docs:
+                line = f"event {d['event_id']}: {d['requeued']} delivery(ies) requeued"
+                print(line + (f" ({d['message']})" if d.get("message") else ""))
+        return 0
+    if not flt and not args.all:
+        raise CliError("name events to replay: ids, or filters (--route, --state, …), or --all")
+    body: dict[str, Any] = {**flt, "force": args.force}
+    if args.all:
+        body["all"] = True
+    doc = client.call("POST", "/api/v1/replay", body=body)
+    _emit(args, doc, lambda d: f"{d['requeued']} delivery(ies) requeued")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    flt = _filters(args)
+    if args.ids:
+        flt["ids"] = args.ids
+    if not flt and not args.all:
+        raise CliError(
+            "name events to purge: --route, --state, --key, --since, --until, --id, or --all"
+        )
+    body: dict[str, Any] = dict(flt)
+    if args.all:
+        body["all"] = True
+    doc = _client(args).call("POST", "/api/v1/purge", body=body)
+    _emit(args, doc, lambda d: f"{d['purged']} event(s) purged (pending work is never purged)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    doc = _client(args).call("GET", "/api/v1/status")
+    _emit(args, doc, render_status)
+    return 0
+
+
+# --- argument parsing --------------------------------------------------------------
+
+
+def _common(sp: argparse.ArgumentParser, default_config: str) -> None:
+    sp.add_argument(
+        "-c",
+        "--config",
+        default=default_config,
+        help="config file, for admin.listen (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--admin-url", help="admin API base URL (default: from the config's admin.listen)"
+    )
+    sp.add_argument(
+        "--token-env",
+        metavar="NAME",
+        help=f"environment variable holding the admin token (default: the config's admin.token_env, then {TOKEN_ENV})",
+    )
+    sp.add_argument("--json", action="store_true", help="print the API's JSON")
+    sp.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
+
+
+def _filter_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--route")
+    sp.add_argument("--state", choices=STATES, help="events with a delivery in this state")
+    sp.add_argument("--key", help="the idempotency key")
+    sp.add_argument("--since", help="UNIX seconds, RFC 3339, or a duration ago (30m, 2d)")
+    sp.add_argument("--until", help="UNIX seconds, RFC 3339, or a duration ago")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def add_parsers(sub: Any, default_config: str) -> None:
+    ev = sub.add_parser("events", help="list, show, replay and purge stored events")
+    evsub = ev.add_subparsers(dest="events_command", required=True)
+
+    ls = evsub.add_parser("list", help="events, newest first")
+    _common(ls, default_config)
+    _filter_flags(ls)
+    ls.add_argument("--limit", type=_positive, default=50)
+    ls.add_argument("--before-id", type=_positive, help="page on: events older than this id")
+    ls.add_argument("--all-pages", action="store_true", help="follow the next links to the end")
+    ls.set_defaults(func=cmd_list)
+
+    sh = evsub.add_parser("show", help="one event: deliveries, attempts, headers (redacted), body")
+    _common(sh, default_config)
+    sh.add_argument("id", type=_positive)
+    sh.set_defaults(func=cmd_show)
+
+    rp = evsub.add_parser(
+        "replay", help="requeue dead or stale deliveries (--force: delivered ones too)"
+    )
+    _common(rp, default_config)
+    rp.add_argument("ids", nargs="*", type=_positive, metavar="ID")
+    _filter_flags(rp)
+    rp.add_argument("--force", action="store_true", help="replay delivered deliveries too")
+    rp.add_argument("--all", action="store_true", help="no filter: every dead or stale event")
+    rp.set_defaults(func=cmd_replay)
+
+    pg = evsub.add_parser("purge", help="delete finished events by filter (never pending work)")
+    _common(pg, default_config)
+    _filter_flags(pg)
+    pg.add_argument("--id", dest="ids", type=_positive, action="append", metavar="ID")
+    pg.add_argument("--all", action="store_true", help="no filter: every finished event")
+    pg.set_defaults(func=cmd_purge)
+
+    st = sub.add_parser("status", help="routes, backlog, orphaned work, last reload")
+    _common(st, default_config)
+    st.set_defaults(func=cmd_status)
