@@ -1,0 +1,121 @@
+"""Command-line options of ``python -m bench``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# In the order they run: baselines first, the scenarios that need a peak rate after it.
+SCENARIOS: dict[str, str] = {
+    "B0": "direct to the backend (one aiohttp process)",
+    "B1": "naive aiohttp forwarding proxy, no store",
+    "Q1": "queue mode, unique 1 KiB events, durable ack",
+    "L1": "Q1 at half its peak rate (ack latency)",
+    "Q2": "queue mode, duplicates only (pre-seeded keys)",
+    "Q3": "queue mode, ingest and delivery at once",
+    "S1": "sync mode, unique events",
+    "D1": "drain pending events after a restart",
+    "G1": "Q1 with a large store already on disk",
+    "M1": "Q1 load with a large backlog pending",
+}
+# A scenario that cannot run without another one's result.
+NEEDS: dict[str, tuple[str, ...]] = {"L1": ("Q1",)}
+
+_DURATION = re.compile(r"^(\d+)(s|m)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    only: tuple[str, ...]
+    duration: int  # seconds of each measured wrk run (wrk's granularity is a second)
+    warmup: int  # seconds of the unmeasured run before it
+    connections: int
+    rows: int  # G1: rows already in the store
+    pending: int  # M1: events pending in the store
+    drain: int  # D1: events to deliver
+    q3_rate: int  # the paced Q3 run's offered rate (the Q3 target)
+    quick: bool
+    keep: bool  # keep the work directory (configs, logs, databases)
+    profile: bool  # record the relay with py-spy instead of reporting clean numbers
+    json_path: Path | None
+
+
+def parse_duration(text: str) -> int:
+    """``10s``, ``2m`` or ``10`` (seconds) into whole seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 10s or 1m, got {text!r}")
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {text!r}")
+    return value
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip().upper() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown) or text!r}; choose from {', '.join(SCENARIOS)}"
+        )
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Load scenarios for webhook-relay; prints markdown tables.",
+        epilog="Scenarios: " + "; ".join(f"{k} {v}" for k, v in SCENARIOS.items()),
+    )
+    p.add_argument("--only", type=_scenarios, help="comma-separated scenarios, e.g. Q1,S1")
+    p.add_argument("--duration", type=parse_duration, help="each measured run (default 10s)")
+    p.add_argument("--connections", type=_count, default=64, help="wrk connections (default 64)")
+    p.add_argument("--rows", type=_count, help="G1: rows pre-filled in the store (default 5000000)")
+    p.add_argument("--pending", type=_count, help="M1: events pending (default 1000000)")
+    p.add_argument("--drain", type=_count, help="D1: events to deliver (default 100000)")
+    p.add_argument("--q3-rate", type=_count, default=4000, help="paced Q3 rate (default 4000/s)")
+    p.add_argument(
+        "--quick", action="store_true", help="short runs, small D1/G1/M1: checks the harness"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the relay with py-spy during each relay scenario and print its top functions",
+    )
+    p.add_argument("--json", type=Path, dest="json_path", help="also write the results here")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> Options:
+    a = parser().parse_args(argv)
+    quick: bool = a.quick
+    only: tuple[str, ...] = a.only or tuple(SCENARIOS)
+    wanted = set(only)
+    for name in only:
+        wanted.update(NEEDS.get(name, ()))
+    duration = a.duration or (2 if quick else 10)
+    return Options(
+        only=tuple(n for n in SCENARIOS if n in wanted),
+        duration=duration,
+        warmup=1 if quick else 2,
+        connections=a.connections,
+        rows=a.rows or (50_000 if quick else 5_000_000),
+        pending=a.pending or (20_000 if quick else 1_000_000),
+        drain=a.drain or (5_000 if quick else 100_000),
+        q3_rate=a.q3_rate,
+        quick=quick,
+        keep=a.keep,
+        profile=a.profile,
+        json_path=a.json_path,
+    )

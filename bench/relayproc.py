@@ -1,0 +1,130 @@
+"""The relay under test: its config file, its process, its metrics and its store's counts."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bench import procs
+from bench.payload import ROUTE, ROUTE_PATH
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    mode: Literal["queue", "sync"]
+    upstream: str
+    # Q1 and G1 fill the queue on purpose: the default (100,000) would answer 503.
+    max_pending: int = 100_000_000
+    # With the hanging upstream the dispatcher's attempts must not time out mid-run.
+    timeout_total: str | None = None
+
+
+def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path) -> str:
+    """Defaults everywhere except what a benchmark must set (ports, file, backlog cap)."""
+    lines = [
+        f'listen: "127.0.0.1:{port}"',
+        f'admin: {{listen: "127.0.0.1:{admin_port}"}}',
+        f'storage: {{url: "sqlite:///{db.resolve()}"}}',
+        "log: {format: json}",
+        "shutdown_grace: 1s",
+        "routes:",
+        f"  - name: {ROUTE}",
+        f"    path: {ROUTE_PATH}",
+        f"    upstream: {spec.upstream}",
+        f"    mode: {spec.mode}",
+        f"    max_pending: {spec.max_pending}",
+    ]
+    if spec.timeout_total is not None:
+        lines.append(f"    timeout: {{total: {spec.timeout_total}}}")
+    return "\n".join(lines) + "\n"
+
+
+def check_config(path: Path) -> None:
+    """``webhook-relay check-config``: a config the relay refuses is a harness bug."""
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"relay refused {path}:\n{result.stderr}")
+
+
+@dataclass(slots=True)
+class Relay:
+    proc: procs.Proc
+    port: int
+    admin_port: int
+    db: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{ROUTE_PATH}"
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The admin /metrics samples, by name and labels."""
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not (m := _SAMPLE.match(line)):
+                continue
+            labels = frozenset(_LABEL.findall(m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples whose labels include ``labels``."""
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.metrics().items() if n == name and want <= ls)
+
+    def pending(self) -> int:
+        """Events with an open delivery, counted in the SQLite file itself."""
+        return pending_in(self.db)
+
+
+def pending_in(db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        conn.execute("PRAGMA query_only = 1")
+        row = conn.execute(
+            "SELECT count(DISTINCT event_id) FROM deliveries WHERE state IN ('pending', 'in_flight')"
+        ).fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+def start(workdir: Path, spec: RouteSpec, db: Path | None = None) -> Relay:
+    """Write the config, check it, start ``python -m relay serve``, wait for /readyz."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = db or workdir / "relay.db"
+    port, admin_port = procs.free_port(), procs.free_port()
+    config = workdir / "relay.yaml"
+    config.write_text(config_text(spec, port=port, admin_port=admin_port, db=db))
+    check_config(config)
+    proc = procs.spawn(
+        "relay",
+        procs.python_module("relay", "serve", "-c", str(config)),
+        workdir / "relay.log",
+        cwd=workdir,
+    )
+    relay = Relay(proc, port, admin_port, db)
+    try:
+        procs.wait_http(proc, f"http://127.0.0.1:{admin_port}/readyz", timeout=120)
+    except BaseException:
+        proc.stop()
+        raise
+    return relay

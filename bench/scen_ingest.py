@@ -1,0 +1,102 @@
+"""Ingest as the sender sees it: Q1 (unique events), L1 (Q1 latency at half its
+peak), Q2 (duplicates only), S1 (sync mode, unique events)."""
+
+from __future__ import annotations
+
+import urllib.request
+from contextlib import ExitStack
+
+from bench import loadgen, relayproc, rows, servers, wrk
+from bench.context import Context
+from bench.payload import HANG_PATH, SINK_PATH, body_for
+from bench.results import Row
+
+DUP_KEYS = 100
+
+
+def hanging_relay(ctx: Context, name: str, stack: ExitStack) -> relayproc.Relay:
+    """A queue route whose upstream holds every request: the dispatcher's 16
+    attempts wait, so the relay spends its time on ingest alone."""
+    folder = ctx.folder(name)
+    backend = servers.start_backend(folder)
+    stack.callback(backend.proc.stop)
+    spec = relayproc.RouteSpec("queue", backend.url(HANG_PATH), timeout_total="1h")
+    relay = relayproc.start(folder, spec)
+    stack.callback(relay.proc.stop)
+    return relay
+
+
+def _batch_note(relay: relayproc.Relay) -> str:
+    try:
+        count = relay.metric("relay_store_batch_size_count")
+        total = relay.metric("relay_store_batch_size_sum")
+    except OSError:
+        return ""
+    return f"mean commit batch {total / count:.0f}" if count else ""
+
+
+def q1(ctx: Context) -> list[Row]:
+    with ExitStack() as stack:
+        relay = hanging_relay(ctx, "Q1", stack)
+        load = wrk.Load(relay.url, prefix=ctx.prefix("Q1"))
+        result = loadgen.measure(ctx, "Q1", load, profiled=relay.proc)
+        return [rows.from_wrk("Q1", result, relay.proc, _batch_note(relay))]
+
+
+def l1(ctx: Context) -> list[Row]:
+    peak = ctx.results["Q1"].rate or 0.0
+    if peak <= 0:
+        raise RuntimeError("L1 needs Q1's peak rate, and Q1 measured none")
+    with ExitStack() as stack:
+        relay = hanging_relay(ctx, "L1", stack)
+        load = wrk.Load(relay.url, prefix=ctx.prefix("L1"))
+        target = peak / 2
+        result = loadgen.paced(ctx, "L1", load, target, profiled=relay.proc)
+        note = f"offered {target:,.0f}/s (half of Q1)"
+        return [rows.from_wrk("L1", result, relay.proc, note)]
+
+
+def _post(url: str, event_id: str) -> None:
+    req = urllib.request.Request(
+        url,
+        data=body_for(event_id),
+        headers={"Content-Type": "application/json", "Idempotency-Key": event_id},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        if resp.status // 100 != 2:
+            raise RuntimeError(f"pre-seeding {event_id}: HTTP {resp.status}")
+
+
+def q2(ctx: Context) -> list[Row]:
+    folder = ctx.folder("Q2")
+    with ExitStack() as stack:
+        backend = servers.start_backend(folder)
+        stack.callback(backend.proc.stop)
+        relay = relayproc.start(folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)))
+        stack.callback(relay.proc.stop)
+        prefix = ctx.prefix("Q2")
+        for i in range(DUP_KEYS):
+            _post(relay.url, f"{prefix}-{i}")
+        load = wrk.Load(relay.url, mode="dup", prefix=prefix, keys=DUP_KEYS)
+        result = loadgen.measure(ctx, "Q2", load, profiled=relay.proc)
+        dups = relay.metric("relay_duplicates_total")
+        mismatches = relay.metric("relay_payload_mismatches_total")
+        accepted = relay.metric("relay_webhooks_received_total", outcome="accepted")
+        note = f"{DUP_KEYS} keys; {accepted:.0f} accepted, {dups:,.0f} duplicates, {mismatches:.0f} mismatches"
+        row = rows.from_wrk("Q2", result, relay.proc, note)
+        if accepted != DUP_KEYS or mismatches:
+            row.notes += " (UNEXPECTED)"
+        return [row]
+
+
+def s1(ctx: Context) -> list[Row]:
+    folder = ctx.folder("S1")
+    with ExitStack() as stack:
+        backend = servers.start_backend(folder)
+        stack.callback(backend.proc.stop)
+        relay = relayproc.start(folder, relayproc.RouteSpec("sync", backend.url(SINK_PATH)))
+        stack.callback(relay.proc.stop)
+        load = wrk.Load(relay.url, prefix=ctx.prefix("S1"))
+        result = loadgen.measure(ctx, "S1", load, profiled=relay.proc)
+        return [rows.from_wrk("S1", result, relay.proc)]
