@@ -11,6 +11,7 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -42,6 +43,15 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     logging.basicConfig(
         level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("aiohttp.server").addFilter(drop_bad_requests)
+
+
+def drop_bad_requests(record: logging.LogRecord) -> bool:
+    """aiohttp logs every malformed request at ERROR with a traceback; on an
+    internet-facing listener that is noise an attacker controls. The sender got its
+    400; our own handler never raises, so real errors still get through."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, HttpProcessingError)
 
 
 def get_logger(**context: Any) -> Any:
