@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -28,6 +29,14 @@ from aiohttp import web
 HOST = "127.0.0.1"
 READY_TIMEOUT = 15.0
 EXIT_TIMEOUT = 15.0
+
+
+class ExitTooSlow(AssertionError):
+    """The daemon took longer to stop than its contract allows (xfail-able on its own)."""
+
+
+class NotSettled(AssertionError):
+    """Work the daemon owes was still undone at the deadline (xfail-able on its own)."""
 
 
 def free_port() -> int:
@@ -314,3 +323,18 @@ async def post_many(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return got
+
+
+def deliveries_by_state(db: Path) -> dict[str, int]:
+    """Read-only look at the relay's SQLite file: how many deliveries are in each state.
+
+    The admin API has no inspection endpoint yet, and the ``relay_events`` gauge
+    is refreshed only every few seconds; the store itself is the ground truth of
+    "nothing acked is lost".
+    """
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = con.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall()
+    finally:
+        con.close()
+    return {str(state): int(n) for state, n in rows}
