@@ -144,7 +144,7 @@ _DEFAULT_KEYS: tuple[KeySource, ...] = (KeySource("header", "Idempotency-Key"), 
 
 def parse_listen(text: str) -> Listen:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f'expected "host:port", got {show(text)}')
     host = host.strip("[]") or "0.0.0.0"
     return Listen(host, int(port))
@@ -214,22 +214,37 @@ def _upstream(sec: Section, key: str, url: Any) -> str | None:
     if not isinstance(url, str):
         sec.error(key, f"expected a URL, got {show(url)}")
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # "http://host:abc/" only fails here (ValueError)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # "http://[::1/" (an unclosed IPv6 literal)
+        ok = False
+    if not ok:
         sec.error(key, f"expected an http:// or https:// URL, got {show(url)}")
         return None
     return url
 
 
+def _required_text(sec: Section, key: str) -> str | None:
+    """A required string; None (error recorded) lets the rest of the route be checked."""
+    try:
+        return str(sec.text(key))
+    except Skip:
+        return None
+
+
 def _route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
-    name = sec.text("name")
-    if not _ROUTE_NAME.fullmatch(name):
+    # A missing name or path drops the route, but only after its other mistakes are recorded.
+    name = _required_text(sec, "name")
+    if name is not None and not _ROUTE_NAME.fullmatch(name):
         sec.error("name", f"use letters, digits, '.', '_' or '-', got {show(name)}")
-    path = sec.text("path")
-    if not path.startswith("/"):
+    path = _required_text(sec, "path")
+    if path is not None and not path.startswith("/"):
         sec.error("path", f"must start with '/', got {show(path)}")
     upstreams: list[str] = []
     if sec.has("upstream") and sec.has("upstreams"):
+        sec.raw("upstreams")  # reported here, not again as an unknown key
         sec.error("upstreams", "give upstream or upstreams, not both")
     if sec.has("upstream"):
         if (url := _upstream(sec, "upstream", sec.raw("upstream"))) is not None:
@@ -304,7 +319,13 @@ def _route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         s.error("lease", "must be longer than timeout.total, or a live request could be taken over")
     s.finish()
 
-    route = Route(
+    concurrency = sec.integer("concurrency", 16, lo=1, hi=4096)
+    max_pending = sec.integer("max_pending", 100_000, lo=1)
+    revive_dead = sec.flag("revive_dead", True)
+    sec.finish()
+    if name is None or path is None:
+        raise Skip
+    return Route(
         name=name,
         path=path,
         upstreams=tuple(upstreams),
@@ -320,13 +341,11 @@ def _route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         resign=resign,
         retry=retry,
         timeout=timeout,
-        concurrency=sec.integer("concurrency", 16, lo=1, hi=4096),
-        max_pending=sec.integer("max_pending", 100_000, lo=1),
-        revive_dead=sec.flag("revive_dead", True),
+        concurrency=concurrency,
+        max_pending=max_pending,
+        revive_dead=revive_dead,
         sync=sync,
     )
-    sec.finish()
-    return route
 
 
 def _admin(sec: Section, env: Mapping[str, str], base: Path) -> AdminConfig:
@@ -426,6 +445,33 @@ def from_mapping(
     )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Plain YAML loading keeps the last of two ``retry:`` keys and silently drops
+    the first; for a config that is a mistake to report, like an unknown key.
+    """
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    seen: set[tuple[str, str]] = set()
+    for key_node, _ in node.value:
+        # Only the mapping's own keys: a "<<" merge followed by an override is fine.
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        if (key_node.tag, key_node.value) in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {show(key_node.value)}", key_node.start_mark
+            )
+        seen.add((key_node.tag, key_node.value))
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML config file."""
     path = Path(path)
@@ -436,7 +482,9 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
             [f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]
         ) from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError([f"{path}: invalid YAML: nested too deeply"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

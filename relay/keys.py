@@ -24,6 +24,7 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header field name
 _INDEX = re.compile(r"\[(\d+)\]")
 _QUOTED = re.compile(r"""\[(?:"([^"]*)"|'([^']*)')\]""")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never valid in the upstream's key header
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +145,20 @@ def _scalar(value: Any) -> str | None:
 
 
 def _bounded(value: str) -> str:
-    if len(value) <= MAX_KEY_LENGTH:
-        return value
-    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+    """The key as stored and sent upstream: plain values as they are, anything else hashed.
+
+    A lone surrogate (``"\\ud800"`` in a JSON body, or a non-UTF-8 header byte
+    decoded with surrogateescape) cannot be encoded, so it cannot be stored; a
+    control character (``"a\\nb"``) cannot go in the upstream's key header.
+    """
+    if len(value) <= MAX_KEY_LENGTH and not _CONTROL.search(value):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def extract(source: KeySource, payload: Payload) -> str | None:

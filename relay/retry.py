@@ -41,7 +41,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True, float("²") fails
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -58,7 +58,7 @@ def show(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
-        return "a list"
+        return "a list" if value else "an empty list"
     return repr(value)
 
 
@@ -185,6 +185,8 @@ class Section:
             if isinstance(v, bool):
                 raise TypeError
             if isinstance(v, int):
+                if v < 0:
+                    raise ValueError(f"must not be negative, got {v}")
                 return v
             if not isinstance(v, str):
                 raise TypeError

@@ -1,0 +1,786 @@
+"""Config: YAML into frozen dataclasses, every mistake reported with its path."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.config import (
+    AckConfig,
+    AdminConfig,
+    Config,
+    Limits,
+    Listen,
+    Route,
+    StorageConfig,
+    SyncConfig,
+    Timeouts,
+    VerifyConfig,
+    from_mapping,
+    load,
+)
+from relay.errors import ConfigError
+from relay.keys import PRESETS, KeySource
+from relay.retry import RetryPolicy
+
+UP = "http://127.0.0.1:3000/hook"
+STRIPE_SECRET = "whsec_not_a_real_stripe_secret_1234"
+ADMIN_TOKEN = "admin-token-do-not-print-5678"
+FILE_SECRET = "file-secret-never-shown-9012"
+
+
+def route(**overrides: Any) -> dict[str, Any]:
+    """A valid route mapping; ``None`` values remove a key."""
+    doc: dict[str, Any] = {"name": "a", "path": "/a", "upstream": UP}
+    doc.update(overrides)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def doc_with(*routes: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"routes": list(routes) or [route()], **top}
+
+
+def errors_of(doc: Any, env: dict[str, str] | None = None, base: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        from_mapping(doc, env={} if env is None else env, base=base)
+    assert str(info.value) == "\n".join(info.value.errors)
+    return info.value.errors
+
+
+def one_error(doc: Any, env: dict[str, str] | None = None, base: Path | None = None) -> str:
+    errors = errors_of(doc, env, base)
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+# ---------------------------------------------------------------- one mistake each
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (doc_with(lisen="0.0.0.0:8080"), "lisen: unknown key"),
+        (doc_with(storage={"urll": "sqlite:///x.db"}), "storage.urll: unknown key"),
+        (doc_with(limits={"max_bdy": "1MiB"}), "limits.max_bdy: unknown key"),
+        (doc_with(admin={"tokn_env": "X"}), "admin.tokn_env: unknown key"),
+        (doc_with(route(), route(name="b", path="/b"), route(name="c", path="/c", retyr={})),
+         "routes[2].retyr: unknown key"),
+        (doc_with(route(retry={"max_attemps": 3})), "routes[0].retry.max_attemps: unknown key"),
+        (doc_with(route(idempotency={"keys": ["sha256"]})), "routes[0].idempotency.keys: unknown key"),
+        (doc_with(route(ack={"code": 200})), "routes[0].ack.code: unknown key"),
+        (doc_with(route(timeout={"read": "5s"})), "routes[0].timeout.read: unknown key"),
+        (doc_with(route(sync={"wiat": "5s"})), "routes[0].sync.wiat: unknown key"),
+        (doc_with(route(preset="github", verify={"secret_env": "S", "tolerence": "5m"})),
+         "routes[0].verify.tolerence: unknown key"),
+        (doc_with(**{"1": "x"}), "1: unknown key"),
+    ],
+)  # fmt: skip
+def test_unknown_keys_are_named_with_their_path(doc: dict[str, Any], message: str) -> None:
+    env = {"S": "s3cret"}
+    assert one_error(doc, env) == message
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (doc_with(route(), route(name="b", path="/b", retry={"max_attempts": "ten"})),
+         'routes[1].retry.max_attempts: expected an integer, got "ten"'),
+        (doc_with(route(retry={"max_attempts": True})),
+         "routes[0].retry.max_attempts: expected an integer, got true"),
+        (doc_with(route(retry={"max_attempts": 2.5})),
+         "routes[0].retry.max_attempts: expected an integer, got 2.5"),
+        (doc_with(route(retry={"max_attempts": 0})),
+         "routes[0].retry.max_attempts: must be at least 1, got 0"),
+        (doc_with(route(concurrency=5000)), "routes[0].concurrency: must be at most 4096, got 5000"),
+        (doc_with(route(max_pending="many")),
+         'routes[0].max_pending: expected an integer, got "many"'),
+        (doc_with(route(ack={"status": 500})), "routes[0].ack.status: must be at most 299, got 500"),
+        (doc_with(route(ack={"status": "202"})),
+         'routes[0].ack.status: expected an integer, got "202"'),
+        (doc_with(route(retry=[1, 2])), "routes[0].retry: expected a mapping, got a list"),
+        (doc_with(route(ack="accepted")), 'routes[0].ack: expected a mapping, got "accepted"'),
+        (doc_with(storage=["sqlite:///x.db"]), "storage: expected a mapping, got a list"),
+        (doc_with(route(name=42)), "routes[0].name: expected a string, got 42"),
+        (doc_with(route(revive_dead="yes please")),
+         'routes[0].revive_dead: expected true or false, got "yes please"'),
+        (doc_with(route(idempotency={"require_key": 1})),
+         "routes[0].idempotency.require_key: expected true or false, got 1"),
+        (doc_with(route(mode="async")),
+         'routes[0].mode: expected one of queue, sync, got "async"'),
+        (doc_with(route(methods=["POST", 1])),
+         "routes[0].methods: expected a string or a list of strings, got a list"),
+        (doc_with(listen=8080), "listen: expected a string, got 8080"),
+        (doc_with(listen="localhost"), 'listen: expected "host:port", got "localhost"'),
+        (doc_with(listen="0.0.0.0:70000"), 'listen: expected "host:port", got "0.0.0.0:70000"'),
+        (doc_with(listen="0.0.0.0:0"), 'listen: expected "host:port", got "0.0.0.0:0"'),
+        # str.isdigit() takes "²" (int() does not) and Arabic-Indic digits (int() does).
+        (doc_with(listen="0.0.0.0:\u00b2"), 'listen: expected "host:port", got "0.0.0.0:\\u00b2"'),
+        (doc_with(admin={"listen": "127.0.0.1:\u0663\u0660"}),
+         'admin.listen: expected "host:port", got "127.0.0.1:\\u0663\\u0660"'),
+        (doc_with(log={"level": "verbose"}),
+         'log.level: expected one of debug, info, warning, error, got "verbose"'),
+        (doc_with(storage={"url": "mysql://db/relay"}),
+         'storage.url: expected sqlite:///PATH or postgresql://…, got "mysql://db/relay"'),
+        (doc_with(route(name="a b")),
+         "routes[0].name: use letters, digits, '.', '_' or '-', got \"a b\""),
+        (doc_with(route(path="a")), "routes[0].path: must start with '/', got \"a\""),
+        (doc_with(route(idempotency={"header": "Idem Key"})),
+         'routes[0].idempotency.header: invalid header name "Idem Key"'),
+        (doc_with(route(resign=True)), "routes[0].resign: needs verify: (the secret to re-sign with)"),
+    ],
+)  # fmt: skip
+def test_wrong_types_and_values(doc: dict[str, Any], message: str) -> None:
+    assert one_error(doc) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("5 s", '"5 s"'),
+        ("tenm", '"tenm"'),
+        ("5", '"5"'),
+        ("-5s", '"-5s"'),
+        ("5sec", '"5sec"'),
+        ("", '""'),
+    ],
+)
+def test_bad_duration_strings(value: str, shown: str) -> None:
+    assert one_error(doc_with(route(retry={"initial": value}))) == (
+        f'routes[0].retry.initial: expected a duration like "500ms", "30s", "5m", "3d", got {shown}'
+    )
+
+
+@pytest.mark.parametrize(("value", "shown"), [(30, "30"), (1.5, "1.5"), (True, "true")])
+def test_durations_are_strings_never_bare_numbers(value: object, shown: str) -> None:
+    assert one_error(doc_with(storage={"dedupe_window": value})) == (
+        f'storage.dedupe_window: expected a duration like "30s", got {shown}'
+    )
+
+
+def test_a_zero_duration_is_refused() -> None:
+    assert one_error(doc_with(route(timeout={"total": "0s"}))) == (
+        'routes[0].timeout.total: must be more than zero, got "0s"'
+    )
+
+
+@pytest.mark.parametrize("value", ["1.5MiB", "ten", "64XB", "MiB", "-1", "1 MiB extra"])
+def test_bad_size_strings(value: str) -> None:
+    assert one_error(doc_with(limits={"max_body": value})) == (
+        f'limits.max_body: expected a size like "64KiB" or "1MiB", got "{value}"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, 'limits.max_body: expected a size like "1MiB", got true'),
+        ([1], 'limits.max_body: expected a size like "1MiB", got a list'),
+        (2.5, 'limits.max_body: expected a size like "1MiB", got 2.5'),
+        (-1, "limits.max_body: must not be negative, got -1"),
+    ],
+)
+def test_bad_size_values(value: object, message: str) -> None:
+    assert one_error(doc_with(limits={"max_body": value})) == message
+
+
+def test_duplicate_route_names() -> None:
+    doc = doc_with(route(), route(path="/b"), route(path="/c"))
+    assert errors_of(doc) == [
+        'routes[1].name: "a" is already the name of routes[0]',
+        'routes[2].name: "a" is already the name of routes[0]',
+    ]
+
+
+def test_duplicate_route_paths() -> None:
+    doc = doc_with(route(), route(name="b", path="/b"), route(name="c", path="/b"))
+    assert one_error(doc) == 'routes[2].path: "/b" is already the path of routes[1]'
+
+
+def test_a_secret_env_var_that_is_unset() -> None:
+    doc = doc_with(route(preset="stripe", verify={"secret_env": "STRIPE_WEBHOOK_SECRET"}))
+    expected = "routes[0].verify.secret_env: environment variable STRIPE_WEBHOOK_SECRET is not set"
+    assert one_error(doc, env={}) == expected
+    assert one_error(doc, env={"STRIPE_WEBHOOK_SECRET": "  "}) == expected
+
+
+def test_the_admin_token_env_var_unset() -> None:
+    doc = doc_with(admin={"token_env": "RELAY_ADMIN_TOKEN"})
+    assert one_error(doc) == "admin.token_env: environment variable RELAY_ADMIN_TOKEN is not set"
+
+
+@pytest.mark.parametrize("key", ["secret", "secrets"])
+def test_inline_secrets_are_refused_without_echoing_them(key: str) -> None:
+    doc = doc_with(route(preset="github", verify={key: STRIPE_SECRET}))
+    errors = errors_of(doc)
+    assert errors == [
+        f"routes[0].verify.{key}: secrets are never inline: use secret_env or secret_file",
+        "routes[0].verify: needs secret_env or secret_file",
+    ]
+    assert STRIPE_SECRET not in "\n".join(errors)
+
+
+def test_verify_without_any_secret() -> None:
+    doc = doc_with(route(preset="github", verify={"tolerance": "5m"}))
+    assert one_error(doc) == "routes[0].verify: needs secret_env or secret_file"
+
+
+def test_verify_without_preset_needs_a_scheme() -> None:
+    doc = doc_with(route(verify={"secret_env": "S"}))
+    assert one_error(doc, env={"S": "x"}) == (
+        "routes[0].verify.scheme: required when the route has no preset "
+        "(one of stripe, github, shopify, slack, standard-webhooks, hmac-sha256)"
+    )
+
+
+def test_a_missing_secret_file(tmp_path: Path) -> None:
+    doc = doc_with(route(preset="github", verify={"secret_file": "missing.txt"}))
+    assert one_error(doc, base=tmp_path) == (
+        "routes[0].verify.secret_file: cannot read missing.txt: No such file or directory"
+    )
+
+
+def test_an_empty_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("\n")
+    doc = doc_with(route(preset="github", verify={"secret_file": "empty.txt"}))
+    assert one_error(doc, base=tmp_path) == "routes[0].verify.secret_file: empty.txt is empty"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("ftp://example.com/hook", '"ftp://example.com/hook"'),
+        ("127.0.0.1:3000/hook", '"127.0.0.1:3000/hook"'),
+        ("http:///no-host", '"http:///no-host"'),
+        ("http://[::1/hook", '"http://[::1/hook"'),  # unclosed IPv6 literal
+        ("http://example.com:port/hook", '"http://example.com:port/hook"'),
+        ("", '""'),
+    ],
+)
+def test_bad_upstream_url(url: str, shown: str) -> None:
+    assert one_error(doc_with(route(upstream=url))) == (
+        f"routes[0].upstream: expected an http:// or https:// URL, got {shown}"
+    )
+
+
+def test_bad_url_in_upstreams_names_its_index() -> None:
+    doc = doc_with(route(upstream=None, upstreams=["http://a/", 7]))
+    assert one_error(doc) == "routes[0].upstreams[1]: expected a URL, got 7"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "routes[0].upstreams: expected a non-empty list of URLs, got an empty list"),
+        ("http://a/", 'routes[0].upstreams: expected a non-empty list of URLs, got "http://a/"'),
+        (["http://a/", "http://a/"], "routes[0].upstreams: lists the same URL twice"),
+    ],
+)
+def test_bad_upstreams_list(value: object, message: str) -> None:
+    assert one_error(doc_with(route(upstream=None, upstreams=value))) == message
+
+
+def test_no_upstream_at_all() -> None:
+    assert (
+        one_error(doc_with(route(upstream=None))) == "routes[0].upstream: required (or upstreams)"
+    )
+
+
+def test_both_upstream_and_upstreams() -> None:
+    doc = doc_with(route(upstreams=["http://b/"]))
+    # Reported once, not a second time as "upstreams: unknown key".
+    assert one_error(doc) == "routes[0].upstreams: give upstream or upstreams, not both"
+
+
+def test_sync_mode_with_two_upstreams() -> None:
+    doc = doc_with(route(upstream=None, mode="sync", upstreams=["http://a/", "http://b/"]))
+    assert one_error(doc) == "routes[0].upstreams: sync mode forwards to exactly one upstream"
+
+
+def test_queue_mode_may_fan_out() -> None:
+    cfg = from_mapping(doc_with(route(upstream=None, upstreams=["http://a/", "http://b/"])), env={})
+    assert cfg.routes[0].upstreams == ("http://a/", "http://b/")
+
+
+@pytest.mark.parametrize(
+    ("timeout", "lease"),
+    [({}, "30s"), ({}, "10s"), ({"total": "2m"}, "90s"), ({"total": "2m"}, "2m")],
+)
+def test_sync_lease_must_outlast_the_request_timeout(timeout: dict[str, str], lease: str) -> None:
+    doc = doc_with(route(mode="sync", timeout=timeout, sync={"lease": lease}))
+    assert one_error(doc) == (
+        "routes[0].sync.lease: must be longer than timeout.total, "
+        "or a live request could be taken over"
+    )
+
+
+def test_sync_lease_default_follows_a_long_timeout() -> None:
+    cfg = from_mapping(doc_with(route(mode="sync", timeout={"total": "2m"})), env={})
+    assert cfg.routes[0].sync.lease == 150.0
+    assert cfg.routes[0].timeout == Timeouts(connect=5.0, total=120.0)
+
+
+@pytest.mark.parametrize(
+    ("listen", "shown"),
+    [
+        ("0.0.0.0:9090", "0.0.0.0:9090"),
+        (":9090", "0.0.0.0:9090"),
+        ("[::]:9090", "[::]:9090"),
+        ("10.1.2.3:9090", "10.1.2.3:9090"),
+        ("relay.internal:9090", "relay.internal:9090"),
+    ],
+)
+def test_admin_beyond_loopback_needs_a_token(listen: str, shown: str) -> None:
+    assert one_error(doc_with(admin={"listen": listen})) == (
+        f"admin: listens on {shown}, beyond loopback: set token_env or token_file"
+    )
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9090", "localhost:9191", "[::1]:9090"])
+def test_admin_on_loopback_needs_no_token(listen: str) -> None:
+    cfg = from_mapping(doc_with(admin={"listen": listen}), env={})
+    assert cfg.admin.listen.loopback_only
+    assert cfg.admin.token is None
+
+
+def test_admin_beyond_loopback_with_a_token() -> None:
+    doc = doc_with(admin={"listen": "0.0.0.0:9090", "token_env": "RELAY_ADMIN_TOKEN"})
+    cfg = from_mapping(doc, env={"RELAY_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert cfg.admin == AdminConfig(Listen("0.0.0.0", 9090), token=ADMIN_TOKEN)
+
+
+def test_admin_token_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(ADMIN_TOKEN + "\n")
+    doc = doc_with(admin={"listen": "[::]:9090", "token_file": "token"})
+    cfg = from_mapping(doc, env={}, base=tmp_path)
+    assert cfg.admin.token == ADMIN_TOKEN
+    assert cfg.admin.listen == Listen("::", 9090)
+    assert str(cfg.admin.listen) == "[::]:9090"
+
+
+def test_unknown_preset() -> None:
+    assert one_error(doc_with(route(preset="strip"))) == (
+        "routes[0].preset: expected one of stripe, github, shopify, standard-webhooks, "
+        'slack, generic, got "strip"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("jsn:$.id", 'unknown key source "jsn" (expected header, json, query or sha256)'),
+        ("header:", 'expected header:NAME, json:PATH, query:NAME or sha256, got "header:"'),
+        ("id", 'expected header:NAME, json:PATH, query:NAME or sha256, got "id"'),
+        ("header:X Key", 'invalid header name "X Key"'),
+        ("json:id", "JSON path must start with '$', got 'id'"),
+        ("json:$", "JSON path '$' names no field"),
+    ],
+)
+def test_bad_key_source(source: str, message: str) -> None:
+    doc = doc_with(route(idempotency={"key": ["sha256", source]}))
+    assert one_error(doc) == f"routes[0].idempotency.key[1]: {message}"
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "message"),
+    [
+        ("bad.yaml", "routes:\n  - name: a\n    path: /a\n   upstream: x\n",
+         "expected <block end>, but found '<block mapping start>' (line 4, column 4)"),
+        ("bad.yaml", "listen: a: b\n", "mapping values are not allowed here (line 1, column 10)"),
+        ("bad.yaml", "routes:\n\t- name: a\n",
+         "found character '\\t' that cannot start any token (line 2, column 1)"),
+        ("bad.yaml", "routes: [\n", "expected the node content, but found '<stream end>' (line 2, column 1)"),
+        ("bad.yaml", "x: !!python/object/apply:os.system [echo]\n",
+         "could not determine a constructor for the tag "
+         "'tag:yaml.org,2002:python/object/apply:os.system' (line 1, column 4)"),
+    ],
+)  # fmt: skip
+def test_invalid_yaml_names_line_and_column(
+    tmp_path: Path, path: str, text: str, message: str
+) -> None:
+    file = tmp_path / path
+    file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(file, env={})
+    assert info.value.errors == [f"{file}: {message}"]
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    file = tmp_path / "relay.yaml"
+    file.write_text(
+        "routes:\n"
+        "  - name: a\n"
+        "    path: /a\n"
+        "    upstream: http://x/\n"
+        "    retry: {max_attempts: 3}\n"
+        "    retry: {max_attempts: 4}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(file, env={})
+    assert info.value.errors == [f'{file}: duplicate key "retry" (line 6, column 5)']
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    file = tmp_path / "relay.yaml"
+    file.write_text(
+        "routes:\n"
+        "  - &base\n"
+        "    name: a\n"
+        "    path: /a\n"
+        "    upstream: http://x/\n"
+        "  - <<: *base\n"
+        "    name: b\n"
+        "    path: /b\n"
+    )
+    cfg = load(file, env={})
+    assert [(r.name, r.path, r.upstreams) for r in cfg.routes] == [
+        ("a", "/a", ("http://x/",)),
+        ("b", "/b", ("http://x/",)),
+    ]
+
+
+def test_absurdly_nested_yaml_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    file = tmp_path / "deep.yaml"
+    file.write_text("routes: " + "[" * 1_000)
+    with pytest.raises(ConfigError) as info:
+        load(file, env={})
+    assert info.value.errors == [f"{file}: invalid YAML: nested too deeply"]
+
+
+def test_an_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "nope.yaml", env={})
+    assert info.value.errors == [
+        f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("doc", "errors"),
+    [
+        ({}, ["routes: required"]),
+        (None, ["routes: required"]),
+        ({"routes": None}, ["routes: expected a non-empty list of routes, got null"]),
+        ({"routes": []}, ["routes: expected a non-empty list of routes, got an empty list"]),
+        ({"routes": {"name": "a"}}, ["routes: expected a non-empty list of routes, got a mapping"]),
+        ([route()], ["(top level): expected a mapping, got a list", "routes: required"]),
+    ],
+)
+def test_routes_missing_or_empty(doc: Any, errors: list[str]) -> None:
+    assert errors_of(doc) == errors
+
+
+def test_an_empty_file_has_no_routes(tmp_path: Path) -> None:
+    file = tmp_path / "empty.yaml"
+    file.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError) as info:
+        load(file, env={})
+    assert info.value.errors == ["routes: required"]
+
+
+def test_a_route_that_is_not_a_mapping() -> None:
+    assert errors_of({"routes": ["/a"]}) == [
+        'routes[0]: expected a mapping, got "/a"',
+        "routes[0].name: required",
+        "routes[0].path: required",
+        "routes[0].upstream: required (or upstreams)",
+    ]
+
+
+# ---------------------------------------------------------------- all at once
+
+
+def test_every_mistake_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    file = tmp_path / "relay.yaml"
+    file.write_text(
+        """\
+listen: "0.0.0.0:8080"
+admin: {listen: "0.0.0.0:9090"}
+storage: {url: "sqlite:///relay.db", dedupe_window: 7}
+limits: {max_body: "1 MB please"}
+routes:
+  - name: stripe
+    path: /webhooks/stripe
+    upstream: http://127.0.0.1:3000/stripe
+    preset: stripe
+    verify: {secret_env: STRIPE_WEBHOOK_SECRET}
+    retry: {max_attempts: ten}
+  - name: stripe
+    path: /webhooks/github
+    upstreams: [http://a/, http://b/]
+    mode: sync
+    retyr: {}
+  - path: /nameless
+    upstream: http://127.0.0.1:3000/x
+    concurency: 4
+"""
+    )
+    with pytest.raises(ConfigError) as info:
+        load(file, env={})
+    assert info.value.errors == [
+        "admin: listens on 0.0.0.0:9090, beyond loopback: set token_env or token_file",
+        'storage.dedupe_window: expected a duration like "30s", got 7',
+        'limits.max_body: expected a size like "64KiB" or "1MiB", got "1 MB please"',
+        "routes[0].verify.secret_env: environment variable STRIPE_WEBHOOK_SECRET is not set",
+        'routes[0].retry.max_attempts: expected an integer, got "ten"',
+        "routes[1].upstreams: sync mode forwards to exactly one upstream",
+        "routes[1].retyr: unknown key",
+        "routes[2].name: required",
+        "routes[2].concurency: unknown key",
+        'routes[1].name: "stripe" is already the name of routes[0]',
+    ]
+
+
+def test_a_route_without_a_name_still_has_its_other_mistakes_reported() -> None:
+    doc = doc_with(route(name=None, path="x", retyr={}, retry={"max_age": "forever"}))
+    assert errors_of(doc) == [
+        "routes[0].name: required",
+        "routes[0].path: must start with '/', got \"x\"",
+        'routes[0].retry.max_age: expected a duration like "500ms", "30s", "5m", "3d", '
+        'got "forever"',
+        "routes[0].retyr: unknown key",
+    ]
+
+
+# ---------------------------------------------------------------- a valid config
+
+
+FULL = """\
+listen: "0.0.0.0:8080"
+admin:
+  listen: "127.0.0.1:9090"
+  token_env: RELAY_ADMIN_TOKEN
+storage:
+  url: "sqlite:///var/lib/webhook-relay/relay.db"
+  dedupe_window: 7d
+limits: {max_body: 1MiB, header_timeout: 10s, body_timeout: 30s}
+routes:
+  - name: stripe
+    path: /webhooks/stripe
+    upstream: http://127.0.0.1:3000/stripe/webhook
+    mode: queue
+    ack: {status: 202}
+    preset: stripe
+    verify: {secret_env: STRIPE_WEBHOOK_SECRET, tolerance: 5m}
+    retry: {max_attempts: 25, max_age: 3d, initial: 1s, max: 1h}
+    concurrency: 16
+    max_pending: 100000
+  - name: github
+    path: /webhooks/github
+    upstreams: [http://127.0.0.1:3000/gh, https://backup.example/gh]
+    preset: github
+    methods: [post, put]
+    ack: {status: 200, body: "ok", content_type: text/plain}
+    verify: {secret_file: github.secret}
+    retry: {initial: 500ms, max: 90s, max_age: 1.5h}
+    idempotency: {require_key: true, on_payload_mismatch: reject, header: X-Relay-Key}
+  - name: internal
+    path: /hooks/internal
+    upstream: http://127.0.0.1:4000/in?src=relay
+    mode: sync
+    preset: generic
+    verify: {secret_env: [INTERNAL_OLD, INTERNAL_NEW], prefix: "sha256=", encoding: base64}
+    idempotency: {key: ["header:X-Request-Id", "json:$.data[0].id", "sha256"]}
+    timeout: {connect: 2s, total: 20s}
+    sync: {wait: 10s, lease: 1m, max_stored_body: 64KiB}
+  - name: plain
+    path: /hooks/plain
+    upstream: https://example.com/plain
+"""
+
+ENV = {
+    "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+    "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+    "INTERNAL_OLD": "old-internal-secret-3456",
+    "INTERNAL_NEW": "new-internal-secret-7890",
+}
+
+
+@pytest.fixture
+def full(tmp_path: Path) -> Config:
+    (tmp_path / "github.secret").write_text(FILE_SECRET + "\n")
+    file = tmp_path / "relay.yaml"
+    file.write_text(FULL)
+    return load(file, env=ENV)
+
+
+def test_the_full_example_parses(full: Config) -> None:
+    generic_keys = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
+    assert full == Config(
+        listen=Listen("0.0.0.0", 8080),
+        admin=AdminConfig(Listen("127.0.0.1", 9090), token=ADMIN_TOKEN),
+        storage=StorageConfig(
+            url="sqlite:///var/lib/webhook-relay/relay.db", dedupe_window=604800.0
+        ),
+        limits=Limits(max_body=1048576, header_timeout=10.0, body_timeout=30.0),
+        routes=(
+            Route(
+                name="stripe",
+                path="/webhooks/stripe",
+                upstreams=("http://127.0.0.1:3000/stripe/webhook",),
+                preset="stripe",
+                keys=(KeySource("json", "$.id", ("id",)),),
+                verify=VerifyConfig("stripe", (STRIPE_SECRET,), tolerance=300.0),
+                retry=RetryPolicy(max_attempts=25, max_age=259200.0, initial=1.0, max=3600.0),
+            ),
+            Route(
+                name="github",
+                path="/webhooks/github",
+                upstreams=("http://127.0.0.1:3000/gh", "https://backup.example/gh"),
+                methods=("POST", "PUT"),
+                preset="github",
+                keys=(KeySource("header", "X-GitHub-Delivery"),),
+                require_key=True,
+                on_payload_mismatch="reject",
+                key_header="X-Relay-Key",
+                ack=AckConfig(status=200, body="ok", content_type="text/plain"),
+                verify=VerifyConfig("github", (FILE_SECRET,)),
+                retry=RetryPolicy(max_attempts=25, max_age=5400.0, initial=0.5, max=90.0),
+            ),
+            Route(
+                name="internal",
+                path="/hooks/internal",
+                upstreams=("http://127.0.0.1:4000/in?src=relay",),
+                mode="sync",
+                preset="generic",
+                keys=(
+                    KeySource("header", "X-Request-Id"),
+                    KeySource("json", "$.data[0].id", ("data", 0, "id")),
+                    KeySource("sha256"),
+                ),
+                verify=VerifyConfig(
+                    "hmac-sha256",
+                    ("old-internal-secret-3456", "new-internal-secret-7890"),
+                    header="X-Signature",
+                    encoding="base64",
+                    prefix="sha256=",
+                ),
+                timeout=Timeouts(connect=2.0, total=20.0),
+                sync=SyncConfig(wait=10.0, lease=60.0, max_stored_body=65536),
+            ),
+            Route(
+                name="plain",
+                path="/hooks/plain",
+                upstreams=("https://example.com/plain",),
+                keys=generic_keys,
+            ),
+        ),
+    )
+
+
+def test_defaults(full: Config) -> None:
+    plain = full.routes[3]
+    assert plain.mode == "queue"
+    assert plain.methods == ("POST",)
+    assert plain.preset is None
+    assert plain.keys == (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
+    assert plain.require_key is False
+    assert plain.on_payload_mismatch == "accept"
+    assert plain.key_header == "Idempotency-Key"
+    assert plain.ack == AckConfig(status=202, body=None, content_type="application/json")
+    assert plain.verify is None
+    assert plain.resign is False
+    assert plain.retry == RetryPolicy(max_attempts=25, max_age=3 * 86400.0, initial=1.0, max=3600.0)
+    assert plain.timeout == Timeouts(connect=5.0, total=30.0)
+    assert plain.concurrency == 16
+    assert plain.max_pending == 100_000
+    assert plain.revive_dead is True
+    assert plain.sync == SyncConfig(wait=30.0, lease=60.0, max_stored_body=1048576)
+    assert full.log.level == "info"
+    assert full.shutdown_grace == 25.0
+    assert full.storage.dead_retention == 30 * 86400.0
+    assert full.limits.max_connections == 1024
+
+
+def test_the_smallest_config() -> None:
+    cfg = from_mapping({"routes": [route()]}, env={})
+    assert cfg == Config(routes=(Route(name="a", path="/a", upstreams=(UP,)),))
+    assert cfg.listen == Listen("0.0.0.0", 8080)
+    assert cfg.admin == AdminConfig(Listen("127.0.0.1", 9090), token=None)
+    assert cfg.storage.url == "sqlite:///data/relay.db"
+    assert cfg.limits.max_body == 1024 * 1024
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_each_preset_sets_keys_and_verify_scheme(preset: str) -> None:
+    doc = doc_with(route(preset=preset, verify={"secret_env": "S"}))
+    r = from_mapping(doc, env={"S": "secret"}).routes[0]
+    assert r.keys == PRESETS[preset].keys
+    assert r.verify is not None
+    assert r.verify.scheme == PRESETS[preset].signature
+
+
+def test_explicit_keys_override_the_preset() -> None:
+    doc = doc_with(route(preset="stripe", idempotency={"key": "header:X-Id"}))
+    assert from_mapping(doc, env={}).routes[0].keys == (KeySource("header", "X-Id"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1.5h", 5400.0),
+        ("3d", 259200.0),
+        ("2w", 1209600.0),
+        (" 10s ", 10.0),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    cfg = from_mapping(doc_with(storage={"dedupe_window": text}), env={})
+    assert cfg.storage.dedupe_window == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("64KiB", 65536),
+        ("1MiB", 1048576),
+        ("2GiB", 2 * 1024**3),
+        ("10KB", 10_000),
+        ("1MB", 1_000_000),
+        ("512", 512),
+        ("512B", 512),
+        (4096, 4096),
+        (0, 0),
+    ],
+)
+def test_sizes(value: object, size: int) -> None:
+    cfg = from_mapping(doc_with(limits={"max_body": value}), env={})
+    assert cfg.limits.max_body == size
+
+
+def test_secret_file_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "gh.secret").write_text(FILE_SECRET)
+    file = tmp_path / "conf" / "relay.yaml"
+    file.write_text(
+        "routes:\n  - {name: a, path: /a, upstream: 'http://x/', preset: github,"
+        " verify: {secret_file: gh.secret}}\n"
+    )
+    verify = load(file, env={}).routes[0].verify
+    assert verify is not None
+    assert verify.secrets == (FILE_SECRET,)
+
+
+def test_the_config_is_frozen(full: Config) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.routes[0].name = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.admin.token = None  # type: ignore[misc]
+    assert isinstance(full.routes, tuple)
+    assert isinstance(full.routes[0].upstreams, tuple)
+
+
+def test_secrets_never_appear_in_repr(full: Config) -> None:
+    shown = repr(full) + str(full) + repr(full.routes) + repr(full.admin)
+    shown += "".join(repr(r.verify) for r in full.routes)
+    for secret in (*ENV.values(), FILE_SECRET):
+        assert secret not in shown
+    # ...while the values themselves are there for the code that needs them.
+    assert full.admin.token == ADMIN_TOKEN
+    assert full.routes[0].verify is not None
+    assert full.routes[0].verify.secrets == (STRIPE_SECRET,)

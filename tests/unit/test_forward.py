@@ -1,0 +1,227 @@
+"""The upstream request's headers and URL (pure parts of relay.forward)."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.forward import Via, upstream_headers, upstream_url
+
+VIA = Via(client_ip="203.0.113.7", proto="https", host="relay.example.com")
+NO_VIA = Via(client_ip=None, proto="http", host=None)
+
+
+def build(
+    headers: list[tuple[str, str]],
+    *,
+    key: str = "evt_1",
+    key_header: str = "Idempotency-Key",
+    via: Via = VIA,
+) -> list[tuple[str, str]]:
+    return list(upstream_headers(headers, key=key, key_header=key_header, via=via).items())
+
+
+def names(pairs: list[tuple[str, str]]) -> list[str]:
+    return [name.lower() for name, _ in pairs]
+
+
+@pytest.mark.parametrize(
+    "hop",
+    [
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Connection",
+        "Proxy-Authorization",
+        "Proxy-Authenticate",
+        "Proxy-Anything-Else",
+        "connection",
+        "KEEP-ALIVE",
+        "transfer-encoding",
+    ],
+)
+def test_hop_by_hop_headers_are_removed(hop: str) -> None:
+    out = build([("Content-Type", "application/json"), (hop, "x"), ("X-Custom", "1")], via=NO_VIA)
+    assert out == [
+        ("Content-Type", "application/json"),
+        ("X-Custom", "1"),
+        ("X-Forwarded-Proto", "http"),
+        ("Idempotency-Key", "evt_1"),
+    ]
+
+
+def test_headers_named_in_connection_are_removed() -> None:
+    out = build(
+        [
+            ("Connection", "keep-alive, X-Hop-One,x-hop-two , close"),
+            ("X-Hop-One", "1"),
+            ("X-HOP-TWO", "2"),
+            ("X-Kept", "3"),
+        ],
+        via=NO_VIA,
+    )
+    assert out == [("X-Kept", "3"), ("X-Forwarded-Proto", "http"), ("Idempotency-Key", "evt_1")]
+
+
+def test_connection_tokens_from_several_connection_headers() -> None:
+    out = build(
+        [("Connection", "X-A"), ("Connection", "X-B"), ("X-A", "1"), ("X-B", "2"), ("X-C", "3")],
+        via=NO_VIA,
+    )
+    assert "x-a" not in names(out)
+    assert "x-b" not in names(out)
+    assert ("X-C", "3") in out
+
+
+@pytest.mark.parametrize("name", ["Host", "host", "Content-Length", "content-length"])
+def test_host_and_content_length_are_left_to_the_client(name: str) -> None:
+    out = build([(name, "sender.example"), ("X-Custom", "1")])
+    assert name.lower() not in names(out)
+    assert ("X-Custom", "1") in out
+
+
+def test_x_forwarded_for_is_set() -> None:
+    out = build([])
+    assert ("X-Forwarded-For", "203.0.113.7") in out
+
+
+def test_x_forwarded_for_is_appended_to() -> None:
+    out = build([("X-Forwarded-For", "198.51.100.1, 198.51.100.2")])
+    assert ("X-Forwarded-For", "198.51.100.1, 198.51.100.2, 203.0.113.7") in out
+    assert names(out).count("x-forwarded-for") == 1
+
+
+def test_x_forwarded_for_keeps_its_place() -> None:
+    out = build([("A", "1"), ("x-forwarded-for", "198.51.100.1"), ("B", "2")])
+    assert names(out)[:3] == ["a", "x-forwarded-for", "b"]
+    assert out[1][1] == "198.51.100.1, 203.0.113.7"
+
+
+def test_x_forwarded_for_untouched_without_a_client_ip() -> None:
+    out = build([("X-Forwarded-For", "198.51.100.1")], via=NO_VIA)
+    assert ("X-Forwarded-For", "198.51.100.1") in out
+    assert "x-forwarded-for" not in names(build([], via=NO_VIA))
+
+
+def test_x_forwarded_proto_and_host_are_set_when_absent() -> None:
+    out = build([])
+    assert ("X-Forwarded-Proto", "https") in out
+    assert ("X-Forwarded-Host", "relay.example.com") in out
+
+
+def test_x_forwarded_proto_and_host_from_a_load_balancer_are_kept() -> None:
+    out = build([("X-Forwarded-Proto", "http"), ("x-forwarded-host", "lb.example.com")])
+    assert names(out).count("x-forwarded-proto") == 1
+    assert names(out).count("x-forwarded-host") == 1
+    assert ("X-Forwarded-Proto", "http") in out
+    assert ("x-forwarded-host", "lb.example.com") in out
+
+
+def test_no_x_forwarded_host_without_a_host() -> None:
+    assert "x-forwarded-host" not in names(build([], via=NO_VIA))
+
+
+def test_without_via_no_x_forwarded_headers_are_added() -> None:
+    # Queue mode adds X-Forwarded-* at ingest (stored with the event), not at delivery.
+    sender = [("Content-Type", "application/json"), ("Connection", "close"), ("X-A", "1")]
+    out = list(upstream_headers(sender, key="evt_1", key_header="Idempotency-Key").items())
+    assert out == [("Content-Type", "application/json"), ("X-A", "1"), ("Idempotency-Key", "evt_1")]
+
+
+def test_the_key_header_is_added() -> None:
+    out = build([("Content-Type", "application/json")], key="evt_42")
+    assert ("Idempotency-Key", "evt_42") in out
+
+
+def test_the_key_header_replaces_the_senders() -> None:
+    out = build(
+        [("idempotency-key", "sender-1"), ("X-A", "1"), ("Idempotency-Key", "sender-2")],
+        key="relay-key",
+    )
+    values = [v for n, v in out if n.lower() == "idempotency-key"]
+    assert values == ["relay-key"]
+
+
+def test_the_key_header_name_is_configurable() -> None:
+    out = build(
+        [("X-Relay-Key", "forged"), ("Idempotency-Key", "sender")],
+        key="relay-key",
+        key_header="X-Relay-Key",
+    )
+    assert [v for n, v in out if n.lower() == "x-relay-key"] == ["relay-key"]
+    # The sender's own Idempotency-Key is just another header now.
+    assert ("Idempotency-Key", "sender") in out
+
+
+def test_other_headers_and_duplicates_are_kept_in_order() -> None:
+    sender = [
+        ("Content-Type", "application/json"),
+        ("Stripe-Signature", "t=1,v1=abc"),
+        ("X-Multi", "one"),
+        ("User-Agent", "Stripe/1.0"),
+        ("X-Multi", "two"),
+        ("Accept", "*/*; q=0.5"),
+        ("x-multi", "three"),
+    ]
+    out = build(sender, via=NO_VIA)
+    assert out == [*sender, ("X-Forwarded-Proto", "http"), ("Idempotency-Key", "evt_1")]
+
+
+def test_header_names_keep_their_case() -> None:
+    out = build([("X-GitHub-Delivery", "guid"), ("x-hub-signature-256", "sha256=ab")])
+    assert ("X-GitHub-Delivery", "guid") in out
+    assert ("x-hub-signature-256", "sha256=ab") in out
+
+
+def test_everything_at_once() -> None:
+    out = build(
+        [
+            ("Host", "relay.example.com"),
+            ("Content-Length", "17"),
+            ("Connection", "keep-alive, X-Trace"),
+            ("X-Trace", "abc"),
+            ("Transfer-Encoding", "chunked"),
+            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", "198.51.100.1"),
+            ("Idempotency-Key", "from-sender"),
+        ],
+        key="evt_9",
+    )
+    assert out == [
+        ("Content-Type", "application/json"),
+        ("X-Forwarded-For", "198.51.100.1, 203.0.113.7"),
+        ("Idempotency-Key", "evt_9"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "relay.example.com"),
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="forward.py bug: a second X-Forwarded-For line is dropped (getone + replace)",
+)
+def test_several_x_forwarded_for_lines_are_all_kept() -> None:
+    # RFC 9110 §5.3: several lines of one field are one comma-separated list.
+    out = build([("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "198.51.100.2")])
+    xff = [v for n, v in out if n.lower() == "x-forwarded-for"]
+    assert ", ".join(xff) == "198.51.100.1, 198.51.100.2, 203.0.113.7"
+
+
+# ---------------------------------------------------------------- upstream_url
+
+
+@pytest.mark.parametrize(
+    ("base", "query", "url"),
+    [
+        ("http://127.0.0.1:3000/hook", "", "http://127.0.0.1:3000/hook"),
+        ("http://127.0.0.1:3000/hook", "a=1&b=2", "http://127.0.0.1:3000/hook?a=1&b=2"),
+        ("http://127.0.0.1:3000/hook?src=relay", "a=1", "http://127.0.0.1:3000/hook?src=relay&a=1"),
+        ("https://example.com/", "x=%2F%20y&x=2", "https://example.com/?x=%2F%20y&x=2"),
+        ("https://example.com", "flag", "https://example.com?flag"),
+    ],
+)
+def test_upstream_url_keeps_the_query_string(base: str, query: str, url: str) -> None:
+    assert upstream_url(base, query) == url
