@@ -78,7 +78,8 @@ def with_forwarded(headers: Iterable[tuple[str, str]], via: Via) -> tuple[tuple[
     """
     out: CIMultiDict[str] = CIMultiDict(headers)
     if via.client_ip:
-        prior = out.getone("X-Forwarded-For", None)
+        # Several X-Forwarded-For lines form one list (RFC 9110 §5.3): keep them all.
+        prior = ", ".join(out.getall("X-Forwarded-For", ()))
         out["X-Forwarded-For"] = f"{prior}, {via.client_ip}" if prior else via.client_ip
     # A load balancer in front of us already knows the sender's scheme and host.
     out.setdefault("X-Forwarded-Proto", via.proto)
