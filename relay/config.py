@@ -88,6 +88,23 @@ class SyncConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderingConfig:
+    """Per-key ordering: deliveries sharing a key go one at a time, in arrival order."""
+
+    keys: tuple[KeySource, ...]  # the first source present wins; none present: unordered
+    on_dead: Literal["skip", "hold"] = "skip"  # a dead head: go on, or hold the key
+
+
+@dataclass(frozen=True, slots=True)
+class StaleConfig:
+    """Stale suppression: an event not newer than the last delivered of its key is dropped."""
+
+    version: KeySource
+    action: Literal["drop", "deliver"] = "drop"  # deliver: only log and count
+    equal_is_stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyConfig:
     scheme: str
     secrets: tuple[str, ...] = field(repr=False)
@@ -118,6 +135,8 @@ class Route:
     max_pending: int = 100_000
     revive_dead: bool = True
     sync: SyncConfig = SyncConfig()
+    ordering: OrderingConfig | None = None
+    stale: StaleConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +338,11 @@ def _route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         s.error("lease", "must be longer than timeout.total, or a live request could be taken over")
     s.finish()
 
+    ordering = _ordering(sec.section("ordering"), mode) if sec.has("ordering") else None
+    stale = _stale(sec.section("stale")) if sec.has("stale") else None
+    if sec.has("stale") and not sec.has("ordering"):
+        sec.error("stale", "needs ordering.key (the last delivered version is kept per key)")
+
     concurrency = sec.integer("concurrency", 16, lo=1, hi=4096)
     max_pending = sec.integer("max_pending", 100_000, lo=1)
     revive_dead = sec.flag("revive_dead", True)
@@ -345,7 +369,56 @@ def _route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         max_pending=max_pending,
         revive_dead=revive_dead,
         sync=sync,
+        ordering=ordering,
+        stale=stale,
     )
+
+
+def _sources(sec: Section, key: str) -> tuple[KeySource, ...]:
+    parsed: list[KeySource] = []
+    texts: tuple[str, ...] = sec.strings(key, ())
+    for i, text in enumerate(texts):
+        try:
+            parsed.append(parse_source(text))
+        except ValueError as exc:
+            sec.error(key if len(texts) == 1 else f"{key}[{i}]", str(exc))
+    return tuple(parsed)
+
+
+def _ordering(sec: Section, mode: str) -> OrderingConfig | None:
+    if not sec.has("key"):
+        sec.error("key", "required (a key source: header:NAME, json:PATH, query:NAME)")
+    keys = _sources(sec, "key")
+    if sec.raw("key") == []:
+        sec.error("key", "expected a key source, got an empty list")
+    on_dead = sec.text("on_dead", "skip", choices=("skip", "hold"))
+    if mode == "sync":
+        sec.error(None, "only queue mode delivers in order (sync forwards at once)")
+    sec.finish()
+    return OrderingConfig(keys, on_dead) if keys else None
+
+
+def _stale(sec: Section) -> StaleConfig | None:
+    version: KeySource | None = None
+    try:
+        text = str(sec.text("version"))
+    except Skip:
+        text = None
+    if text is not None:
+        try:
+            version = parse_source(text)
+        except ValueError as exc:
+            sec.error("version", str(exc))
+        else:
+            if version.kind == "sha256":
+                sec.error("version", "sha256 is a hash, not a version")
+                version = None
+    action = sec.text("action", "drop", choices=("drop", "deliver"))
+    equal_is_stale = sec.flag("equal_is_stale", False)
+    sec.finish()
+    if version is None:
+        return None
+    return StaleConfig(version, action, equal_is_stale)
 
 
 def _admin(sec: Section, env: Mapping[str, str], base: Path) -> AdminConfig:

@@ -4,6 +4,11 @@ One worker task per (route, upstream). A worker is woken in process when an
 event is stored (no polling latency); a slow poll remains as a safety net and
 for work other replicas stored. Concurrency per upstream is bounded by the
 route's ``concurrency``.
+
+Per-key ordering is enforced by the store (``lease_due`` leases at most one
+delivery of an ordering key at a time, the earliest accepted first); this
+loop decides what a leased delivery becomes: sent, dropped as stale, or given
+back because its lease could end before its attempt does.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any, Final
 
 import aiohttp
 
-from relay import forward
+from relay import forward, versions
+from relay.config import Route
 from relay.errors import StoreError
 from relay.metrics import Metrics, status_class
 from relay.retry import decide, parse_retry_after
@@ -29,6 +35,11 @@ from relay.store.base import Attempt, Lease, Outcome, Store
 POLL_INTERVAL: Final = 5.0
 # A lease outlives the attempt's total timeout by this much before others may take it.
 LEASE_MARGIN: Final = 30.0
+# An attempt starts only while its lease has timeout.total plus this much left,
+# so it ends (aiohttp's total timeout) before the lease can expire and another
+# holder send the same delivery, or the next one of its ordering key. A lease
+# that sat unused too long (the process stalled) is given back instead.
+SEND_MARGIN: Final = 5.0
 # Back-off after a store error inside a worker, so a broken disk does not spin.
 STORE_ERROR_PAUSE: Final = 1.0
 
@@ -139,7 +150,11 @@ class Dispatcher:
             if free > 0:
                 try:
                     leases = await self.store.lease_due(
-                        rt.cfg.name, w.upstream, free, rt.cfg.timeout.total + LEASE_MARGIN
+                        rt.cfg.name,
+                        w.upstream,
+                        free,
+                        rt.cfg.timeout.total + LEASE_MARGIN,
+                        hold_dead=_hold_dead(rt.cfg),
                     )
                 except StoreError as exc:
                     self.log.error("lease_failed", route=rt.cfg.name, error=str(exc))
@@ -159,7 +174,9 @@ class Dispatcher:
         timeout = self.poll_interval
         if not full:
             try:
-                due = await self.store.next_due_at(w.rt.cfg.name, w.upstream)
+                due = await self.store.next_due_at(
+                    w.rt.cfg.name, w.upstream, hold_dead=_hold_dead(w.rt.cfg)
+                )
             except StoreError:
                 due = None
             if due is not None:
@@ -179,6 +196,20 @@ class Dispatcher:
     async def _attempt(self, w: _Worker, lease: Lease) -> None:
         rt = w.rt
         cfg = rt.cfg
+        now = self.store.clock()
+        if lease.expires - now < cfg.timeout.total + SEND_MARGIN:
+            # The attempt could outlive the lease: another holder could then send this
+            # delivery, or the next of its key, while ours is still on the wire.
+            rt.log.warning(
+                "lease_too_short",
+                delivery_id=lease.delivery_id,
+                key=lease.key,
+                left=round(lease.expires - now, 3),
+            )
+            await self._finish(lease, None, Outcome("pending", next_attempt_at=now))
+            return
+        if await self._stale(rt.log, cfg, lease):
+            return
         try:
             result = await forward.send(
                 self.session,
@@ -236,9 +267,52 @@ class Dispatcher:
             )
         else:
             rt.log.warning("delivery_dead", reason=decision.reason, **log_fields)
+            if cfg.ordering is not None and lease.ordering_key is not None:
+                on_dead = cfg.ordering.on_dead
+                self.metrics.ordering_dead_heads.labels(cfg.name, on_dead).inc()
+                rt.log.warning(
+                    "ordering_key_held" if on_dead == "hold" else "ordering_head_skipped",
+                    ordering_key=lease.ordering_key,
+                    delivery_id=lease.delivery_id,
+                    event_id=lease.event_id,
+                    upstream=lease.upstream,
+                )
         await self._finish(lease, attempt, outcome)
 
-    async def _finish(self, lease: Lease, attempt: Attempt, outcome: Outcome) -> None:
+    async def _stale(self, log: Any, cfg: Route, lease: Lease) -> bool:
+        """Stale suppression; True if the delivery was dropped (state ``stale``).
+
+        ``lease.delivered_version`` was read when the delivery was leased, and per-key
+        ordering leases one delivery of a key at a time, so nothing can have raised it
+        since; the drop itself is fenced by the lease like any other outcome.
+        """
+        stale = cfg.stale
+        if (
+            stale is None
+            or lease.ordering_key is None
+            or lease.version is None
+            or lease.delivered_version is None
+            or not versions.is_stale(lease.version, lease.delivered_version, stale.equal_is_stale)
+        ):
+            return False
+        reason = f"version {lease.version} <= delivered {lease.delivered_version}"
+        self.metrics.stale.labels(cfg.name, stale.action).inc()
+        log.info(
+            "delivery_stale",
+            action=stale.action,
+            reason=reason,
+            delivery_id=lease.delivery_id,
+            event_id=lease.event_id,
+            key=lease.key,
+            ordering_key=lease.ordering_key,
+            upstream=lease.upstream,
+        )
+        if stale.action == "deliver":
+            return False
+        await self._finish(lease, None, Outcome("stale", reason=reason))
+        return True
+
+    async def _finish(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> None:
         try:
             if not await self.store.finish_attempt(lease, attempt, outcome):
                 self.log.warning("lease_lost", delivery_id=lease.delivery_id)
@@ -260,10 +334,18 @@ class Dispatcher:
             for w in list(self._workers.values()):
                 cfg = w.rt.cfg
                 leases = await self.store.lease_due(
-                    cfg.name, w.upstream, cfg.concurrency, cfg.timeout.total + LEASE_MARGIN
+                    cfg.name,
+                    w.upstream,
+                    cfg.concurrency,
+                    cfg.timeout.total + LEASE_MARGIN,
+                    hold_dead=_hold_dead(cfg),
                 )
                 leased += len(leases)
                 await asyncio.gather(*(self._attempt(w, lease) for lease in leases))
             if not leased:
                 return made
             made += leased
+
+
+def _hold_dead(cfg: Route) -> bool:
+    return cfg.ordering is not None and cfg.ordering.on_dead == "hold"

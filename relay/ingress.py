@@ -59,6 +59,20 @@ def _verify(rt: RouteRuntime, headers: Mapping[str, str], body: bytes) -> str | 
     )
 
 
+def _ordering_key(cfg: Route, payload: keys.Payload) -> str | None:
+    """The route's ordering key for this request; None (unordered) when no source is present."""
+    if cfg.ordering is None or cfg.mode != "queue":
+        return None
+    found = keys.resolve(cfg.ordering.keys, payload)
+    return None if found is None else found[0]
+
+
+def _version(cfg: Route, payload: keys.Payload) -> str | None:
+    if cfg.stale is None or cfg.mode != "queue":
+        return None
+    return keys.extract(cfg.stale.version, payload)
+
+
 async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply:
     cfg = rt.cfg
     if cfg.mode == "queue" and relay.undelivered.get(cfg.name, 0) >= cfg.max_pending:
@@ -98,6 +112,8 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         received_at=relay.store.clock(),
         upstreams=cfg.upstreams if cfg.mode == "queue" else (),
         revive_dead=cfg.revive_dead,
+        ordering_key=_ordering_key(cfg, payload),
+        version=_version(cfg, payload),
     )
     if cfg.mode == "sync":
         return await handle_sync(relay, rt, event, via)

@@ -81,6 +81,20 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.stale = Counter(
+            "relay_deliveries_stale_total",
+            "Deliveries whose version was not newer than the last delivered for their ordering"
+            " key, by action (drop: not forwarded, state stale; deliver: forwarded anyway).",
+            ["route", "action"],
+            registry=r,
+        )
+        self.ordering_dead_heads = Counter(
+            "relay_ordering_dead_heads_total",
+            "Ordered deliveries that went dead at the head of their key, by on_dead (skip: the"
+            " key's later events go on; hold: they wait for a revive, requeue or purge).",
+            ["route", "on_dead"],
+            registry=r,
+        )
         self.signature_failures = Counter(
             "relay_signature_failures_total",
             "Webhooks whose signature did not verify, by reason.",

@@ -124,6 +124,14 @@ class Lease:
     body: bytes
     ordering_key: str | None = None
     version: str | None = None
+    # When the lease runs out (store clock): past it another holder may lease
+    # the delivery, so an attempt must not start unless it can end before.
+    expires: float = float("inf")
+    # Stale suppression: the highest version delivered so far for this
+    # delivery's (route, upstream, ordering key), read in the leasing
+    # transaction. Per-key ordering leases one delivery of a key at a time, so
+    # it cannot change before this lease is finished.
+    delivered_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,15 +249,31 @@ class Store(Protocol):
     # --- queue mode: delivery -----------------------------------------------
 
     async def lease_due(
-        self, route: str, upstream: str, limit: int, lease_ttl: float
+        self, route: str, upstream: str, limit: int, lease_ttl: float, *, hold_dead: bool = False
     ) -> list[Lease]:
-        """Lease up to ``limit`` pending deliveries due now, oldest due first."""
+        """Lease up to ``limit`` pending deliveries due now, oldest due first.
 
-    async def next_due_at(self, route: str, upstream: str) -> float | None:
-        """When the earliest pending delivery of this upstream becomes due."""
+        Per-key ordering: a delivery with an ordering key is not leased while
+        an earlier event with that key has a delivery to the same upstream
+        pending or in flight, or while any other delivery of that key and
+        upstream is in flight (at most one of a key is ever leased). With
+        ``hold_dead`` an earlier dead delivery of the key blocks it too.
+        """
 
-    async def finish_attempt(self, lease: Lease, attempt: Attempt, outcome: Outcome) -> bool:
-        """Log the attempt and move the delivery; False if the lease was lost (fenced)."""
+    async def next_due_at(
+        self, route: str, upstream: str, *, hold_dead: bool = False
+    ) -> float | None:
+        """When the earliest pending delivery of this upstream that ordering
+        lets go becomes due."""
+
+    async def finish_attempt(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> bool:
+        """Log the attempt and move the delivery; False if the lease was lost (fenced).
+
+        ``attempt`` None: nothing was sent (a stale event dropped, or a lease
+        given back unused); the attempt count and log are left alone. A
+        delivery moved to ``delivered`` that has an ordering key and a version
+        raises the key's remembered highest version in the same transaction.
+        """
 
     async def release_expired_leases(self) -> int:
         """Return deliveries whose lease expired to ``pending``; how many."""

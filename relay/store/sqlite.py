@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosqlite
 
+from relay import versions
 from relay.errors import StoreUnavailable
 from relay.store import sqlite_sql as q
 from relay.store.base import (
@@ -252,7 +253,7 @@ class SQLiteStore:
     # --- queue mode: delivery ---------------------------------------------------
 
     async def lease_due(
-        self, route: str, upstream: str, limit: int, lease_ttl: float
+        self, route: str, upstream: str, limit: int, lease_ttl: float, *, hold_dead: bool = False
     ) -> list[Lease]:
         if limit < 1:
             return []
@@ -261,7 +262,7 @@ class SQLiteStore:
         async with self._tx() as conn:
             leased = list(
                 await conn.execute_fetchall(
-                    q.LEASE_DUE, {**args, "token": _token(), "expires": now + lease_ttl}
+                    q.lease_due(hold_dead), {**args, "token": _token(), "expires": now + lease_ttl}
                 )
             )
             if not leased:
@@ -271,34 +272,76 @@ class SQLiteStore:
                 int(e["id"]): e
                 for e in await conn.execute_fetchall(q.lease_payloads(len(ids)), ids)
             }
+            # Stale suppression reads the key's delivered version here, in the
+            # leasing transaction; only ordered events that carry a version need it.
+            keys = sorted(
+                {
+                    str(r["ordering_key"])
+                    for r in leased
+                    if r["ordering_key"] is not None
+                    and events[int(r["event_id"])]["version"] is not None
+                }
+            )
+            delivered: dict[str, str] = {}
+            if keys:
+                rows = await conn.execute_fetchall(
+                    q.delivered_versions(len(keys)), [route, upstream, *keys]
+                )
+                delivered = {str(r[0]): str(r[1]) for r in rows}
         leased.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-        return [q.lease_from_rows(r, events[int(r["event_id"])]) for r in leased]
+        return [
+            q.lease_from_rows(
+                r,
+                events[int(r["event_id"])],
+                delivered.get(r["ordering_key"]) if r["ordering_key"] is not None else None,
+            )
+            for r in leased
+        ]
 
-    async def next_due_at(self, route: str, upstream: str) -> float | None:
+    async def next_due_at(
+        self, route: str, upstream: str, *, hold_dead: bool = False
+    ) -> float | None:
         async with self._locked() as conn:
             rows = list(
-                await conn.execute_fetchall(q.NEXT_DUE, {"route": route, "upstream": upstream})
+                await conn.execute_fetchall(
+                    q.next_due(hold_dead), {"route": route, "upstream": upstream}
+                )
             )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
-    async def finish_attempt(self, lease: Lease, attempt: Attempt, outcome: Outcome) -> bool:
+    async def finish_attempt(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> bool:
         now = self.clock()
+        params = q.finish_params(lease, attempt, outcome, now)
         async with self._tx() as conn:
             cursor = await conn.execute(
-                q.FINISH_ATTEMPT, q.finish_params(lease, attempt, outcome, now)
+                q.FINISH_ATTEMPT if attempt is not None else q.FINISH_UNTRIED, params
             )
             if cursor.rowcount != 1:
                 return False  # fenced: a newer lease holder owns this delivery
-            await conn.execute(
-                q.INSERT_ATTEMPT,
-                (
-                    lease.delivery_id,
-                    attempt.started_at,
-                    attempt.duration_ms,
-                    attempt.status,
-                    attempt.error,
-                ),
-            )
+            if attempt is not None:
+                await conn.execute(
+                    q.INSERT_ATTEMPT,
+                    (
+                        lease.delivery_id,
+                        attempt.started_at,
+                        attempt.duration_ms,
+                        attempt.status,
+                        attempt.error,
+                    ),
+                )
+            if (
+                outcome.state == "delivered"
+                and lease.ordering_key is not None
+                and lease.version is not None
+            ):
+                # Same transaction as the state change: the remembered version
+                # and "delivered" are committed together or not at all.
+                pk = (lease.route, lease.upstream, lease.ordering_key)
+                rows = list(await conn.execute_fetchall(q.DELIVERED_VERSION, pk))
+                known = str(rows[0][0]) if rows else None
+                await conn.execute(
+                    q.SET_DELIVERED_VERSION, (*pk, versions.highest(known, lease.version), now)
+                )
         return True
 
     async def release_expired_leases(self) -> int:
@@ -415,7 +458,9 @@ class SQLiteStore:
         args = {"seen": seen_before, "dead": dead_before, "limit": limit}
         async with self._locked() as conn:
             cursor = await conn.execute(q.PURGE_EXPIRED, args)
-        return cursor.rowcount
+            purged = cursor.rowcount
+            await conn.execute(q.PURGE_VERSIONS, {"seen": seen_before, "limit": limit})
+        return purged
 
     async def drop_payloads(self, delivered_before: float, limit: int) -> int:
         async with self._locked() as conn:

@@ -129,21 +129,70 @@ UNDELIVERED_COUNTS = (
 # --- delivery -----------------------------------------------------------------
 
 # Per-key ordering: a delivery waits while an earlier event with the same
-# ordering key still has an open delivery to the same upstream.
-_ORDER_FREE = (
-    "(d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS o"
+# ordering key still has an open delivery to the same upstream, and while any
+# delivery of that key to that upstream is in flight (a revived or requeued
+# older event must not overlap a newer one being sent): at most one delivery
+# of a key is leased at a time. With on_dead: hold, an earlier dead delivery of
+# the key blocks it too, until revived, requeued or purged. Each NOT EXISTS is
+# answered from a partial index (deliveries_ordering, _leased, _dead).
+_ORDER_OPEN = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
     " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
-    " AND o.state IN ('pending', 'in_flight') AND o.event_id < d.event_id))"
+    " AND o.state IN ('pending', 'in_flight') AND o.event_id < d.event_id)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state = 'in_flight')"
+)
+_ORDER_DEAD = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state = 'dead' AND o.event_id < d.event_id)"
 )
 
-LEASE_DUE = (
-    "UPDATE deliveries SET state = 'in_flight', lease_token = :token || '.' || id,"
-    " lease_expires = :expires, updated_at = :now"
-    " WHERE id IN (SELECT d.id FROM deliveries AS d"
-    "  WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
-    f"  AND d.next_attempt_at <= :now AND {_ORDER_FREE}"
-    "  ORDER BY d.next_attempt_at, d.id LIMIT :limit)"
-    " RETURNING id, event_id, route, upstream, attempts, lease_token, next_attempt_at, created_at"
+
+def order_free(hold_dead: bool) -> str:
+    if hold_dead:
+        return f"(d.ordering_key IS NULL OR ({_ORDER_OPEN} AND {_ORDER_DEAD}))"
+    return f"(d.ordering_key IS NULL OR {_ORDER_OPEN})"
+
+
+@lru_cache(maxsize=4)
+def lease_due(hold_dead: bool) -> str:
+    return (
+        "UPDATE deliveries SET state = 'in_flight', lease_token = :token || '.' || id,"
+        " lease_expires = :expires, updated_at = :now"
+        " WHERE id IN (SELECT d.id FROM deliveries AS d"
+        "  WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
+        f"  AND d.next_attempt_at <= :now AND {order_free(hold_dead)}"
+        "  ORDER BY d.next_attempt_at, d.id LIMIT :limit)"
+        " RETURNING id, event_id, route, upstream, ordering_key, attempts, lease_token,"
+        " lease_expires, next_attempt_at, created_at"
+    )
+
+
+@lru_cache(maxsize=64)
+def delivered_versions(keys: int) -> str:
+    return (
+        "SELECT ordering_key, version FROM delivered_versions"
+        f" WHERE route = ? AND upstream = ? AND ordering_key IN ({marks(keys)})"
+    )
+
+
+DELIVERED_VERSION = (
+    "SELECT version FROM delivered_versions WHERE route = ? AND upstream = ? AND ordering_key = ?"
+)
+
+SET_DELIVERED_VERSION = (
+    "INSERT INTO delivered_versions (route, upstream, ordering_key, version, updated_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (route, upstream, ordering_key)"
+    " DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at"
+)
+
+# The remembered versions live as long as the keys they order (dedupe_window).
+PURGE_VERSIONS = (
+    "DELETE FROM delivered_versions WHERE (route, upstream, ordering_key) IN"
+    " (SELECT route, upstream, ordering_key FROM delivered_versions"
+    " WHERE updated_at < :seen LIMIT :limit)"
 )
 
 
@@ -155,7 +204,7 @@ def lease_payloads(events: int) -> str:
     )
 
 
-def lease_from_rows(d: sqlite3.Row, e: sqlite3.Row) -> Lease:
+def lease_from_rows(d: sqlite3.Row, e: sqlite3.Row, delivered_version: str | None) -> Lease:
     return Lease(
         delivery_id=int(d["id"]),
         event_id=int(d["event_id"]),
@@ -175,14 +224,19 @@ def lease_from_rows(d: sqlite3.Row, e: sqlite3.Row) -> Lease:
         body=bytes(e["body"]) if e["body"] is not None else b"",
         ordering_key=e["ordering_key"],
         version=e["version"],
+        expires=float(d["lease_expires"]),
+        delivered_version=delivered_version,
     )
 
 
-NEXT_DUE = (
-    "SELECT min(d.next_attempt_at) FROM deliveries AS d"
-    " WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
-    f" AND {_ORDER_FREE}"
-)
+@lru_cache(maxsize=4)
+def next_due(hold_dead: bool) -> str:
+    return (
+        "SELECT min(d.next_attempt_at) FROM deliveries AS d"
+        " WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
+        f" AND {order_free(hold_dead)}"
+    )
+
 
 FINISH_ATTEMPT = (
     "UPDATE deliveries SET state = :state, attempts = attempts + 1, lease_token = NULL,"
@@ -192,12 +246,23 @@ FINISH_ATTEMPT = (
 )
 
 
-def finish_params(lease: Lease, attempt: Attempt, outcome: Outcome, now: float) -> dict[str, Any]:
+# Nothing was sent (a stale event dropped, a lease given back unused): the
+# attempt count and the last status stay as they were.
+FINISH_UNTRIED = (
+    "UPDATE deliveries SET state = :state, lease_token = NULL, lease_expires = NULL,"
+    " reason = :reason, next_attempt_at = :next, delivered_at = :delivered, updated_at = :now"
+    " WHERE id = :id AND lease_token = :token AND state = 'in_flight'"
+)
+
+
+def finish_params(
+    lease: Lease, attempt: Attempt | None, outcome: Outcome, now: float
+) -> dict[str, Any]:
     pending = outcome.state == "pending"
     return {
         "state": outcome.state,
-        "status": attempt.status,
-        "error": attempt.error,
+        "status": attempt.status if attempt is not None else None,
+        "error": attempt.error if attempt is not None else None,
         "reason": outcome.reason if outcome.state in ("dead", "stale") else None,
         "next": (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
         if pending

@@ -25,6 +25,7 @@ from relay.store.base import (
     Store,
     StoredResponse,
 )
+from relay.store.migrate import load_migrations
 from relay.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -558,7 +559,8 @@ async def test_sqlite_pragmas_and_idempotent_migrations(tmp_path: Path) -> None:
         await store.close()
     with _raw(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        shipped = [(m.version,) for m in load_migrations("relay.store", "sql", "sqlite")]
+        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == shipped
         assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 2
 
 
