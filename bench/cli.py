@@ -17,13 +17,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import lua, options, report, scen_baseline, scen_delivery, scen_ingest, scen_store
+from bench import (
+    lua,
+    machine,
+    options,
+    report,
+    scen_baseline,
+    scen_delivery,
+    scen_ingest,
+    scen_store,
+)
 from bench.context import Context
 from bench.procs import ROOT
 from bench.results import Row
 from bench.targets import evaluate
 from bench.wrk import WrkMissing, ensure_wrk
 
+SETTLE_SECONDS = 60
 Scenario = Callable[[Context], list[Row]]
 RUNNERS: dict[str, Scenario] = {
     "B0": scen_baseline.b0,
@@ -59,9 +69,12 @@ def _revision() -> str:
 
 
 def _header(opts: options.Options) -> str:
+    import relay
+
     load = os.getloadavg()[0]
+    where = Path(relay.__file__).parent
     return (
-        f"webhook-relay {_revision()} · Python {platform.python_version()} · "
+        f"webhook-relay {_revision()} ({where}) · Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs · load {load:.2f} · wrk -t1 -c{opts.connections} · "
         f"{opts.duration}s runs after {opts.warmup}s warm-up" + (" · --quick" if opts.quick else "")
     )
@@ -69,6 +82,10 @@ def _header(opts: options.Options) -> str:
 
 def _run_one(ctx: Context, name: str) -> None:
     print(f"== {name}: {options.SCENARIOS[name]}", flush=True)
+    # Other work on the machine skews everything: wait a little for quiet, and say so.
+    busy = machine.settle(0 if ctx.opts.quick else SETTLE_SECONDS)
+    if busy > machine.QUIET:
+        print(f"   the machine is {busy:.0%} busy before starting: figures will be low")
     started = time.monotonic()
     try:
         rows = RUNNERS[name](ctx)
@@ -79,6 +96,8 @@ def _run_one(ctx: Context, name: str) -> None:
         ctx.results[name] = Row(name, options.SCENARIOS[name], notes=f"FAILED: {exc}"[:200])
         return
     for row in rows:
+        if busy > machine.QUIET:
+            row.notes = f"{row.notes}; machine {busy:.0%} busy at start".lstrip("; ")
         ctx.results[row.name] = row
         rate = "-" if row.rate is None else f"{row.rate:,.0f}/s"
         print(f"   {row.name}: {rate} {row.notes}", flush=True)

@@ -24,7 +24,7 @@ def measure(
 ) -> wrk.WrkResult:
     """Warm up (connections, caches, the JIT-less interpreter's dicts), then measure."""
     o = ctx.opts
-    if warmup:
+    if warmup and o.warmup > 0:
         # Unique mode: other ids, or the measured run would repeat the warm-up's.
         prefix = load.prefix + "-warm" if load.mode == "unique" else load.prefix
         warm = wrk.Load(load.url, load.mode, prefix, load.delay_ms, load.keys)
@@ -61,7 +61,7 @@ def paced(
     c = ctx.opts.connections
     cycle_ms = c * 1000.0 / rate
     probe = wrk.Load(load.url, load.mode, load.prefix + "-cal", cycle_ms, load.keys)
-    first = wrk.run(ctx.wrk, ctx.script, probe, duration=max(2, ctx.opts.warmup), connections=c)
+    first = wrk.run(ctx.wrk, ctx.script, probe, duration=1 if ctx.opts.quick else 2, connections=c)
     overhead = max(0.0, c * 1000.0 / max(first.rate, 1.0) - cycle_ms)
     delay = max(0.0, cycle_ms - overhead)
     if delay == 0.0:

@@ -31,7 +31,7 @@ _DURATION = re.compile(r"^(\d+)(s|m)?$")
 class Options:
     only: tuple[str, ...]
     duration: int  # seconds of each measured wrk run (wrk's granularity is a second)
-    warmup: int  # seconds of the unmeasured run before it
+    warmup: int  # seconds of the unmeasured run before it (0: none)
     connections: int
     rows: int  # G1: rows already in the store
     pending: int  # M1: events pending in the store
@@ -108,11 +108,11 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     return Options(
         only=tuple(n for n in SCENARIOS if n in wanted),
         duration=duration,
-        warmup=1 if quick else 2,
+        warmup=0 if quick else 2,
         connections=a.connections,
-        rows=a.rows or (50_000 if quick else 5_000_000),
-        pending=a.pending or (20_000 if quick else 1_000_000),
-        drain=a.drain or (5_000 if quick else 100_000),
+        rows=a.rows or (20_000 if quick else 5_000_000),
+        pending=a.pending or (10_000 if quick else 1_000_000),
+        drain=a.drain or (2_000 if quick else 100_000),
         q3_rate=a.q3_rate,
         quick=quick,
         keep=a.keep,

@@ -58,7 +58,7 @@ def own_time(raw: Path) -> Counter[str]:
 
 def render(counts: Counter[str], top: int) -> str:
     total = sum(counts.values()) or 1
-    lines = ["| # | own % | samples | function (file:line) |", "| --- | --- | --- | --- |"]
+    lines = ["| # | own % | samples | function (file) |", "| --- | --- | --- | --- |"]
     for i, (frame, n) in enumerate(counts.most_common(top), 1):
         lines.append(f"| {i} | {100 * n / total:.1f} | {n} | `{_short(frame)}` |")
     return "\n".join(lines)
