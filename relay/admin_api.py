@@ -31,7 +31,8 @@ from relay.store.base import (
 from relay.validate import parse_duration
 
 DEFAULT_LIMIT: Final = 50
-MAX_LIMIT: Final = 500
+# list_events loads each event's body: a page stays small.
+MAX_LIMIT: Final = 200
 MAX_IDS: Final = 1000
 PREVIEW_CHARS: Final = 4096
 REDACTED: Final = "[redacted]"

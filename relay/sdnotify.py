@@ -44,8 +44,8 @@ class Notifier:
         usec = int(_monotonic_usec())
         return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
-    def stopping(self) -> bool:
-        return self.send("STOPPING=1")
+    def stopping(self, status: str = "") -> bool:
+        return self.send("STOPPING=1", *((f"STATUS={status}",) if status else ()))
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")

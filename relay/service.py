@@ -234,7 +234,7 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
 
     # Shutdown, in order:
     # 1. tell systemd and load balancers we are going (readyz answers 503);
-    notifier.stopping()
+    notifier.stopping("draining: finishing requests and attempts in flight")
     relay.draining = True
     log.info("relay_stopping", reason="task_failed" if failed else "signal")
     # 2. stop accepting and drain requests in flight within the grace period, cancel

@@ -209,6 +209,10 @@ async def test_notify_protocol_ready_reloading_stopping_and_watchdog_in_order(
     assert changes[1][1][1].startswith("MONOTONIC_USEC=") and changes[1][1][1][15:].isdigit()
     assert changes[2][1] == ["READY=1", "STATUS=serving 1 routes"]
     assert changes[4][1][1].startswith("STATUS=reload refused")
+    assert changes[5][1] == [
+        "STOPPING=1",
+        "STATUS=draining: finishing requests and attempts in flight",
+    ]
     # NotifyAccess=main: every datagram comes from the main process itself.
     assert {pid for pid, _ in notify.messages} == {relay.proc.pid}
     pings = [i for i, (_, lines) in enumerate(notify.messages) if lines == ["WATCHDOG=1"]]

@@ -59,6 +59,8 @@ def test_messages_reach_a_filesystem_socket(short_dir: Path) -> None:
         assert _recv(sock) == ["STATUS=draining"]
         assert n.stopping()
         assert _recv(sock) == ["STOPPING=1"]
+        assert n.stopping("draining")
+        assert _recv(sock) == ["STOPPING=1", "STATUS=draining"]
         assert n.watchdog()
         assert _recv(sock) == ["WATCHDOG=1"]
         n.close()
