@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -284,11 +285,16 @@ def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
         relay.routes = before
         _refuse(relay, notifier, [f"{type(exc).__name__}: {exc}"])
         return
-    unchanged = ("listen", "admin", "storage")
-    ignored = [k for k in unchanged if getattr(new, k) != getattr(relay.config, k)]
+    # Listeners, storage, limits (aiohttp's body cap, the connection guard), log
+    # set-up and the runner's grace are fixed at start: only routes reload.
+    ignored = [
+        f.name
+        for f in dataclasses.fields(new)
+        if f.name != "routes" and getattr(new, f.name) != getattr(relay.config, f.name)
+    ]
     if ignored:
         log.warning("reload_needs_restart", settings=ignored)
-    relay.config = _with_routes(relay.config, new)
+    relay.config = dataclasses.replace(relay.config, routes=new.routes)
     app[DISPATCHER].set_routes(list(relay.routes.values()))
     relay.metrics.record_reload(True)
     log.info("config_reloaded", routes=[r.name for r in new.routes])
@@ -332,13 +338,6 @@ async def _report_orphans(relay: Relay, event: str) -> None:
         upstreams=[{"route": r, "upstream": u, "deliveries": n} for (r, u), n in orphans.items()],
         hint="they stay pending: restore the route or upstream to deliver them, or purge them",
     )
-
-
-def _with_routes(old: Config, new: Config) -> Config:
-    """The new file's routes and limits; listeners and storage need a restart."""
-    import dataclasses
-
-    return dataclasses.replace(new, listen=old.listen, admin=old.admin, storage=old.storage)
 
 
 def run(config: Config, config_path: Path | None = None) -> int:

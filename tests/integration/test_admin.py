@@ -498,3 +498,26 @@ async def test_reload_keeps_a_removed_routes_events_pending_and_reports_them(
     assert "relay_config_last_reload_successful 0.0" in metrics
     assert 'relay_config_reloads_total{result="refused"} 1.0' in metrics
     assert 'relay_config_reloads_total{result="ok"} 1.0' in metrics
+
+
+async def test_reload_applies_routes_and_names_what_needs_a_restart(
+    upstream: Backend,
+    make_relay: RelayFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a = route(upstream, "a")
+    public = await make_relay(a, limits={"max_body": "1KiB"})
+    relay = public.app[RELAY]
+    path = tmp_path / "reload.yaml"
+    doc = {"routes": [a, route(upstream, "b")], "limits": {"max_body": "64KiB"}}
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    _reload(public.app, path, Notifier(""))
+    assert await send(public, "b1", name="b") > 0  # the routes did reload
+    # The body cap is aiohttp's, fixed at start: the old limit stays, whole and stated.
+    assert relay.config.limits.max_body == 1024
+    resp = await public.post("/hooks/a", data=b"x" * 4096, headers={"Idempotency-Key": "big"})
+    assert resp.status == 413
+    assert "1024" in (await resp.json())["message"]
+    out = capsys.readouterr().out
+    assert "reload_needs_restart" in out and "limits" in out
