@@ -39,6 +39,10 @@ class NotSettled(AssertionError):
     """Work the daemon owes was still undone at the deadline (xfail-able on its own)."""
 
 
+class AttemptCutOff(AssertionError):
+    """An upstream attempt the daemon started was cut off by its own clean shutdown."""
+
+
 def free_port() -> int:
     """A port nothing listens on right now (bind 0, read it, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -85,6 +89,7 @@ class Backend:
         self.hold_first = 0  # the first N requests wait on ``hold``
         self.hold_timeout = 30.0
         self.received: Counter[str] = Counter()  # keys whose request arrived
+        self.received_by: Counter[tuple[str, str]] = Counter()  # (path, key)
         self.answered: Counter[str] = Counter()  # keys we answered with a 2xx
         self.requests = 0
         self.bodies: dict[str, bytes] = {}
@@ -102,6 +107,7 @@ class Backend:
         self.requests += 1
         nth = self.requests
         self.received[key] += 1
+        self.received_by[request.path, key] += 1
         self.bodies[key] = body
         if self.hold is not None and nth <= self.hold_first:
             with contextlib.suppress(TimeoutError):

@@ -86,7 +86,7 @@ async def test_sync_lease_of_killed_process_is_taken_over(relays: Any, start_bac
 N = 2000
 SENDERS = 32
 CONCURRENCY = 16
-SETTLE = float(os.environ.get("E2E_KILL9_SETTLE", "10"))
+SETTLE = float(os.environ.get("E2E_KILL9_SETTLE", "8"))
 
 
 @pytest.mark.xfail(
