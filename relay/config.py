@@ -242,6 +242,10 @@ def _upstream(sec: Section, key: str, url: Any) -> str | None:
     if not ok:
         sec.error(key, f"expected an http:// or https:// URL, got {show(url)}")
         return None
+    if parts.username is not None or parts.password is not None:
+        # It would be printed by check-config and logged with every delivery.
+        sec.error(key, "credentials in the URL are not allowed (they would be logged)")
+        return None
     return url
 
 
@@ -334,7 +338,7 @@ def _route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         max_stored_body=s.size("max_stored_body", 1024 * 1024),
         busy_retry_after=s.duration("busy_retry_after", 5.0),
     )
-    if sync.lease <= timeout.total:
+    if mode == "sync" and sync.lease <= timeout.total:
         s.error("lease", "must be longer than timeout.total, or a live request could be taken over")
     s.finish()
 

@@ -73,6 +73,7 @@ class Dispatcher:
         self.rand = rand
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._stopping = False
+        self._stop_task: asyncio.Task[None] | None = None
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     # --- lifecycle ------------------------------------------------------------
@@ -121,6 +122,12 @@ class Dispatcher:
             if name == route:
                 worker.wake.set()
 
+    def begin_stop(self, grace: float) -> asyncio.Task[None]:
+        """Start ``stop`` once; every caller awaits the same task."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self.stop(grace), name="dispatcher-stop")
+        return self._stop_task
+
     async def stop(self, grace: float) -> None:
         """Stop leasing; let attempts in flight finish within ``grace``; cancel the rest."""
         self._stopping = True
@@ -129,8 +136,10 @@ class Dispatcher:
             w.retired = True
             w.wake.set()
         loops = [w.task for w in workers if w.task is not None]
-        attempts = [t for w in workers for t in w.inflight]
         await asyncio.gather(*loops, return_exceptions=True)
+        # Only now: a loop that was inside lease_due when told to stop may still
+        # have started attempts, and they must be finished or cancelled too.
+        attempts = [t for w in workers for t in w.inflight]
         if attempts:
             _, late = await asyncio.wait(attempts, timeout=grace)
             for t in late:

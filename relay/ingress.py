@@ -171,7 +171,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return resp
     if relay.draining:
         return error(503, "draining", "shutting down", retry_after=STORE_RETRY_AFTER)
-    reply = await _accept(request, relay, rt)
+    task = asyncio.current_task()
+    assert task is not None
+    relay.active.add(task)
+    try:
+        reply = await _accept(request, relay, rt)
+    finally:
+        relay.active.discard(task)
     elapsed = time.perf_counter() - t0
     status = reply.response.status
     m = relay.metrics

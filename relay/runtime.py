@@ -84,6 +84,15 @@ class Relay:
     undelivered: dict[str, int] = field(default_factory=dict)  # by route name
     wake: Callable[[str], None] = lambda route: None
     draining: bool = False
+    # Handlers running now, so shutdown can cut them off when the grace runs out.
+    active: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def cut_off(self) -> int:
+        """Cancel every handler still running (the grace is over); how many."""
+        tasks = list(self.active)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
 
     def set_routes(self, routes: tuple[Route, ...]) -> None:
         old = {rt.cfg.path: rt for rt in self.routes.values()}

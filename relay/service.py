@@ -36,6 +36,7 @@ FAILED: Final = web.AppKey("failed", asyncio.Future[BaseException])
 COUNT_INTERVAL: Final = 2.0  # how often backpressure counts are refreshed from the store
 LEASE_SWEEP_INTERVAL: Final = 30.0
 PURGE_BATCH: Final = 500
+CUT_OFF_MARGIN: Final = 1.0
 
 log = get_logger()
 
@@ -107,8 +108,8 @@ def _dispatcher_ctx(start: bool) -> Callable[[web.Application], AsyncIterator[No
         dispatcher.failed.add_done_callback(lambda f: _fail(app, f.result()))
         yield
         relay.wake = lambda route: None
-        # Attempts in flight may finish within the grace; the rest go back to pending.
-        await dispatcher.stop(relay.config.shutdown_grace)
+        # Begun by _on_shutdown, alongside the request drain (one grace for both).
+        await dispatcher.begin_stop(relay.config.shutdown_grace)
 
     return ctx
 
@@ -179,7 +180,15 @@ async def purge_once(relay: Relay) -> int:
 
 async def _on_shutdown(app: web.Application) -> None:
     # Listeners are closed by now; requests still arriving on open connections get 503.
-    app[RELAY].draining = True
+    relay = app[RELAY]
+    relay.draining = True
+    # aiohttp waits for handlers, then cancels them and waits as long again; we cut
+    # them off ourselves when the grace ends (a sync claim is released on the way out).
+    asyncio.get_running_loop().call_later(relay.config.shutdown_grace, relay.cut_off)
+    # The dispatcher drains while aiohttp drains requests, so SIGTERM-to-exit stays
+    # within one grace period instead of one after the other.
+    if DISPATCHER in app:
+        app[DISPATCHER].begin_stop(app[RELAY].config.shutdown_grace)
 
 
 async def serve(config: Config, config_path: Path | None = None) -> int:
@@ -188,7 +197,11 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     notifier = Notifier()
     app = build_app(config)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_grace
+        app,
+        handle_signals=False,
+        access_log=None,
+        # Past our own cut-off (see _on_shutdown), so aiohttp never waits twice.
+        shutdown_timeout=config.shutdown_grace + CUT_OFF_MARGIN,
     )
     try:
         await runner.setup()  # opens the store, starts the dispatcher

@@ -137,15 +137,6 @@ async def test_sigterm_queue_cancels_attempts_past_the_grace(
 FAN_OUT = 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttemptCutOff,
-    reason="Dispatcher.stop snapshots the attempts in flight before it awaits the worker"
-    " loops (dispatcher.py, stop(): `attempts = ...` above `await asyncio.gather(*loops)`);"
-    " a worker suspended in store.lease_due at that moment starts attempts nobody awaits,"
-    " and closing the client session cuts them off: the backend got them, the store says"
-    " pending, they are forwarded again after the restart",
-)
 async def test_sigterm_under_delivery_load_finishes_every_attempt_it_started(
     relays: Any, start_backend: Any
 ) -> None:
@@ -186,14 +177,6 @@ async def test_sigterm_under_delivery_load_finishes_every_attempt_it_started(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ExitTooSlow,
-    reason="shutdown takes up to 3x shutdown_grace: aiohttp's RequestHandler.shutdown(timeout)"
-    " waits `timeout`, then waits `timeout` again before cancelling the handler"
-    " (service.py passes shutdown_timeout=config.shutdown_grace), and Dispatcher.stop(grace)"
-    " then gives in-flight attempts a fresh grace of their own (service.py _dispatcher_ctx)",
-)
 async def test_sigterm_past_the_grace_cuts_off_attempts_and_exits_in_time(
     relays: Any, start_backend: Any
 ) -> None:

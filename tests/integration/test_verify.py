@@ -89,9 +89,7 @@ async def test_signatures_made_by_provider_libraries_are_accepted(
     sw_body = b'{"type":"user.created"}'
     from datetime import datetime
 
-    sw_sig = Webhook(SW_SECRET).sign(
-        "msg_1", datetime.fromtimestamp(now, tz=UTC), sw_body.decode()
-    )
+    sw_sig = Webhook(SW_SECRET).sign("msg_1", datetime.fromtimestamp(now, tz=UTC), sw_body.decode())
     r = await client.post(
         "/sw",
         data=sw_body,
@@ -215,9 +213,7 @@ async def test_resigned_standard_webhook_verifies_with_the_library(
 
     signed_at = int(time.time()) - 200  # within the relay's tolerance, the library allows 300 s
     body = b'{"type":"user.created"}'
-    sig = Webhook(SW_SECRET).sign(
-        "msg_9", datetime.fromtimestamp(signed_at, tz=UTC), body.decode()
-    )
+    sig = Webhook(SW_SECRET).sign("msg_9", datetime.fromtimestamp(signed_at, tz=UTC), body.decode())
     r = await client.post(
         "/sw",
         data=body,
