@@ -75,8 +75,8 @@ def build_app(
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     relay = app[RELAY]
     await relay.store.open()
-    # Leases left by a crashed process: their deliveries go back to pending.
-    returned = await relay.store.release_expired_leases()
+    # Leases left by a crashed process: deliveries go back to pending, sync claims free.
+    returned = await relay.store.recover()
     if returned:
         log.warning("leases_recovered", deliveries=returned)
     relay.undelivered = await relay.store.undelivered_counts()

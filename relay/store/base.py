@@ -275,6 +275,13 @@ class Store(Protocol):
         raises the key's remembered highest version in the same transaction.
         """
 
+    async def recover(self) -> int:
+        """At start-up: return to pending every lease no live process can hold; how many.
+
+        A backend that is shared by replicas can only tell by expiry; SQLite is
+        one process per file (it holds a lock), so every lease in it is orphaned.
+        """
+
     async def release_expired_leases(self) -> int:
         """Return deliveries whose lease expired to ``pending``; how many."""
 

@@ -11,6 +11,7 @@ calls, but not whole transactions.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
 import sqlite3
@@ -71,6 +72,7 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout
         self.stats = BatchStats()
         self._conn: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
         self._lock = asyncio.Lock()
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
 
@@ -97,6 +99,7 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._conn is not None:
             return
+        self._lock_file()
         try:
             conn = await aiosqlite.connect(
                 self.path, isolation_level=None, timeout=self.busy_timeout
@@ -116,6 +119,7 @@ class SQLiteStore:
         except BaseException as exc:
             with suppress(sqlite3.Error):
                 await conn.close()
+            self._unlock_file()
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
             raise
@@ -138,6 +142,27 @@ class SQLiteStore:
             if conn is not None:
                 with suppress(sqlite3.Error):
                     await conn.close()
+        self._unlock_file()
+
+    def _lock_file(self) -> None:
+        """One relay process per database: SQLite would allow a second one, but its
+        start-up recovery would then take leases a live process still holds."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreUnavailable(
+                f"{self.path} is in use by another webhook-relay process"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock_file(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
 
     async def ping(self) -> bool:
         try:
@@ -343,6 +368,14 @@ class SQLiteStore:
                     q.SET_DELIVERED_VERSION, (*pk, versions.highest(known, lease.version), now)
                 )
         return True
+
+    async def recover(self) -> int:
+        # open() holds the file's lock: no other live process can hold a lease here.
+        now = self.clock()
+        async with self._tx() as conn:
+            deliveries = await conn.execute(q.RECOVER_DELIVERIES, {"now": now})
+            claims = await conn.execute(q.RECOVER_SYNC_CLAIMS)
+        return int(deliveries.rowcount) + int(claims.rowcount)
 
     async def release_expired_leases(self) -> int:
         now = self.clock()

@@ -279,6 +279,16 @@ INSERT_ATTEMPT = (
     " VALUES (?, ?, ?, ?, ?)"
 )
 
+# Start-up recovery under the file lock: every lease in the file belongs to a dead
+# process. The lost attempt is counted, so an event that kills the process every
+# time still reaches max_attempts instead of crash-looping the relay forever.
+RECOVER_DELIVERIES = (
+    "UPDATE deliveries SET state = 'pending', lease_token = NULL, lease_expires = NULL,"
+    " attempts = attempts + 1, next_attempt_at = :now, updated_at = :now"
+    " WHERE state = 'in_flight'"
+)
+RECOVER_SYNC_CLAIMS = "DELETE FROM events WHERE sync_state = 'in_flight'"
+
 RELEASE_EXPIRED = (
     "UPDATE deliveries SET state = 'pending', lease_token = NULL, lease_expires = NULL,"
     " updated_at = :now WHERE state = 'in_flight' AND lease_expires < :now"

@@ -22,7 +22,7 @@ from .support import (
     wait_for,
 )
 
-LEASE = 3.0
+LEASE = 4.0
 
 
 async def test_sync_lease_of_killed_process_is_taken_over(relays: Any, start_backend: Any) -> None:
@@ -48,28 +48,16 @@ async def test_sync_lease_of_killed_process_is_taken_over(relays: Any, start_bac
         with pytest.raises((aiohttp.ClientError, TimeoutError)):
             await first
 
-        await relay.start()  # same database: the dead process's claim is still there
-        assert time.time() < claimed_at + LEASE - 0.5, (
-            "the restart took too long to see the lease live; the test cannot check the 409"
-        )
+        # Same database: the dead process's claim is still in it, but this process
+        # holds the file's lock, so the claim can only be orphaned: start-up frees it
+        # and the sender's retry is forwarded at once instead of waiting out the lease.
+        await relay.start()
+        assert relay.logged("leases_recovered")
         status, headers, body = await post(session, relay.url("/s"), "lease-1")
-        assert status == 409, body
-        assert headers.get("Retry-After") == "1"
-        assert backend.received["lease-1"] == 1, "forwarded while the dead lease was live"
-
-        # The sender retries (as told by Retry-After) until the lease has expired
-        # and the claim is taken over; bounded in count.
-        statuses = [status]
-        for _ in range(int(LEASE) + 5):
-            await asyncio.sleep(float(headers.get("Retry-After", "1")))
-            status, headers, body = await post(session, relay.url("/s"), "lease-1")
-            statuses.append(status)
-            if status != 409:
-                break
-        assert status == 200, (statuses, body)
+        assert status == 200, body
         assert "Idempotent-Replayed" not in headers
         assert json.loads(body)["nth"] == 2
-        assert time.time() >= claimed_at + LEASE, "taken over before the lease expired"
+        assert time.time() < claimed_at + LEASE, "waited for the lease instead of recovering it"
 
         # Now final: a further duplicate is replayed, not forwarded.
         status, headers, again = await post(session, relay.url("/s"), "lease-1")
@@ -78,7 +66,6 @@ async def test_sync_lease_of_killed_process_is_taken_over(relays: Any, start_bac
         assert json.loads(again) == json.loads(body)
     assert backend.received["lease-1"] == 2
     assert backend.answered["lease-1"] == 1
-    assert relay.logged("sync_lease_taken_over")
     backend.hold.set()
     assert await relay.stop() == 0
 
@@ -89,14 +76,6 @@ CONCURRENCY = 16
 SETTLE = float(os.environ.get("E2E_KILL9_SETTLE", "8"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotSettled,
-    reason="deliveries leased by a killed process stay in_flight until their lease"
-    " (timeout.total + 30s LEASE_MARGIN) expires AND the 30s housekeeping sweep runs, then"
-    " wait for the 5s poll: ~35-65s after the restart (service.py _store_ctx only releases"
-    " expired leases; dispatcher.py LEASE_MARGIN; service.py LEASE_SWEEP_INTERVAL)",
-)
 async def test_kill_9_under_load_loses_nothing_acked(
     relays: Any, start_backend: Any, tmp_path: Path
 ) -> None:

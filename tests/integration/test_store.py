@@ -588,3 +588,36 @@ def test_sqlite_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     for bad in ("sqlite://relay.db", "sqlite:///", "postgresql:///x", "sqlite:///d/"):
         with pytest.raises(ValueError):
             SQLiteStore.from_url(bad)
+
+
+async def test_sqlite_one_process_per_file_and_recovery_of_orphaned_leases(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "relay.db"
+    store = SQLiteStore(path)
+    await store.open()
+    second = SQLiteStore(path)
+    with pytest.raises(StoreUnavailable, match="in use by another webhook-relay process"):
+        await second.open()
+    first = await store.ingest(event("q1"))
+    (lease,) = await store.lease_due("orders", UP_A, 10, lease_ttl=3600)
+    claim = await store.claim_sync(event("s1", upstreams=()), lease_ttl=3600)
+    assert isinstance(claim, Acquired)
+    # The holder "dies": nothing is finished; the lock goes with the process.
+    await store.close()
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    try:
+        # Leases far from expiry, yet orphaned: recovery frees them at once.
+        assert await reopened.recover() == 2
+        info = await reopened.get_event(first.event_id)
+        assert info is not None
+        (delivery,) = info.deliveries
+        assert (delivery.state, delivery.attempts) == ("pending", 1)  # the lost attempt counts
+        assert await reopened.peek_sync("orders", "s1") is None
+        assert isinstance(await reopened.claim_sync(event("s1", upstreams=()), 30), Acquired)
+        assert not await reopened.finish_attempt(
+            lease, Attempt(0.0, 1.0, 200, None), Outcome("delivered")
+        )  # the dead holder's late answer is fenced off
+    finally:
+        await reopened.close()
