@@ -8,7 +8,6 @@ import signal
 from typing import Any
 
 import aiohttp
-import pytest
 
 from .support import (
     AttemptCutOff,
