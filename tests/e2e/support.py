@@ -164,6 +164,11 @@ class Relay:
         self._spawn()
         await self.wait_ready()
 
+    async def start_expecting_exit(self, timeout: float = EXIT_TIMEOUT) -> int:
+        """Start a process that is expected to refuse to run; its exit code."""
+        self._spawn()
+        return await self.wait_exit(timeout)
+
     def _spawn(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1

@@ -42,3 +42,33 @@ async def test_dedupe_survives_restart(relays: Any, start_backend: Any) -> None:
     assert backend.received["dup-q"] == 1
     assert backend.received["dup-s"] == 1
     assert await relay.stop() == 0
+
+
+async def test_a_second_relay_on_the_same_database_refuses_to_start(
+    relays: Any, start_backend: Any
+) -> None:
+    """Start-up recovery frees every lease in the file, so only one process may use it."""
+    backend = await start_backend(Backend())
+    first = relays([queue_route(backend)])
+    await first.start()
+    second = relays([queue_route(backend)], storage={"url": f"sqlite:///{first.db}"})
+    assert await second.start_expecting_exit() == 1
+    failed = second.logged("startup_failed")
+    assert failed, second.stderr()
+    assert "in use by another webhook-relay process" in failed[0]["error"]
+    assert not second.logged("leases_recovered")
+
+    async with aiohttp.ClientSession() as session:
+        # The first one is untouched: still ready, still delivering.
+        status, _, _ = await post(session, first.url("/q"), "one-owner")
+        assert status == 202
+        await wait_for(lambda: backend.received["one-owner"] == 1, 5, "one-owner delivered")
+        assert await first.stop() == 0
+
+        # Once it is gone the file is free: the second one starts on the same data.
+        await second.start()
+        status, headers, _ = await post(session, second.url("/q"), "one-owner")
+        assert status == 202
+        assert headers.get("Idempotent-Replayed") == "true"
+    assert await second.stop() == 0
+    assert backend.received["one-owner"] == 1
