@@ -16,8 +16,9 @@ from .support import Backend, deliveries_by_state, post, queue_route, wait_for
 KEYS = 20
 PER_KEY = 30
 N = KEYS * PER_KEY
-# Leases of the killed process run out after timeout.total + 30 s; the relay's
-# sweep (every 30 s) then returns them to pending. Until then their keys wait.
+# Start-up returns the killed process's leases to pending (one process per
+# SQLite file); were they left to expire, their keys would wait timeout.total +
+# 30 s and the next sweep. Bounded either way.
 SETTLE = 90.0
 
 
@@ -56,7 +57,7 @@ def event_body(k: str, s: int) -> bytes:
 async def test_kill_9_mid_stream_keeps_per_key_order(
     relays: Any, start_backend: Any, tmp_path: Path
 ) -> None:
-    backend = await start_backend(OrderBackend(delay=0.02))
+    backend = await start_backend(OrderBackend(delay=0.05))
     relay = relays(
         [
             queue_route(
@@ -109,6 +110,8 @@ async def test_kill_9_mid_stream_keeps_per_key_order(
         assert await relay.wait_exit() == -9
         figures["arrivals_at_kill"] = len(backend.arrivals)
         figures["in_flight_at_kill"] = deliveries_by_state(relay.db).get("in_flight", 0)
+        # Else the kill tested nothing: no head was on the wire.
+        assert figures["in_flight_at_kill"] >= 1, figures
         await relay.start()
         restarted.set()
         await senders
