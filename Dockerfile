@@ -20,7 +20,7 @@ WORKDIR /src
 RUN python -m venv /opt/webhook-relay
 COPY pyproject.toml README.md ./
 COPY relay ./relay
-RUN /opt/webhook-relay/bin/pip install --no-cache-dir ".[fast]"
+RUN /opt/webhook-relay/bin/pip install --no-cache-dir .
 
 FROM python:3.12-slim
 ENV PATH=/opt/webhook-relay/bin:$PATH \

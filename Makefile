@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,fast]'
+	$(BIN)/pip install --quiet -e '.[test]'
 
 # Installs, starts a demo backend on 127.0.0.1:3000, and runs the relay on the embedded SQLite store.
 run: install
