@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,13 +33,15 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-# A backend factory gets the test's tmp_path and clock and returns a function
-# that builds a new, unopened store on one and the same database each call
-# (so a test can close it and reopen the same data).
+# A backend factory gets the test's tmp_path and clock and is an async context
+# manager giving a function that builds a new, unopened store on one and the
+# same database each call (so a test can close it and reopen the same data, or
+# open two stores at once: two replicas where the backend allows it).
 StoreMaker = Callable[..., Store]
 
 
-def _sqlite(tmp_path: Path, clock: FakeClock) -> StoreMaker:
+@asynccontextmanager
+async def _sqlite(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
     from relay.store.sqlite import SQLiteStore
 
     path = tmp_path / "relay.db"
@@ -43,20 +49,71 @@ def _sqlite(tmp_path: Path, clock: FakeClock) -> StoreMaker:
     def make(**tuning: object) -> Store:
         return SQLiteStore(path, clock=clock, **tuning)  # type: ignore[arg-type]
 
-    return make
+    yield make
 
 
-STORE_BACKENDS: dict[str, Callable[[Path, FakeClock], StoreMaker]] = {"sqlite": _sqlite}
+# PostgreSQL: RELAY_TEST_POSTGRES_URL, or a local server with trust auth. When
+# none answers the tests skip, unless RELAY_REQUIRE_POSTGRES=1 (CI) says they
+# must run. Each test gets a fresh schema, dropped afterwards.
+POSTGRES_URL = os.environ.get(
+    "RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+_postgres_down: list[str] = []  # why the server is unreachable, checked once per session
 
 
-@pytest.fixture(params=sorted(STORE_BACKENDS))
+@asynccontextmanager
+async def _postgres(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
+    from relay.store.postgres import PostgresStore
+
+    conn = None
+    if not _postgres_down:
+        try:
+            conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _postgres_down.append(f"{type(exc).__name__}: {exc}")
+    if conn is None:
+        why = f"PostgreSQL unreachable ({_postgres_down[0]}); set RELAY_TEST_POSTGRES_URL"
+        if os.environ.get("RELAY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    schema = f"t_{secrets.token_hex(6)}"
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+
+        def make(**tuning: Any) -> Store:
+            settings = {"search_path": schema, **tuning.pop("server_settings", {})}
+            return PostgresStore(
+                POSTGRES_URL, clock=clock, server_settings=settings, max_size=20, **tuning
+            )
+
+        yield make
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
+STORE_BACKENDS: dict[str, Callable[[Path, FakeClock], AbstractAsyncContextManager[StoreMaker]]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
+        for name in sorted(STORE_BACKENDS)
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def make_store(backend: str, tmp_path: Path, clock: FakeClock) -> StoreMaker:
-    return STORE_BACKENDS[backend](tmp_path, clock)
+async def make_store(backend: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
+    async with STORE_BACKENDS[backend](tmp_path, clock) as make:
+        yield make
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ def open_store_for_url(url: str, **kwargs: object) -> Store:
 
         return SQLiteStore.from_url(url, **kwargs)  # type: ignore[arg-type]
     if url.startswith(("postgresql:", "postgres:")):
-        from relay.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        from relay.store.postgres import PostgresStore
 
-        return PostgresStore.from_url(url, **kwargs)  # type: ignore[no-any-return,unused-ignore]
+        return PostgresStore.from_url(url, **kwargs)  # type: ignore[arg-type]
     raise ValueError(f"unsupported storage url scheme: {url.split(':', 1)[0]!r}")

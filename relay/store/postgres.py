@@ -1,0 +1,421 @@
+"""The PostgreSQL store: one database shared by several relay replicas.
+
+The semantics are the SQLite store's, statement for statement (``postgres_sql``
+mirrors ``sqlite_sql``); what differs is that other processes write the same
+rows at the same time. How each piece stays right under that:
+
+* **Claims** are the same ``INSERT ... ON CONFLICT (route, key)`` upserts. A
+  group-committed batch sends its rows as arrays in one statement, in (route,
+  key) order, so two replicas' batches lock shared keys in the same order and
+  cannot deadlock each other; a transaction PostgreSQL still aborts as a
+  deadlock or serialization failure is retried from the start (it committed
+  nothing). Callers are answered only after COMMIT.
+* **Leasing** picks candidates with ``FOR UPDATE SKIP LOCKED``: two replicas
+  never lease one delivery, and neither waits on rows the other is changing.
+* **Per-key ordering across replicas.** The ordering rule is a check over
+  *other* rows ("no earlier delivery of this key pending or in flight, none in
+  flight at all"), and row locks do not make such a check safe: two replicas
+  could each see the key idle in their snapshot and lease one delivery each.
+  So the leasing transaction first takes a transaction-scoped advisory lock
+  on (schema, route, upstream), in its own statement, and only then runs the
+  lease. Under READ COMMITTED the lease statement's snapshot is taken after
+  the lock is granted, hence after the previous holder's COMMIT: it sees every
+  lease made before it. Every other transition only makes the check stricter
+  for a concurrent leaser (a finish or an expiry frees a key later than the
+  leaser thinks) or orders after the lease (an event ingested, retried,
+  revived or requeued concurrently waits for the leased one, which is in
+  flight). Leasing one upstream thus takes turns across replicas, each turn
+  one short statement that leases a whole batch; other upstreams and every
+  other statement are not held up. SERIALIZABLE would also work, but would
+  abort and retry leasers under load instead of queueing them. A UNIQUE
+  partial index on in-flight (route, upstream, ordering_key) backs this up: a
+  second lease of a key fails instead of being sent.
+  Arrival order across replicas is commit order of the event ids; two events
+  of one key accepted at the same moment by two replicas were concurrent for
+  the sender too.
+* **Stale suppression**: the key's delivered version is read in the leasing
+  statement and raised (``SELECT ... FOR UPDATE``, then update or insert) in
+  the transaction that marks the delivery delivered, by the key's only lease.
+* **Sync claims** take an expired claim over with ``ON CONFLICT DO UPDATE ...
+  WHERE lease_expires < now``; PostgreSQL locks the conflicting row and
+  evaluates the WHERE on its newest version, so one of two replicas wins.
+* **recover()** cannot know whether the replica holding a lease is alive (it
+  may be on another host), so unlike SQLite (one process per file, guarded by
+  a lock) it returns only leases that have *expired*, counting the lost
+  attempt as SQLite's recovery does. Live leases are left to their holders.
+* **Clocks**: times are the replicas' own clocks (the store's ``clock``), so
+  lease expiry across replicas assumes their clocks agree (NTP) to well
+  within a lease.
+* **Durability**: every session runs with ``synchronous_commit = on`` (a
+  commit is flushed before an ack), whatever the server's default.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from relay import versions
+from relay.errors import StoreUnavailable
+from relay.store import postgres_sql as q
+from relay.store import sqlite_sql as rowmap
+from relay.store.base import (
+    Acquired,
+    Attempt,
+    Clock,
+    EventFilter,
+    EventInfo,
+    Ingested,
+    Lease,
+    NewEvent,
+    Outcome,
+    RouteBacklog,
+    StoredResponse,
+    SyncClaim,
+)
+from relay.store.batch import BatchStats, GroupCommitter
+from relay.store.postgres_pool import Database, affected
+
+
+def _token() -> str:
+    return secrets.token_hex(16)
+
+
+class PostgresStore:
+    """``relay.store.base.Store`` on a PostgreSQL database shared by replicas.
+
+    ``tuning``: ``max_batch`` (group commit) and the pool's ``min_size``,
+    ``max_size``, ``connect_timeout``, ``command_timeout``, ``acquire_timeout``
+    and ``server_settings`` (``relay.store.postgres_pool.Database``).
+    """
+
+    def __init__(
+        self, dsn: str, *, clock: Clock = time.time, max_batch: int = 256, **pool: Any
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.db = Database(dsn, **pool)
+        self.clock = clock
+        self.max_batch = max_batch
+        self.stats = BatchStats()
+        self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock = time.time, **tuning: Any) -> PostgresStore:
+        """``postgresql://user[:password]@host[:port]/database[?param=value]``.
+
+        Query parameters that are not libpq connection options become server
+        settings of every session (e.g. ``?search_path=relay``).
+        """
+        return cls(url, clock=clock, **tuning)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.db.display!r})"
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.db.is_open:
+            return
+        await self.db.open(self.clock())
+        self._batcher = GroupCommitter(
+            self._commit_batch,
+            max_batch=self.max_batch,
+            on_error=self.db.unavailable,
+            closed_error=lambda: StoreUnavailable("the store is closed"),
+            stats=self.stats,
+        )
+        self._batcher.start()
+
+    async def close(self) -> None:
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            await batcher.close()
+        await self.db.close()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.db.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except StoreUnavailable:
+            return False
+        return True
+
+    # --- queue mode: ingest -----------------------------------------------------
+
+    async def ingest(self, event: NewEvent) -> Ingested:
+        if self._batcher is None:
+            raise StoreUnavailable("the store is not open")
+        return await self._batcher.submit(event)
+
+    async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
+        now, token = self.clock(), _token()
+        # Copies of one (route, key) in the batch: the first is claimed, the
+        # rest are its duplicates (one upsert cannot touch a row twice).
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index, event in enumerate(events):
+            groups.setdefault((event.route, event.key), []).append(index)
+        rows_in = []
+        for indexes in groups.values():
+            first, rest = events[indexes[0]], [events[i] for i in indexes[1:]]
+            rows_in.append(
+                (first, len(rest), sum(e.fingerprint != first.fingerprint for e in rest))
+            )
+        params = q.ingest_params(rows_in, now, token)
+
+        async def work(conn: Any) -> tuple[dict[tuple[str, str], Any], dict[int, int]]:
+            rows = await conn.fetch(q.INGEST_EVENTS, *params)
+            by_key = {(str(r["route"]), str(r["key"])): r for r in rows}
+            new: list[tuple[int, str, str, str | None]] = []
+            revive: list[int] = []
+            fixups: tuple[list[int], list[int]] = ([], [])
+            for (route, key), indexes in groups.items():
+                row, first = by_key[(route, key)], events[indexes[0]]
+                if row["claim_token"] == token:
+                    new += [
+                        (int(row["id"]), route, up, first.ordering_key) for up in first.upstreams
+                    ]
+                    continue
+                if first.revive_dead:
+                    revive.append(int(row["id"]))
+                # The upsert compared only the first copy with the stored fingerprint.
+                extra = sum(events[i].fingerprint != row["fingerprint"] for i in indexes[1:])
+                if extra:
+                    fixups[0].append(int(row["id"]))
+                    fixups[1].append(extra)
+            if new:
+                await conn.execute(
+                    q.INSERT_DELIVERIES, *(list(c) for c in zip(*new, strict=True)), now
+                )
+            revived: dict[int, int] = {}
+            if revive:
+                for r in await conn.fetch(q.REVIVE, now, revive):
+                    revived[int(r[0])] = revived.get(int(r[0]), 0) + 1
+            if fixups[0]:
+                await conn.execute(q.ADD_MISMATCHES, *fixups)
+            return by_key, revived
+
+        by_key, revived = await self.db.tx(work)
+        results: dict[int, Ingested] = {}
+        for (route, key), indexes in groups.items():
+            row = by_key[(route, key)]
+            event_id, stored = int(row["id"]), str(row["fingerprint"])
+            claimed = row["claim_token"] == token
+            results[indexes[0]] = Ingested(event_id, claimed, stored, revived.get(event_id, 0))
+            for index in indexes[1:]:
+                results[index] = Ingested(event_id, False, stored)
+        return [results[index] for index in range(len(events))]
+
+    async def undelivered_counts(self) -> dict[str, int]:
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(q.UNDELIVERED_COUNTS)
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # --- queue mode: delivery ---------------------------------------------------
+
+    async def lease_due(
+        self, route: str, upstream: str, limit: int, lease_ttl: float, *, hold_dead: bool = False
+    ) -> list[Lease]:
+        if limit < 1:
+            return []
+        now = self.clock()
+        sql = q.lease_due(hold_dead)
+
+        async def work(conn: Any) -> list[Any]:
+            # Two statements: the lease's snapshot must postdate the lock (module doc).
+            await conn.execute(q.LEASE_LOCK, route, upstream)
+            return list(
+                await conn.fetch(sql, route, upstream, now, limit, _token(), now + lease_ttl)
+            )
+
+        return [
+            rowmap.lease_from_rows(r, r, r["delivered_version"]) for r in await self.db.tx(work)
+        ]
+
+    async def next_due_at(
+        self, route: str, upstream: str, *, hold_dead: bool = False
+    ) -> float | None:
+        async with self.db.acquire() as conn:
+            due = await conn.fetchval(q.next_due(hold_dead), route, upstream)
+        return None if due is None else float(due)
+
+    async def finish_attempt(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> bool:
+        now = self.clock()
+        pending = outcome.state == "pending"
+        args: list[Any] = [
+            lease.delivery_id,
+            lease.token,
+            outcome.state,
+            q.opt_text(outcome.reason) if outcome.state in ("dead", "stale") else None,
+            (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
+            if pending
+            else None,
+            now if outcome.state == "delivered" else None,
+            now,
+        ]
+        if attempt is not None:
+            args += [attempt.status, q.opt_text(attempt.error)]
+            args += [attempt.started_at, attempt.duration_ms]
+        sql = q.FINISH_ATTEMPT if attempt is not None else q.FINISH_UNTRIED
+        ordering_key, version = lease.ordering_key, lease.version
+        if outcome.state != "delivered" or ordering_key is None or version is None:
+            async with self.db.acquire() as conn:  # one statement: atomic on its own
+                return bool(await conn.fetch(sql, *args))
+
+        async def work(conn: Any) -> bool:
+            if not await conn.fetch(sql, *args):
+                return False  # fenced: a newer lease holder owns this delivery
+            # Same transaction as the state change: the remembered version and
+            # "delivered" are committed together or not at all.
+            key = (lease.route, lease.upstream, ordering_key)
+            for _ in range(3):
+                known = await conn.fetchval(q.DELIVERED_VERSION_FOR_UPDATE, *key)
+                if known is not None:
+                    highest = versions.highest(str(known), version)
+                    await conn.execute(q.UPDATE_DELIVERED_VERSION, *key, highest, now)
+                    return True
+                if await conn.fetchval(q.INSERT_DELIVERED_VERSION, *key, version, now):
+                    return True
+                # Inserted by someone else meanwhile: lock theirs and compare.
+            raise StoreUnavailable("the delivered version kept changing")
+
+        return await self.db.tx(work)
+
+    async def recover(self) -> int:
+        now = self.clock()
+
+        async def work(conn: Any) -> int:
+            deliveries = affected(await conn.execute(q.RECOVER_DELIVERIES, now))
+            claims = affected(await conn.execute(q.RECOVER_SYNC_CLAIMS, now))
+            return deliveries + claims
+
+        return await self.db.tx(work)
+
+    async def release_expired_leases(self) -> int:
+        return await self.db.run(q.RELEASE_EXPIRED, self.clock())
+
+    # --- sync mode --------------------------------------------------------------
+
+    async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
+        # Each round is one transaction; the only way a round ends empty is a
+        # holder releasing the row between its two statements, and then the
+        # next round inserts afresh.
+        for _ in range(16):
+            claim = await self.db.tx(lambda conn: self._claim_round(conn, event, lease_ttl))
+            if claim is not None:
+                return claim
+        raise StoreUnavailable(f"sync claim of {event.route}/{event.key} kept changing hands")
+
+    async def _claim_round(self, conn: Any, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
+        now, token = self.clock(), _token()
+        params = q.sync_params(event, now, token)
+        row = await conn.fetchrow(q.CLAIM_SYNC, *params, token, now + lease_ttl, now)
+        if row is not None:
+            return Acquired(int(row["id"]), token, row["claim_token"] != token)
+        row = await conn.fetchrow(
+            q.COUNT_SYNC_DUPLICATE, now, event.fingerprint, event.route, event.key
+        )
+        return None if row is None else rowmap.sync_claim_from_row(row)
+
+    async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
+        async with self.db.acquire() as conn:
+            row = await conn.fetchrow(q.PEEK_SYNC, route, key)
+        return None if row is None else rowmap.sync_claim_from_row(row)
+
+    async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
+        args = (
+            response.status,
+            q.opt_text(response.content_type),
+            response.body,
+            response.body_omitted,
+            event_id,
+            token,
+        )
+        return await self.db.run(q.COMPLETE_SYNC, *args) == 1
+
+    async def release_sync(self, event_id: int, token: str) -> bool:
+        return await self.db.run(q.RELEASE_SYNC, event_id, token) == 1
+
+    # --- operations -------------------------------------------------------------
+
+    async def get_event(self, event_id: int) -> EventInfo | None:
+        async def work(conn: Any) -> EventInfo | None:
+            row = await conn.fetchrow(q.SELECT_EVENTS + " WHERE e.id = $1", event_id)
+            if row is None:
+                return None
+            deliveries = await conn.fetch(q.DELIVERIES_OF, [event_id])
+            attempts = await conn.fetch(q.ATTEMPTS_OF, event_id)
+            return rowmap.event_info(row, deliveries, attempts)
+
+        return await self.db.tx(work, snapshot=True)
+
+    async def list_events(
+        self, flt: EventFilter, limit: int, before_id: int | None = None
+    ) -> list[EventInfo]:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        if before_id is not None:
+            params.append(before_id)
+            where += f" AND e.id < ${len(params)}"
+        params.append(limit)
+        sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ${len(params)}"
+
+        async def work(conn: Any) -> tuple[list[Any], list[Any]]:
+            rows = list(await conn.fetch(sql, *params))
+            ids = [int(r["id"]) for r in rows]
+            return rows, list(await conn.fetch(q.DELIVERIES_OF, ids)) if ids else []
+
+        rows, deliveries = await self.db.tx(work, snapshot=True)
+        by_event: dict[int, list[Any]] = {}
+        for d in deliveries:
+            by_event.setdefault(int(d["event_id"]), []).append(d)
+        return [rowmap.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+
+    async def requeue(self, flt: EventFilter) -> int:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
+        params += [states, self.clock()]
+        n = len(params)
+        return await self.db.run(q.requeue(where, f"${n - 1}", f"${n}"), *params)
+
+    async def requeue_all(self, flt: EventFilter) -> int:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        params.append(self.clock())
+        return await self.db.run(q.requeue_all(where, f"${len(params)}"), *params)
+
+    async def purge(self, flt: EventFilter) -> int:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        return await self.db.run(q.purge(where), *params)
+
+    async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
+        async with self.db.acquire() as conn:
+            purged = affected(await conn.execute(q.PURGE_EXPIRED, seen_before, dead_before, limit))
+            await conn.execute(q.PURGE_VERSIONS, seen_before, limit)
+        return purged
+
+    async def drop_payloads(self, delivered_before: float, limit: int) -> int:
+        return await self.db.run(q.DROP_PAYLOADS, delivered_before, limit)
+
+    # --- observability ----------------------------------------------------------
+
+    async def backlog(self) -> dict[str, RouteBacklog]:
+        async def work(conn: Any) -> tuple[list[Any], list[Any]]:
+            return list(await conn.fetch(q.BACKLOG_COUNTS)), list(await conn.fetch(q.OLDEST_OPEN))
+
+        counts, oldest = await self.db.tx(work, snapshot=True)
+        by_route: dict[str, dict[str, Any]] = {}
+        for route, state, n in counts:
+            by_route.setdefault(str(route), {})[str(state)] = int(n)
+        for route, received_at in oldest:
+            by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
+        return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
+
+    async def open_deliveries(self) -> dict[tuple[str, str], int]:
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(q.OPEN_BY_UPSTREAM)
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}

@@ -1,0 +1,415 @@
+"""SQL text of the PostgreSQL store (kept apart so ``postgres.py`` reads as the
+transaction logic). Every statement mirrors its SQLite twin in ``sqlite_sql.py``
+(whose row mapping both stores share, so records come out alike); the comments
+there say why each statement is shaped as it is, the ones here what differs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from relay.store.base import EventFilter, NewEvent
+from relay.store.sqlite_sql import headers_json
+
+
+def text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; a decoded query string (``?a=%00``) can.
+
+    Percent-encoding it again is what the sender sent, and forwards the same,
+    where an error here would fail every event of the group-commit batch.
+    """
+    return value.replace("\x00", "%00") if "\x00" in value else value
+
+
+def opt_text(value: str | None) -> str | None:
+    return None if value is None else text(value)
+
+
+# --- ingest -------------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "route, key, key_source, fingerprint, received_at, last_seen_at, duplicates, mismatches,"
+    " method, path, query, headers, body, ordering_key, version, claim_token"
+)
+
+# One statement per batch whatever its size: the rows travel as arrays. They go
+# in (route, key) order, so two replicas' batches lock conflicting keys in the
+# same order and cannot deadlock each other.
+INGEST_EVENTS = (
+    f"INSERT INTO events AS e ({_EVENT_COLUMNS})"
+    " SELECT r.route, r.key, r.key_source, r.fingerprint, r.received_at, $15, r.duplicates,"
+    " r.mismatches, r.method, r.path, r.query, r.headers, r.body, r.ordering_key, r.version, $16"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::bigint[],"
+    " $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[],"
+    " $13::text[], $14::text[]) AS r(route, key, key_source, fingerprint, received_at,"
+    " duplicates, mismatches, method, path, query, headers, body, ordering_key, version)"
+    " ORDER BY r.route, r.key"
+    " ON CONFLICT (route, key) DO UPDATE SET"
+    " duplicates = e.duplicates + 1 + excluded.duplicates,"
+    " last_seen_at = greatest(e.last_seen_at, excluded.last_seen_at),"
+    " mismatches = e.mismatches + (e.fingerprint <> excluded.fingerprint)::int"
+    " RETURNING id, route, key, fingerprint, claim_token"
+)
+
+
+def ingest_params(
+    groups: Sequence[tuple[NewEvent, int, int]], now: float, claim_token: str
+) -> list[Any]:
+    """``INGEST_EVENTS``'s arrays, one per column, from (first copy, its extra
+    copies in the batch, how many of those have another fingerprint)."""
+    cols: list[list[Any]] = [[] for _ in range(14)]
+    for event, duplicates, mismatches in groups:
+        row = (
+            event.route,
+            event.key,
+            event.key_source,
+            event.fingerprint,
+            float(event.received_at),
+            duplicates,
+            mismatches,
+            event.method,
+            text(event.path),
+            text(event.query),
+            headers_json(event.headers),
+            event.body,
+            event.ordering_key,
+            event.version,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return [*cols, float(now), claim_token]
+
+
+INSERT_DELIVERIES = (
+    "INSERT INTO deliveries (event_id, route, upstream, ordering_key, state, attempts,"
+    " next_attempt_at, created_at, updated_at)"
+    " SELECT d.event_id, d.route, d.upstream, d.ordering_key, 'pending', 0, $5, $5, $5"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])"
+    " AS d(event_id, route, upstream, ordering_key)"
+)
+
+REVIVE = (
+    "UPDATE deliveries AS d SET state = 'pending', attempts = 0, next_attempt_at = $1,"
+    " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = $1, created_at = $1"
+    " WHERE d.state = 'dead' AND d.event_id = ANY($2::bigint[])"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    "  WHERE o.event_id = d.event_id AND o.state <> 'dead')"
+    " RETURNING d.event_id"
+)
+
+ADD_MISMATCHES = (
+    "UPDATE events AS e SET mismatches = e.mismatches + f.n"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS f(id, n) WHERE e.id = f.id"
+)
+
+UNDELIVERED_COUNTS = (
+    "SELECT route, count(DISTINCT event_id) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route"
+)
+
+# --- delivery -----------------------------------------------------------------
+
+# Serialises the leasing transactions of one (route, upstream) across replicas
+# until COMMIT (see "Per-key ordering across replicas" in postgres.py). Scoped
+# by schema: two deployments sharing a database do not wait for each other. A
+# hash collision only makes two upstreams take turns.
+LEASE_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended("
+    "'webhook-relay.lease' || chr(10) || coalesce(current_schema(), '') || chr(10)"
+    " || $1::text || chr(10) || $2::text, 0))"
+)
+
+_ORDER_OPEN = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state IN ('pending', 'in_flight') AND o.event_id < d.event_id)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state = 'in_flight')"
+)
+_ORDER_DEAD = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state = 'dead' AND o.event_id < d.event_id)"
+)
+
+
+def order_free(hold_dead: bool) -> str:
+    if hold_dead:
+        return f"(d.ordering_key IS NULL OR ({_ORDER_OPEN} AND {_ORDER_DEAD}))"
+    return f"(d.ordering_key IS NULL OR {_ORDER_OPEN})"
+
+
+@lru_cache(maxsize=4)
+def lease_due(hold_dead: bool) -> str:
+    """$1 route, $2 upstream, $3 now, $4 limit, $5 token, $6 expires.
+
+    One statement leases, reads the payloads and the key's delivered version.
+    SKIP LOCKED passes over rows another transaction is changing instead of
+    waiting for them.
+    """
+    return (
+        "WITH leased AS (UPDATE deliveries AS u SET state = 'in_flight',"
+        " lease_token = $5 || '.' || u.id, lease_expires = $6, updated_at = $3"
+        " WHERE u.id IN (SELECT d.id FROM deliveries AS d"
+        "  WHERE d.route = $1 AND d.upstream = $2 AND d.state = 'pending'"
+        f"  AND d.next_attempt_at <= $3 AND {order_free(hold_dead)}"
+        "  ORDER BY d.next_attempt_at, d.id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+        " RETURNING u.id, u.event_id, u.route, u.upstream, u.attempts, u.lease_token,"
+        " u.lease_expires, u.next_attempt_at, u.created_at)"
+        " SELECT l.*, e.key, e.method, e.path, e.query, e.headers, e.body, e.ordering_key,"
+        " e.version, CASE WHEN e.ordering_key IS NOT NULL AND e.version IS NOT NULL"
+        "  THEN v.version END AS delivered_version"
+        " FROM leased AS l JOIN events AS e ON e.id = l.event_id"
+        " LEFT JOIN delivered_versions AS v ON v.route = l.route AND v.upstream = l.upstream"
+        "  AND v.ordering_key = e.ordering_key"
+        " ORDER BY l.next_attempt_at, l.id"
+    )
+
+
+@lru_cache(maxsize=4)
+def next_due(hold_dead: bool) -> str:
+    return (
+        "SELECT min(d.next_attempt_at) FROM deliveries AS d"
+        " WHERE d.route = $1 AND d.upstream = $2 AND d.state = 'pending'"
+        f" AND {order_free(hold_dead)}"
+    )
+
+
+_FINISHED = (
+    "lease_token = NULL, lease_expires = NULL, reason = $4, next_attempt_at = $5,"
+    " delivered_at = $6, updated_at = $7 WHERE id = $1 AND lease_token = $2"
+    " AND state = 'in_flight'"
+)
+
+# The fenced update and the attempt log in one statement: the attempt is
+# logged only if the update found the lease (RETURNING tells which).
+FINISH_ATTEMPT = (
+    "WITH f AS (UPDATE deliveries SET state = $3, attempts = attempts + 1,"
+    f" last_status = $8, last_error = $9, {_FINISHED} RETURNING id)"
+    " INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
+    " SELECT f.id, $10, $11, $8, $9 FROM f RETURNING delivery_id"
+)
+
+# Nothing was sent: the attempt count and the last status stay as they were.
+FINISH_UNTRIED = f"UPDATE deliveries SET state = $3, {_FINISHED} RETURNING id"
+
+DELIVERED_VERSION_FOR_UPDATE = (
+    "SELECT version FROM delivered_versions"
+    " WHERE route = $1 AND upstream = $2 AND ordering_key = $3 FOR UPDATE"
+)
+INSERT_DELIVERED_VERSION = (
+    "INSERT INTO delivered_versions (route, upstream, ordering_key, version, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1"
+)
+UPDATE_DELIVERED_VERSION = (
+    "UPDATE delivered_versions SET version = $4, updated_at = $5"
+    " WHERE route = $1 AND upstream = $2 AND ordering_key = $3"
+)
+
+PURGE_VERSIONS = (
+    "DELETE FROM delivered_versions WHERE (route, upstream, ordering_key) IN"
+    " (SELECT route, upstream, ordering_key FROM delivered_versions"
+    " WHERE updated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+)
+
+# Start-up recovery on a shared database: only leases that expired, since a
+# replica cannot tell a dead holder from a live one on another host. Like the
+# SQLite recovery the lost attempt is counted; release_expired_leases (the
+# periodic sweep) does not count it.
+RECOVER_DELIVERIES = (
+    "UPDATE deliveries SET state = 'pending', lease_token = NULL, lease_expires = NULL,"
+    " attempts = attempts + 1, next_attempt_at = $1, updated_at = $1"
+    " WHERE state = 'in_flight' AND lease_expires < $1"
+)
+RECOVER_SYNC_CLAIMS = "DELETE FROM events WHERE sync_state = 'in_flight' AND lease_expires < $1"
+
+RELEASE_EXPIRED = (
+    "UPDATE deliveries SET state = 'pending', lease_token = NULL, lease_expires = NULL,"
+    " updated_at = $1 WHERE state = 'in_flight' AND lease_expires < $1"
+)
+
+# --- sync ---------------------------------------------------------------------
+
+_SYNC_COLUMNS = (
+    "id, fingerprint, sync_state, lease_expires,"
+    " response_status, response_content_type, response_body, response_body_omitted"
+)
+
+# $1..$16 the event (EVENT_PARAMS order), $17 lease token, $18 expires, $19 now.
+# ON CONFLICT DO UPDATE locks the conflicting row (waiting for a concurrent
+# claimer to commit) before its WHERE is evaluated on the newest version, so
+# of two replicas taking over one expired claim exactly one succeeds.
+CLAIM_SYNC = (
+    f"INSERT INTO events AS e ({_EVENT_COLUMNS}, sync_state, lease_token, lease_expires)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+    " 'in_flight', $17, $18)"
+    " ON CONFLICT (route, key) DO UPDATE SET"
+    " lease_token = excluded.lease_token, lease_expires = excluded.lease_expires,"
+    " duplicates = e.duplicates + 1, last_seen_at = greatest(e.last_seen_at, excluded.last_seen_at),"
+    " mismatches = e.mismatches + (e.fingerprint <> excluded.fingerprint)::int"
+    " WHERE e.sync_state = 'in_flight' AND e.lease_expires < $19"
+    " RETURNING id, claim_token"
+)
+
+
+def sync_params(event: NewEvent, now: float, claim_token: str) -> list[Any]:
+    return [
+        event.route,
+        event.key,
+        event.key_source,
+        event.fingerprint,
+        event.received_at,
+        now,
+        0,
+        0,
+        event.method,
+        text(event.path),
+        text(event.query),
+        headers_json(event.headers),
+        event.body,
+        event.ordering_key,
+        event.version,
+        claim_token,
+    ]
+
+
+COUNT_SYNC_DUPLICATE = (
+    "UPDATE events SET duplicates = duplicates + 1, last_seen_at = greatest(last_seen_at, $1),"
+    " mismatches = mismatches + (fingerprint <> $2)::int"
+    f" WHERE route = $3 AND key = $4 RETURNING {_SYNC_COLUMNS}"
+)
+
+PEEK_SYNC = f"SELECT {_SYNC_COLUMNS} FROM events WHERE route = $1 AND key = $2"
+
+COMPLETE_SYNC = (
+    "UPDATE events SET sync_state = 'completed', response_status = $1,"
+    " response_content_type = $2, response_body = $3, response_body_omitted = $4,"
+    " lease_token = NULL, lease_expires = NULL"
+    " WHERE id = $5 AND lease_token = $6 AND sync_state = 'in_flight'"
+)
+
+RELEASE_SYNC = "DELETE FROM events WHERE id = $1 AND lease_token = $2 AND sync_state = 'in_flight'"
+
+# --- operations ---------------------------------------------------------------
+
+SELECT_EVENTS = (
+    "SELECT e.id, e.route, e.key, e.key_source, e.fingerprint, e.received_at, e.last_seen_at,"
+    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state"
+    " FROM events AS e"
+)
+
+DELIVERIES_OF = (
+    "SELECT id, event_id, upstream, state, attempts, next_attempt_at, last_status,"
+    " last_error, reason, updated_at FROM deliveries WHERE event_id = ANY($1::bigint[])"
+    " ORDER BY id"
+)
+
+ATTEMPTS_OF = (
+    "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status, a.error"
+    " FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
+    " WHERE d.event_id = $1 ORDER BY a.id"
+)
+
+
+def filter_sql(flt: EventFilter, params: list[Any]) -> str:
+    """A WHERE clause over ``events AS e``; its values are appended to ``params``."""
+
+    def arg(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    clauses = ["TRUE"]
+    for column, op, value in (
+        ("e.route", "=", flt.route),
+        ("e.key", "=", flt.key),
+        ("e.received_at", ">=", flt.since),
+        ("e.received_at", "<", flt.until),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} {arg(value)}")
+    if flt.ids is not None:
+        clauses.append(f"e.id = ANY({arg(list(flt.ids))}::bigint[])" if flt.ids else "FALSE")
+    if flt.state is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM deliveries AS d"
+            f" WHERE d.event_id = e.id AND d.state = {arg(flt.state)})"
+        )
+    return " AND ".join(clauses)
+
+
+def requeue(where: str, states: str, now: str) -> str:
+    return (
+        f"UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = {now},"
+        f" reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = {now},"
+        f" created_at = {now} WHERE state = ANY({states}::text[])"
+        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where})"
+    )
+
+
+def requeue_all(where: str, now: str) -> str:
+    return (
+        f"UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = {now},"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, delivered_at = NULL,"
+        f" updated_at = {now}, created_at = {now} WHERE state <> 'in_flight'"
+        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where} AND e.body IS NOT NULL)"
+    )
+
+
+_NO_OPEN_WORK = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS d"
+    " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
+)
+
+
+def purge(where: str) -> str:
+    return (
+        "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
+        f" WHERE {where} AND coalesce(e.sync_state, '') <> 'in_flight' AND {_NO_OPEN_WORK})"
+    )
+
+
+# $1 seen_before, $2 dead_before, $3 limit. SKIP LOCKED: replicas running
+# retention at the same time split the work instead of queueing on each other's
+# rows (or on a row an ingest is reviving right now).
+PURGE_EXPIRED = (
+    "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
+    " WHERE e.last_seen_at < greatest($1::float8, $2::float8) AND ("
+    f"  (e.sync_state IS NULL AND {_NO_OPEN_WORK} AND ("
+    "   (e.last_seen_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
+    "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale')))"
+    "   OR (e.last_seen_at < $2 AND EXISTS (SELECT 1 FROM deliveries AS d"
+    "     WHERE d.event_id = e.id AND d.state = 'dead'))))"
+    "  OR (e.sync_state = 'completed' AND e.last_seen_at < $1)"
+    "  OR (e.sync_state = 'in_flight' AND e.lease_expires < $1 AND e.last_seen_at < $1))"
+    " LIMIT $3 FOR UPDATE SKIP LOCKED)"
+)
+
+# $1 delivered_before, $2 limit.
+DROP_PAYLOADS = (
+    "UPDATE events SET body = NULL WHERE id IN (SELECT e.id FROM events AS e"
+    " WHERE e.received_at < $1 AND e.body IS NOT NULL AND e.sync_state IS NULL"
+    " AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id"
+    "  AND (d.state <> 'delivered' OR d.delivered_at >= $1))"
+    " LIMIT $2 FOR UPDATE SKIP LOCKED)"
+)
+
+# --- observability ------------------------------------------------------------
+
+BACKLOG_COUNTS = (
+    "SELECT route, state, count(DISTINCT event_id) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, route"
+)
+
+OLDEST_OPEN = (
+    "SELECT m.route, e.received_at FROM (SELECT route, min(event_id) AS first FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route) AS m"
+    " JOIN events AS e ON e.id = m.first"
+)
+
+OPEN_BY_UPSTREAM = (
+    "SELECT route, upstream, count(*) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"
+)
