@@ -24,7 +24,8 @@ def run(app: web.Application, host: str, port: int) -> int:
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # Requests still held (the backend's /hang) must not delay a stop.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024, reuse_address=True).start()
     stop = asyncio.Event()
