@@ -3,7 +3,9 @@
 Every backend (SQLite, PostgreSQL) implements ``Store``; the retry policy and
 the decisions about states live above it, in ``ingress``, ``sync`` and
 ``dispatcher``. Times are UNIX seconds as floats, taken from the store's
-``clock`` so tests can move time without sleeping.
+``clock`` so tests can move time without sleeping. Replicas sharing one
+database judge each other's leases by their own clocks, so those clocks must
+agree (NTP) to well within a lease.
 
 Invariants a backend must keep (DESIGN.md):
 
@@ -256,8 +258,9 @@ class Store(Protocol):
         Per-key ordering: a delivery with an ordering key is not leased while
         an earlier event with that key has a delivery to the same upstream
         pending or in flight, or while any other delivery of that key and
-        upstream is in flight (at most one of a key is ever leased). With
-        ``hold_dead`` an earlier dead delivery of the key blocks it too.
+        upstream is in flight (at most one of a key is ever leased, by any of
+        the replicas sharing the store). With ``hold_dead`` an earlier dead
+        delivery of the key blocks it too.
         """
 
     async def next_due_at(
