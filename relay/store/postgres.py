@@ -48,6 +48,10 @@ rows at the same time. How each piece stays right under that:
   within a lease.
 * **Durability**: every session runs with ``synchronous_commit = on`` (a
   commit is flushed before an ack), whatever the server's default.
+
+Needs PostgreSQL 11 or newer (``hashtextextended``). Prepared statements are
+cached per connection, so a pooler in front must keep sessions (pgbouncer in
+session mode, not transaction mode).
 """
 
 from __future__ import annotations
