@@ -84,9 +84,8 @@ async def _postgres(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMake
 
         def make(**tuning: Any) -> Store:
             settings = {"search_path": schema, **tuning.pop("server_settings", {})}
-            return PostgresStore(
-                POSTGRES_URL, clock=clock, server_settings=settings, max_size=20, **tuning
-            )
+            tuning = {"max_size": 20, **tuning, "server_settings": settings}
+            return PostgresStore(POSTGRES_URL, clock=clock, **tuning)
 
         yield make
     finally:
