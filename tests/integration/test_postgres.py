@@ -141,14 +141,23 @@ async def test_an_older_event_requeued_mid_lease_waits_for_the_newer_one(
         # Hold every ordered lease's COMMIT for a moment (after its UPDATE ran).
         await conn.execute(
             "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN PERFORM pg_sleep(0.4); RETURN NULL; END $$;"
+            " $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;"
             "CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON deliveries"
             " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
             " WHEN (NEW.state = 'in_flight' AND NEW.ordering_key IS NOT NULL)"
             " EXECUTE FUNCTION slow_commit()"
         )
     leasing = asyncio.ensure_future(a.lease_due("orders", UP_A, 10, lease_ttl=30))
-    await asyncio.sleep(0.15)  # A's lease of event 2 is done but not committed
+    async with b.db.acquire() as conn:  # type: ignore[attr-defined]
+        for _ in range(200):  # until A's lease of event 2 is done but not committed
+            if await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event = 'PgSleep' AND datname = current_database()"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the lease never reached its COMMIT")
     assert not leasing.done()
     assert await b.requeue(EventFilter(ids=(old.event_id,))) == 1
     assert await b.lease_due("orders", UP_A, 10, lease_ttl=30) == []
