@@ -2,56 +2,50 @@
 
 The semantics are the SQLite store's, statement for statement (``postgres_sql``
 mirrors ``sqlite_sql``); what differs is that other processes write the same
-rows at the same time. How each piece stays right under that:
+rows at the same time:
 
-* **Claims** are the same ``INSERT ... ON CONFLICT (route, key)`` upserts. A
-  group-committed batch sends its rows as arrays in one statement, in (route,
-  key) order, so two replicas' batches lock shared keys in the same order and
-  cannot deadlock each other; a transaction PostgreSQL still aborts as a
-  deadlock or serialization failure is retried from the start (it committed
-  nothing). Callers are answered only after COMMIT.
-* **Leasing** picks candidates with ``FOR UPDATE SKIP LOCKED``: two replicas
-  never lease one delivery, and neither waits on rows the other is changing.
-* **Per-key ordering across replicas.** The ordering rule is a check over
-  *other* rows ("no earlier delivery of this key pending or in flight, none in
-  flight at all"), and row locks do not make such a check safe: two replicas
-  could each see the key idle in their snapshot and lease one delivery each.
-  So the leasing transaction first takes a transaction-scoped advisory lock
-  on (schema, route, upstream), in its own statement, and only then runs the
-  lease. Under READ COMMITTED the lease statement's snapshot is taken after
-  the lock is granted, hence after the previous holder's COMMIT: it sees every
-  lease made before it. Every other transition only makes the check stricter
-  for a concurrent leaser (a finish or an expiry frees a key later than the
-  leaser thinks) or orders after the lease (an event ingested, retried,
-  revived or requeued concurrently waits for the leased one, which is in
-  flight). Leasing one upstream thus takes turns across replicas, each turn
-  one short statement that leases a whole batch; other upstreams and every
-  other statement are not held up. SERIALIZABLE would also work, but would
+* **Claims** are the same ``INSERT ... ON CONFLICT (route, key)`` upserts,
+  group-committed: a batch's rows go as arrays in one statement, in (route,
+  key) order, so replicas' batches lock shared keys in one order. A
+  transaction PostgreSQL aborts anyway (deadlock, serialization) is run again
+  from the start. Callers are answered after COMMIT. Finishes are batched too.
+* **Leasing** picks rows ``FOR UPDATE SKIP LOCKED``: no delivery is leased twice.
+* **Per-key ordering across replicas.** The rule checks *other* rows ("no
+  earlier delivery of the key pending or in flight, none in flight at all"),
+  which row locks do not protect. Replica A leases event 2 of a key whose
+  event 1 is dead; meanwhile event 1 is requeued and replica B, whose
+  snapshot shows event 1 pending and event 2 not yet leased, would lease
+  event 1 too: two in flight. So a leasing transaction first takes a
+  transaction-scoped advisory lock on (schema, route, upstream) in a
+  statement of its own; under READ COMMITTED the lease statement's snapshot
+  is then taken after the previous leaser's COMMIT and sees its leases. Every
+  other transition only frees a key (a finish, an expiry: a leaser seeing it
+  late just waits a round) or adds pending work, which a leaser that sees it
+  honours and one that does not is serialised before. Leasers of one
+  upstream take turns, one short statement leasing a whole batch each; other
+  upstreams and all other statements are not held up. SERIALIZABLE would
   abort and retry leasers under load instead of queueing them. A UNIQUE
-  partial index on in-flight (route, upstream, ordering_key) backs this up: a
-  second lease of a key fails instead of being sent.
-  Arrival order across replicas is commit order of the event ids; two events
-  of one key accepted at the same moment by two replicas were concurrent for
-  the sender too.
-* **Stale suppression**: the key's delivered version is read in the leasing
-  statement and raised (``SELECT ... FOR UPDATE``, then update or insert) in
-  the transaction that marks the delivery delivered, by the key's only lease.
-* **Sync claims** take an expired claim over with ``ON CONFLICT DO UPDATE ...
-  WHERE lease_expires < now``; PostgreSQL locks the conflicting row and
-  evaluates the WHERE on its newest version, so one of two replicas wins.
-* **recover()** cannot know whether the replica holding a lease is alive (it
-  may be on another host), so unlike SQLite (one process per file, guarded by
-  a lock) it returns only leases that have *expired*, counting the lost
-  attempt as SQLite's recovery does. Live leases are left to their holders.
-* **Clocks**: times are the replicas' own clocks (the store's ``clock``), so
-  lease expiry across replicas assumes their clocks agree (NTP) to well
-  within a lease.
-* **Durability**: every session runs with ``synchronous_commit = on`` (a
-  commit is flushed before an ack), whatever the server's default.
+  partial index on in-flight (route, upstream, ordering_key) backs this up:
+  a second lease of a key fails rather than being sent. Arrival order across
+  replicas is event id order; events of one key accepted at one moment by
+  two replicas were concurrent for the sender too.
+* **Stale suppression**: the key's version is read in the lease statement and
+  raised (``SELECT ... FOR UPDATE``, update or insert) in the transaction that
+  marks the delivery delivered, by the key's only lease holder.
+* **Sync claims**: ``ON CONFLICT DO UPDATE ... WHERE lease_expires < now``
+  locks the conflicting row and evaluates the WHERE on its newest version, so
+  of two replicas taking over an expired claim one wins.
+* **recover()** cannot tell whether the replica holding a lease is alive (it
+  may run on another host), so unlike SQLite (one process per file, under a
+  lock) it returns only *expired* leases, counting the lost attempt as
+  SQLite's recovery does. Live leases stay with their holders.
+* **Clocks**: leases are judged by each replica's own clock (``clock``), so
+  replicas' clocks must agree (NTP) to well within a lease.
+* **Durability**: sessions run with ``synchronous_commit = on`` whatever the
+  server's default: a commit is flushed before the sender is acked.
 
-Needs PostgreSQL 11 or newer (``hashtextextended``). Prepared statements are
-cached per connection, so a pooler in front must keep sessions (pgbouncer in
-session mode, not transaction mode).
+Needs PostgreSQL 11+ (``hashtextextended``). Prepared statements are cached
+per connection: a pooler in front must keep sessions (pgbouncer session mode).
 """
 
 from __future__ import annotations
@@ -82,6 +76,8 @@ from relay.store.base import (
 from relay.store.batch import BatchStats, GroupCommitter
 from relay.store.postgres_pool import Database, affected
 
+_Finish = tuple[Lease, Attempt | None, Outcome]
+
 
 def _token() -> str:
     return secrets.token_hex(16)
@@ -104,7 +100,9 @@ class PostgresStore:
         self.clock = clock
         self.max_batch = max_batch
         self.stats = BatchStats()
+        self.finish_stats = BatchStats()
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
+        self._finisher: GroupCommitter[_Finish, bool] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = time.time, **tuning: Any) -> PostgresStore:
@@ -124,19 +122,24 @@ class PostgresStore:
         if self.db.is_open:
             return
         await self.db.open(self.clock())
-        self._batcher = GroupCommitter(
-            self._commit_batch,
+        self._batcher = self._committer(self._commit_batch, self.stats)
+        self._finisher = self._committer(self._finish_batch, self.finish_stats)
+        self._batcher.start()
+
+    def _committer(self, commit: Any, stats: BatchStats) -> GroupCommitter[Any, Any]:
+        return GroupCommitter(
+            commit,
             max_batch=self.max_batch,
             on_error=self.db.unavailable,
             closed_error=lambda: StoreUnavailable("the store is closed"),
-            stats=self.stats,
+            stats=stats,
         )
-        self._batcher.start()
 
     async def close(self) -> None:
-        batcher, self._batcher = self._batcher, None
-        if batcher is not None:
-            await batcher.close()
+        for batcher in (self._batcher, self._finisher):
+            if batcher is not None:
+                await batcher.close()
+        self._batcher = self._finisher = None
         await self.db.close()
 
     async def ping(self) -> bool:
@@ -246,46 +249,42 @@ class PostgresStore:
         return None if due is None else float(due)
 
     async def finish_attempt(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> bool:
+        # Group-committed like ingest (as in SQLite): one transaction and a
+        # few statements per batch instead of a commit per delivery.
+        if self._finisher is None:
+            raise StoreUnavailable("the store is not open")
+        return await self._finisher.submit((lease, attempt, outcome))
+
+    async def _finish_batch(self, items: Sequence[_Finish]) -> list[bool]:
         now = self.clock()
-        pending = outcome.state == "pending"
-        args: list[Any] = [
-            lease.delivery_id,
-            lease.token,
-            outcome.state,
-            q.opt_text(outcome.reason) if outcome.state in ("dead", "stale") else None,
-            (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
-            if pending
-            else None,
-            now if outcome.state == "delivered" else None,
-            now,
-        ]
-        if attempt is not None:
-            args += [attempt.status, q.opt_text(attempt.error)]
-            args += [attempt.started_at, attempt.duration_ms]
-        sql = q.FINISH_ATTEMPT if attempt is not None else q.FINISH_UNTRIED
-        ordering_key, version = lease.ordering_key, lease.version
-        if outcome.state != "delivered" or ordering_key is None or version is None:
-            async with self.db.acquire() as conn:  # one statement: atomic on its own
-                return bool(await conn.fetch(sql, *args))
+        params = q.finish_params(items, now)
 
-        async def work(conn: Any) -> bool:
-            if not await conn.fetch(sql, *args):
-                return False  # fenced: a newer lease holder owns this delivery
-            # Same transaction as the state change: the remembered version and
+        async def work(conn: Any) -> set[tuple[int, str]]:
+            done = {(int(r[0]), str(r[1])) for r in await conn.fetch(q.FINISH_MANY, *params)}
+            # A fenced finish (its lease lost) logs no attempt: the new holder's counts.
+            tried = [
+                (lease.delivery_id, a.started_at, a.duration_ms, a.status, q.opt_text(a.error))
+                for lease, a, _ in items
+                if a is not None and (lease.delivery_id, lease.token) in done
+            ]
+            if tried:
+                await conn.execute(q.INSERT_ATTEMPTS, *(list(c) for c in zip(*tried, strict=True)))
+            # Same transaction as the state change: the remembered versions and
             # "delivered" are committed together or not at all.
-            key = (lease.route, lease.upstream, ordering_key)
-            for _ in range(3):
-                known = await conn.fetchval(q.DELIVERED_VERSION_FOR_UPDATE, *key)
-                if known is not None:
-                    highest = versions.highest(str(known), version)
-                    await conn.execute(q.UPDATE_DELIVERED_VERSION, *key, highest, now)
-                    return True
-                if await conn.fetchval(q.INSERT_DELIVERED_VERSION, *key, version, now):
-                    return True
-                # Inserted by someone else meanwhile: lock theirs and compare.
-            raise StoreUnavailable("the delivered version kept changing")
+            raised = {
+                (lease.route, lease.upstream, lease.ordering_key): lease.version
+                for lease, _, outcome in items
+                if outcome.state == "delivered"
+                and (lease.delivery_id, lease.token) in done
+                and lease.ordering_key is not None
+                and lease.version is not None
+            }
+            for key in sorted(raised):  # one lock order for every batch
+                await _raise_version(conn, key, raised[key], now)
+            return done
 
-        return await self.db.tx(work)
+        done = await self.db.tx(work)
+        return [(lease.delivery_id, lease.token) in done for lease, _, _ in items]
 
     async def recover(self) -> int:
         now = self.clock()
@@ -423,3 +422,17 @@ class PostgresStore:
         async with self.db.acquire() as conn:
             rows = await conn.fetch(q.OPEN_BY_UPSTREAM)
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+
+async def _raise_version(conn: Any, key: tuple[str, str, str], version: str, now: float) -> None:
+    """Remember ``version`` for the key unless a higher one is remembered."""
+    for _ in range(3):
+        known = await conn.fetchval(q.DELIVERED_VERSION_FOR_UPDATE, *key)
+        if known is not None:
+            highest = versions.highest(str(known), version)
+            await conn.execute(q.UPDATE_DELIVERED_VERSION, *key, highest, now)
+            return
+        if await conn.fetchval(q.INSERT_DELIVERED_VERSION, *key, version, now):
+            return
+        # Inserted by another transaction meanwhile: lock that row and compare.
+    raise StoreUnavailable("the remembered version of a key kept changing")

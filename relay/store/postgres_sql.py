@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from relay.store.base import EventFilter, NewEvent
+from relay.store.base import Attempt, EventFilter, Lease, NewEvent, Outcome
 from relay.store.sqlite_sql import headers_json
 
 
@@ -177,23 +177,50 @@ def next_due(hold_dead: bool) -> str:
     )
 
 
-_FINISHED = (
-    "lease_token = NULL, lease_expires = NULL, reason = $4, next_attempt_at = $5,"
-    " delivered_at = $6, updated_at = $7 WHERE id = $1 AND lease_token = $2"
-    " AND state = 'in_flight'"
+# Group-committed finishes: one fenced UPDATE for a whole batch, the rows as
+# arrays. An untried finish (tried = 0: nothing was sent) leaves the attempt
+# count and the last status as they were. $10 now.
+FINISH_MANY = (
+    "UPDATE deliveries AS d SET state = v.state, attempts = d.attempts + v.tried,"
+    " lease_token = NULL, lease_expires = NULL,"
+    " last_status = CASE WHEN v.tried = 1 THEN v.status ELSE d.last_status END,"
+    " last_error = CASE WHEN v.tried = 1 THEN v.error ELSE d.last_error END,"
+    " reason = v.reason, next_attempt_at = v.next, delivered_at = v.delivered,"
+    " updated_at = $10"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[], $6::text[],"
+    " $7::text[], $8::float8[], $9::float8[])"
+    " AS v(id, token, state, tried, status, error, reason, next, delivered)"
+    " WHERE d.id = v.id AND d.lease_token = v.token AND d.state = 'in_flight'"
+    " RETURNING d.id, v.token"  # by token: a lost lease may sit in the batch with the new one
 )
 
-# The fenced update and the attempt log in one statement: the attempt is
-# logged only if the update found the lease (RETURNING tells which).
-FINISH_ATTEMPT = (
-    "WITH f AS (UPDATE deliveries SET state = $3, attempts = attempts + 1,"
-    f" last_status = $8, last_error = $9, {_FINISHED} RETURNING id)"
-    " INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
-    " SELECT f.id, $10, $11, $8, $9 FROM f RETURNING delivery_id"
-)
 
-# Nothing was sent: the attempt count and the last status stay as they were.
-FINISH_UNTRIED = f"UPDATE deliveries SET state = $3, {_FINISHED} RETURNING id"
+def finish_params(items: Sequence[tuple[Lease, Attempt | None, Outcome]], now: float) -> list[Any]:
+    cols: list[list[Any]] = [[] for _ in range(9)]
+    for lease, attempt, outcome in items:
+        pending = outcome.state == "pending"
+        row = (
+            lease.delivery_id,
+            lease.token,
+            outcome.state,
+            0 if attempt is None else 1,
+            attempt.status if attempt is not None else None,
+            opt_text(attempt.error) if attempt is not None else None,
+            opt_text(outcome.reason) if outcome.state in ("dead", "stale") else None,
+            (outcome.next_attempt_at if outcome.next_attempt_at is not None else now)
+            if pending
+            else None,
+            now if outcome.state == "delivered" else None,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return [*cols, now]
+
+
+INSERT_ATTEMPTS = (
+    "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
+    " SELECT * FROM unnest($1::bigint[], $2::float8[], $3::float8[], $4::int[], $5::text[])"
+)
 
 DELIVERED_VERSION_FOR_UPDATE = (
     "SELECT version FROM delivered_versions"
