@@ -198,3 +198,45 @@ async def test_attempt_log_keeps_errors_and_timing(store: Store, clock: FakeCloc
         "connect: refused",
     )
     assert info.deliveries[0].last_error == "connect: refused"
+
+
+async def test_concurrent_finishes_each_get_their_own_answer(
+    store: Store, clock: FakeClock
+) -> None:
+    """Finishes may share a transaction (group commit); each is still fenced,
+    logged and versioned on its own."""
+    ids = [(await store.ingest(event(f"k{i}"))).event_id for i in range(4)]
+    v1 = await store.ingest(event("v1", ordering_key="cus_1", version="7"))
+    v2 = await store.ingest(event("v2", ordering_key="cus_2", version="3"))
+    stale_lease = (await store.lease_due("orders", UP_A, 1, lease_ttl=5))[0]
+    clock.advance(6)
+    assert await store.release_expired_leases() == 1
+    leases = {x.event_id: x for x in await store.lease_due("orders", UP_A, 10, 30)}
+    assert sorted(leases) == sorted([*ids, v1.event_id, v2.event_id])
+    done = await asyncio.gather(
+        store.finish_attempt(stale_lease, attempt(), Outcome("delivered")),
+        store.finish_attempt(leases[ids[0]], attempt(), Outcome("delivered")),
+        store.finish_attempt(leases[ids[1]], None, Outcome("pending", clock.now + 9)),
+        store.finish_attempt(leases[ids[2]], attempt(410), Outcome("dead", reason="http 410")),
+        store.finish_attempt(leases[ids[3]], attempt(503), Outcome("pending", clock.now + 9)),
+        store.finish_attempt(leases[v1.event_id], attempt(), Outcome("delivered")),
+        store.finish_attempt(leases[v2.event_id], attempt(), Outcome("delivered")),
+    )
+    assert done == [False, True, True, True, True, True, True]
+
+    async def delivery(event_id: int) -> tuple[str, int, int | None, int]:
+        info = await store.get_event(event_id)
+        assert info is not None
+        (d,) = info.deliveries
+        return d.state, d.attempts, d.last_status, len(info.attempts)
+
+    assert await delivery(ids[0]) == ("delivered", 1, 200, 1)  # the stale holder logged nothing
+    assert await delivery(ids[1]) == ("pending", 0, None, 0)
+    assert await delivery(ids[2]) == ("dead", 1, 410, 1)
+    assert await delivery(ids[3]) == ("pending", 1, 503, 1)
+    await store.ingest(event("v1b", ordering_key="cus_1", version="8"))
+    await store.ingest(event("v2b", ordering_key="cus_2", version="4"))
+    got = {
+        x.ordering_key: x.delivered_version for x in await store.lease_due("orders", UP_A, 9, 30)
+    }
+    assert got == {"cus_1": "7", "cus_2": "3"}
