@@ -165,6 +165,19 @@ async def test_an_older_event_requeued_mid_lease_waits_for_the_newer_one(
     assert await b.next_due_at("orders", UP_A) is None  # event 1 waits for event 2
 
 
+async def test_finishes_share_transactions(store: Store) -> None:
+    for i in range(100):
+        await store.ingest(event(f"k{i}"))
+    leases = await store.lease_due("orders", UP_A, 100, lease_ttl=30)
+    done = await asyncio.gather(
+        *(store.finish_attempt(x, ok(), Outcome("delivered")) for x in leases)
+    )
+    assert all(done) and len(done) == 100
+    stats = store.finish_stats  # type: ignore[attr-defined]
+    assert stats.rows == 100 and stats.batches < 100
+    assert await store.undelivered_counts() == {}
+
+
 async def test_sync_claim_from_two_replicas_acquires_once(
     replicas: list[Store], clock: FakeClock
 ) -> None:
