@@ -40,6 +40,8 @@ LEASE_MARGIN: Final = 30.0
 # holder send the same delivery, or the next one of its ordering key. A lease
 # that sat unused too long (the process stalled) is given back instead.
 SEND_MARGIN: Final = 5.0
+# While attempts are in flight, wait until a quarter of the slots are free to lease.
+LEASE_BATCH_DIVISOR: Final = 4
 # Back-off after a store error inside a worker, so a broken disk does not spin.
 STORE_ERROR_PAUSE: Final = 1.0
 
@@ -155,6 +157,13 @@ class Dispatcher:
             w.wake.clear()
             rt = w.rt
             free = rt.cfg.concurrency - len(w.inflight)
+            if free <= 0 or (
+                w.inflight and free < max(1, rt.cfg.concurrency // LEASE_BATCH_DIVISOR)
+            ):
+                # Busy: lease a few slots at a time, not one per finished attempt,
+                # so a lease transaction serves several deliveries.
+                await self._sleep(w, full=True)
+                continue
             leases: list[Lease] = []
             if free > 0:
                 try:

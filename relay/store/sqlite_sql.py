@@ -279,6 +279,53 @@ INSERT_ATTEMPT = (
     " VALUES (?, ?, ?, ?, ?)"
 )
 
+# Group-committed finishes: one fenced multi-row UPDATE for a whole batch. An
+# untried finish (tried = 0) leaves attempts and the last status as they were.
+FINISH_PARAMS = 9
+
+
+@lru_cache(maxsize=64)
+def finish_many(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "WITH v(id, token, state, tried, status, error, reason, next, delivered)"
+        f" AS (VALUES {values})"
+        " UPDATE deliveries SET state = v.state, attempts = deliveries.attempts + v.tried,"
+        " lease_token = NULL, lease_expires = NULL,"
+        " last_status = CASE WHEN v.tried THEN v.status ELSE deliveries.last_status END,"
+        " last_error = CASE WHEN v.tried THEN v.error ELSE deliveries.last_error END,"
+        " reason = v.reason, next_attempt_at = v.next, delivered_at = v.delivered,"
+        " updated_at = ?"
+        " FROM v WHERE deliveries.id = v.id AND deliveries.lease_token = v.token"
+        " AND deliveries.state = 'in_flight'"
+        " RETURNING deliveries.id"
+    )
+
+
+def finish_row(lease: Lease, attempt: Attempt | None, outcome: Outcome, now: float) -> list[Any]:
+    p = finish_params(lease, attempt, outcome, now)
+    return [
+        p["id"],
+        p["token"],
+        p["state"],
+        0 if attempt is None else 1,
+        p["status"],
+        p["error"],
+        p["reason"],
+        p["next"],
+        p["delivered"],
+    ]
+
+
+@lru_cache(maxsize=64)
+def insert_attempts(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
+        f" VALUES {values}"
+    )
+
+
 # Start-up recovery under the file lock: every lease in the file belongs to a dead
 # process. The lost attempt is counted, so an event that kills the process every
 # time still reaches max_attempts instead of crash-looping the relay forever.
