@@ -25,9 +25,12 @@ def cpu_busy(seconds: float = 1.0) -> float:
 
 
 def settle(max_wait: float) -> float:
-    """Wait up to ``max_wait`` seconds for the machine to go quiet; the last busy share."""
+    """Wait up to ``max_wait`` seconds for the machine to go quiet; the last busy share.
+
+    With no wait (``--quick``) it only takes a short look.
+    """
     deadline = time.monotonic() + max_wait
-    busy = cpu_busy()
+    busy = cpu_busy(1.0 if max_wait > 0 else 0.3)
     while busy > QUIET and time.monotonic() < deadline:
         busy = cpu_busy()
     return busy
