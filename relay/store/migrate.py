@@ -13,8 +13,6 @@ import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
-import aiosqlite
-
 from relay.errors import SchemaTooNew, StoreUnavailable
 
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -72,9 +70,7 @@ def _has_code(text: str) -> bool:
     return any(line and line != ";" for line in lines)
 
 
-async def migrate_sqlite(
-    conn: aiosqlite.Connection, migrations: list[Migration], now: float
-) -> int:
+def migrate_sqlite(conn: sqlite3.Connection, migrations: list[Migration], now: float) -> int:
     """Bring the database to the newest version; return that version.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``).
@@ -82,18 +78,14 @@ async def migrate_sqlite(
     latest = migrations[-1].version if migrations else 0
     try:
         # IMMEDIATE: two processes starting at once must not both apply 0002.
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            await conn.execute(
+            conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
             )
-            rows = list(
-                await conn.execute_fetchall(
-                    "SELECT coalesce(max(version), 0) FROM schema_migrations"
-                )
-            )
-            current = int(rows[0][0])
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+            current = int(row[0])
             if current > latest:
                 raise SchemaTooNew(
                     f"database schema version {current} is newer than this webhook-relay "
@@ -103,15 +95,15 @@ async def migrate_sqlite(
                 if migration.version <= current:
                     continue
                 for statement in split_statements(migration.sql):
-                    await conn.execute(statement)
-                await conn.execute(
+                    conn.execute(statement)
+                conn.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, now),
                 )
-            await conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             raise
     except sqlite3.Error as exc:
         raise StoreUnavailable(f"cannot migrate the SQLite schema: {exc}") from exc

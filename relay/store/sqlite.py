@@ -1,27 +1,23 @@
 """The SQLite store: the embedded default for a single relay process.
 
-One aiosqlite connection (one worker thread) in WAL mode with
-``synchronous=FULL``, so a commit is on disk before the sender is acked.
-Queue-mode ingests are group-committed (``relay.store.batch``); everything
-else runs directly on the connection. An ``asyncio.Lock`` keeps one
-coroutine's transaction from interleaving with another's: aiosqlite orders
-calls, but not whole transactions.
+One connection on one thread (``sqlite_thread``) in WAL mode with
+``synchronous=FULL``, so a commit is on disk before the sender is acked. Each
+method's transaction is one function run on that thread, so transactions never
+interleave. Queue-mode ingests and delivery finishes are group-committed
+(``relay.store.batch``); leases and sync claims commit without an fsync,
+because start-up recovery rebuilds them anyway.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from relay import versions
 from relay.errors import StoreUnavailable
@@ -42,6 +38,7 @@ from relay.store.base import (
 )
 from relay.store.batch import BatchStats, GroupCommitter
 from relay.store.migrate import load_migrations, migrate_sqlite
+from relay.store.sqlite_thread import SQLiteThread, Sync, transaction
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
 # for RETURNING).
@@ -50,6 +47,7 @@ _MAX_BATCH = _MAX_VARIABLES // q.EVENT_PARAMS
 
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
+T = TypeVar("T")
 
 
 def _token() -> str:
@@ -74,9 +72,8 @@ class SQLiteStore:
         self.max_batch = max_batch
         self.busy_timeout = busy_timeout
         self.stats = BatchStats()
-        self._conn: aiosqlite.Connection | None = None
+        self._db = SQLiteThread()
         self._lock_fd: int | None = None
-        self._lock = asyncio.Lock()
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
         self.finish_stats = BatchStats()
@@ -102,33 +99,16 @@ class SQLiteStore:
     # --- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._conn is not None:
+        if self._db.is_open:
             return
         self._lock_file()
         try:
-            conn = await aiosqlite.connect(
-                self.path, isolation_level=None, timeout=self.busy_timeout
-            )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
-        try:
-            conn.row_factory = sqlite3.Row
-            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = list(await conn.execute_fetchall("PRAGMA journal_mode = WAL"))
-            if str(mode[0][0]).lower() != "wal":
-                raise StoreUnavailable(f"{self.path}: cannot switch to WAL (got {mode[0][0]})")
-            await conn.execute("PRAGMA synchronous = FULL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            migrations = load_migrations("relay.store", "sql", "sqlite")
-            await migrate_sqlite(conn, migrations, self.clock())
+            await self._db.open(self._connect)
         except BaseException as exc:
-            with suppress(sqlite3.Error):
-                await conn.close()
             self._unlock_file()
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
             raise
-        self._conn = conn
         self._finisher = GroupCommitter(
             self._finish_batch,
             max_batch=self.max_batch,
@@ -145,16 +125,31 @@ class SQLiteStore:
         )
         self._batcher.start()
 
+    def _connect(self) -> sqlite3.Connection:
+        """On the store's thread: connect, set the pragmas, migrate."""
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if str(mode[0]).lower() != "wal":
+                raise StoreUnavailable(f"{self.path}: cannot switch to WAL (got {mode[0]})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate_sqlite(conn, load_migrations("relay.store", "sql", "sqlite"), self.clock())
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     async def close(self) -> None:
         for batcher in (self._batcher, self._finisher):
             if batcher is not None:
                 await batcher.close()
         self._batcher = self._finisher = None
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                with suppress(sqlite3.Error):
-                    await conn.close()
+        await self._db.close()
         self._unlock_file()
 
     def _lock_file(self) -> None:
@@ -179,47 +174,28 @@ class SQLiteStore:
 
     async def ping(self) -> bool:
         try:
-            async with self._locked() as conn:
-                await conn.execute_fetchall("SELECT 1")
+            await self._db.call(lambda c: c.execute("SELECT 1").fetchall())
         except StoreUnavailable:
             return False
         return True
 
     # --- transactions ---------------------------------------------------------
 
-    def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            raise StoreUnavailable("the store is not open")
-        return self._conn
+    async def _tx(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        begin: str = "BEGIN IMMEDIATE",
+        sync: Sync = "FULL",
+    ) -> T:
+        return await self._db.call(lambda c: transaction(c, fn, begin=begin, sync=sync))
 
-    @asynccontextmanager
-    async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Exclusive use of the connection for single autocommit statements."""
-        async with self._lock:
-            conn = self._connection()
-            try:
-                if conn.in_transaction:
-                    # A caller cancelled mid-transaction left it open; its own
-                    # ROLLBACK may already be queued, hence the suppress.
-                    with suppress(sqlite3.Error):
-                        await conn.execute("ROLLBACK")
-                yield conn
-            except sqlite3.Error as exc:
-                raise _unavailable(exc) from exc
+    async def _one(self, sql: str, params: Any = ()) -> int:
+        """One autocommit statement; its rowcount."""
+        return await self._db.call(lambda c: int(c.execute(sql, params).rowcount))
 
-    @asynccontextmanager
-    async def _tx(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction; IMMEDIATE takes the write lock up front so a
-        read-then-write can never fail half way with SQLITE_BUSY."""
-        async with self._locked() as conn:
-            await conn.execute(begin)
-            try:
-                yield conn
-                await conn.execute("COMMIT")
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
-                raise
+    async def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return await self._db.call(lambda c: c.execute(sql, params).fetchall())
 
     # --- queue mode: ingest -----------------------------------------------------
 
@@ -241,8 +217,9 @@ class SQLiteStore:
             first, rest = events[indexes[0]], [events[i] for i in indexes[1:]]
             mismatched = sum(e.fingerprint != first.fingerprint for e in rest)
             params += q.event_params(first, now, len(rest), mismatched, token)
-        async with self._tx() as conn:
-            rows = await conn.execute_fetchall(q.ingest_events(len(groups)), params)
+
+        def run(c: sqlite3.Connection) -> tuple[dict[tuple[str, str], Any], dict[int, int]]:
+            rows = c.execute(q.ingest_events(len(groups)), params).fetchall()
             # RETURNING order is unspecified: map back by (route, key).
             by_key = {(str(r["route"]), str(r["key"])): r for r in rows}
             deliveries: list[tuple[int, str, str, str | None]] = []
@@ -264,15 +241,16 @@ class SQLiteStore:
             step = _MAX_VARIABLES // q.DELIVERY_PARAMS
             for start in range(0, len(deliveries), step):
                 chunk = deliveries[start : start + step]
-                await conn.execute(q.insert_deliveries(len(chunk)), q.delivery_params(chunk, now))
+                c.execute(q.insert_deliveries(len(chunk)), q.delivery_params(chunk, now))
             revived: dict[int, int] = {}
             if revive:
-                for r in await conn.execute_fetchall(
-                    q.revive(len(revive)), [now, now, now, *revive]
-                ):
+                for r in c.execute(q.revive(len(revive)), [now, now, now, *revive]):
                     revived[int(r[0])] = revived.get(int(r[0]), 0) + 1
             if fixups:
-                await conn.executemany(q.ADD_MISMATCHES, fixups)
+                c.executemany(q.ADD_MISMATCHES, fixups)
+            return by_key, revived
+
+        by_key, revived = await self._tx(run)
         results: dict[int, Ingested] = {}
         for (route, key), indexes in groups.items():
             row = by_key[(route, key)]
@@ -284,8 +262,7 @@ class SQLiteStore:
         return [results[index] for index in range(len(events))]
 
     async def undelivered_counts(self) -> dict[str, int]:
-        async with self._locked() as conn:
-            rows = await conn.execute_fetchall(q.UNDELIVERED_COUNTS)
+        rows = await self._rows(q.UNDELIVERED_COUNTS)
         return {str(r[0]): int(r[1]) for r in rows}
 
     # --- queue mode: delivery ---------------------------------------------------
@@ -297,19 +274,14 @@ class SQLiteStore:
             return []
         now = self.clock()
         args = {"route": route, "upstream": upstream, "now": now, "limit": limit}
-        async with self._tx() as conn:
-            leased = list(
-                await conn.execute_fetchall(
-                    q.lease_due(hold_dead), {**args, "token": _token(), "expires": now + lease_ttl}
-                )
-            )
+        lease_args = {**args, "token": _token(), "expires": now + lease_ttl}
+
+        def run(c: sqlite3.Connection) -> list[Lease]:
+            leased = c.execute(q.lease_due(hold_dead), lease_args).fetchall()
             if not leased:
                 return []
             ids = sorted({int(r["event_id"]) for r in leased})
-            events = {
-                int(e["id"]): e
-                for e in await conn.execute_fetchall(q.lease_payloads(len(ids)), ids)
-            }
+            events = {int(e["id"]): e for e in c.execute(q.lease_payloads(len(ids)), ids)}
             # Stale suppression reads the key's delivered version here, in the
             # leasing transaction; only ordered events that carry a version need it.
             keys = sorted(
@@ -322,29 +294,26 @@ class SQLiteStore:
             )
             delivered: dict[str, str] = {}
             if keys:
-                rows = await conn.execute_fetchall(
-                    q.delivered_versions(len(keys)), [route, upstream, *keys]
-                )
+                rows = c.execute(q.delivered_versions(len(keys)), [route, upstream, *keys])
                 delivered = {str(r[0]): str(r[1]) for r in rows}
-        leased.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-        return [
-            q.lease_from_rows(
-                r,
-                events[int(r["event_id"])],
-                delivered.get(r["ordering_key"]) if r["ordering_key"] is not None else None,
-            )
-            for r in leased
-        ]
+            leased.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
+            return [
+                q.lease_from_rows(
+                    r,
+                    events[int(r["event_id"])],
+                    delivered.get(r["ordering_key"]) if r["ordering_key"] is not None else None,
+                )
+                for r in leased
+            ]
+
+        # A lease lost in a crash is rebuilt by start-up recovery: no fsync needed.
+        leases: list[Lease] = await self._tx(run, sync="NORMAL")
+        return leases
 
     async def next_due_at(
         self, route: str, upstream: str, *, hold_dead: bool = False
     ) -> float | None:
-        async with self._locked() as conn:
-            rows = list(
-                await conn.execute_fetchall(
-                    q.next_due(hold_dead), {"route": route, "upstream": upstream}
-                )
-            )
+        rows = await self._rows(q.next_due(hold_dead), {"route": route, "upstream": upstream})
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def finish_attempt(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> bool:
@@ -356,82 +325,98 @@ class SQLiteStore:
 
     async def _finish_batch(self, items: Sequence[_Finish]) -> list[bool]:
         now = self.clock()
-        async with self._tx() as conn:
-            params: list[Any] = []
-            for lease, attempt, outcome in items:
-                params += q.finish_row(lease, attempt, outcome, now)
-            params.append(now)
-            rows = await conn.execute_fetchall(q.finish_many(len(items)), params)
-            done = {int(r[0]) for r in rows}
+        # One multi-row UPDATE reports success by delivery id, so it takes one item
+        # per delivery; a second finish of the same delivery in this batch (an old
+        # lease holder racing the new one) is applied on its own, after.
+        bulk: list[int] = []
+        rest: list[int] = []
+        seen: set[int] = set()
+        for index, (lease, _, _) in enumerate(items):
+            (rest if lease.delivery_id in seen else bulk).append(index)
+            seen.add(lease.delivery_id)
+        params: list[Any] = []
+        for index in bulk:
+            params += q.finish_row(*items[index], now)
+        params.append(now)
+
+        def run(c: sqlite3.Connection) -> list[bool]:
+            ok = [False] * len(items)
+            done = {int(r[0]) for r in c.execute(q.finish_many(len(bulk)), params)}
+            for index in bulk:
+                ok[index] = items[index][0].delivery_id in done
+            for index in rest:
+                lease, attempt, outcome = items[index]
+                sql = q.FINISH_ATTEMPT if attempt is not None else q.FINISH_UNTRIED
+                ok[index] = (
+                    c.execute(sql, q.finish_params(lease, attempt, outcome, now)).rowcount == 1
+                )
             # A fenced finish (its lease lost) logs no attempt: the new holder's counts.
             tried = [
                 (lease.delivery_id, a.started_at, a.duration_ms, a.status, a.error)
-                for lease, a, _ in items
-                if a is not None and lease.delivery_id in done
+                for (lease, a, _), good in zip(items, ok, strict=True)
+                if a is not None and good
             ]
             if tried:
-                await conn.execute(q.insert_attempts(len(tried)), [x for row in tried for x in row])
-            for lease, _, outcome in items:
+                c.execute(q.insert_attempts(len(tried)), [x for row in tried for x in row])
+            for (lease, _, outcome), good in zip(items, ok, strict=True):
                 if (
-                    outcome.state == "delivered"
-                    and lease.delivery_id in done
+                    good
+                    and outcome.state == "delivered"
                     and lease.ordering_key is not None
                     and lease.version is not None
                 ):
                     # Same transaction as the state change: the remembered version
                     # and "delivered" are committed together or not at all.
                     pk = (lease.route, lease.upstream, lease.ordering_key)
-                    found = list(await conn.execute_fetchall(q.DELIVERED_VERSION, pk))
-                    known = str(found[0][0]) if found else None
-                    await conn.execute(
+                    found = c.execute(q.DELIVERED_VERSION, pk).fetchone()
+                    known = str(found[0]) if found else None
+                    c.execute(
                         q.SET_DELIVERED_VERSION,
                         (*pk, versions.highest(known, lease.version), now),
                     )
-        return [lease.delivery_id in done for lease, _, _ in items]
+            return ok
+
+        return await self._tx(run)
 
     async def recover(self) -> int:
         # open() holds the file's lock: no other live process can hold a lease here.
         now = self.clock()
-        async with self._tx() as conn:
-            deliveries = await conn.execute(q.RECOVER_DELIVERIES, {"now": now})
-            claims = await conn.execute(q.RECOVER_SYNC_CLAIMS)
-        return int(deliveries.rowcount) + int(claims.rowcount)
+
+        def run(c: sqlite3.Connection) -> int:
+            deliveries = c.execute(q.RECOVER_DELIVERIES, {"now": now}).rowcount
+            claims = c.execute(q.RECOVER_SYNC_CLAIMS).rowcount
+            return int(deliveries) + int(claims)
+
+        recovered: int = await self._tx(run)
+        return recovered
 
     async def release_expired_leases(self) -> int:
-        now = self.clock()
-        async with self._locked() as conn:
-            cursor = await conn.execute(q.RELEASE_EXPIRED, {"now": now})
-        return cursor.rowcount
+        return await self._one(q.RELEASE_EXPIRED, {"now": self.clock()})
 
     # --- sync mode --------------------------------------------------------------
 
     async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
-        # Each round is one transaction; a row can vanish between rounds only
-        # if its holder released it, and then the next round inserts afresh.
-        for _ in range(16):
+        def run(c: sqlite3.Connection) -> SyncClaim | None:
             now, token = self.clock(), _token()
             params = q.event_params(event, now, 0, 0, token)
-            async with self._tx() as conn:
-                rows = list(
-                    await conn.execute_fetchall(
-                        q.CLAIM_SYNC, [*params, token, now + lease_ttl, now]
-                    )
-                )
-                if rows:
-                    taken_over = rows[0]["claim_token"] != token
-                    return Acquired(int(rows[0]["id"]), token, taken_over)
-                rows = list(
-                    await conn.execute_fetchall(
-                        q.COUNT_SYNC_DUPLICATE, (now, event.fingerprint, event.route, event.key)
-                    )
-                )
-                if rows:
-                    return q.sync_claim_from_row(rows[0])
+            row = c.execute(q.CLAIM_SYNC, [*params, token, now + lease_ttl, now]).fetchone()
+            if row is not None:
+                return Acquired(int(row["id"]), token, row["claim_token"] != token)
+            dup = (now, event.fingerprint, event.route, event.key)
+            row = c.execute(q.COUNT_SYNC_DUPLICATE, dup).fetchone()
+            return q.sync_claim_from_row(row) if row is not None else None
+
+        # Each round is one transaction; a row can vanish between rounds only
+        # if its holder released it, and then the next round inserts afresh.
+        # No fsync: start-up recovery frees every claim a crash leaves behind.
+        for _ in range(16):
+            claim: SyncClaim | None = await self._tx(run, sync="NORMAL")
+            if claim is not None:
+                return claim
         raise StoreUnavailable(f"sync claim of {event.route}/{event.key} kept changing hands")
 
     async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
-        async with self._locked() as conn:
-            rows = list(await conn.execute_fetchall(q.PEEK_SYNC, (route, key)))
+        rows = await self._rows(q.PEEK_SYNC, (route, key))
         return q.sync_claim_from_row(rows[0]) if rows else None
 
     async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
@@ -443,27 +428,24 @@ class SQLiteStore:
             event_id,
             token,
         )
-        async with self._locked() as conn:
-            cursor = await conn.execute(q.COMPLETE_SYNC, params)
-        return cursor.rowcount == 1
+        return await self._one(q.COMPLETE_SYNC, params) == 1
 
     async def release_sync(self, event_id: int, token: str) -> bool:
-        async with self._locked() as conn:
-            cursor = await conn.execute(q.RELEASE_SYNC, (event_id, token))
-        return cursor.rowcount == 1
+        return await self._one(q.RELEASE_SYNC, (event_id, token)) == 1
 
     # --- operations -------------------------------------------------------------
 
     async def get_event(self, event_id: int) -> EventInfo | None:
-        async with self._tx("BEGIN") as conn:
-            rows = list(
-                await conn.execute_fetchall(q.SELECT_EVENTS + " WHERE e.id = ?", (event_id,))
-            )
-            if not rows:
+        def run(c: sqlite3.Connection) -> EventInfo | None:
+            row = c.execute(q.SELECT_EVENTS + " WHERE e.id = ?", (event_id,)).fetchone()
+            if row is None:
                 return None
-            deliveries = await conn.execute_fetchall(q.deliveries_of(1), (event_id,))
-            attempts = await conn.execute_fetchall(q.ATTEMPTS_OF, (event_id,))
-        return q.event_info(rows[0], deliveries, attempts)
+            deliveries = c.execute(q.deliveries_of(1), (event_id,)).fetchall()
+            attempts = c.execute(q.ATTEMPTS_OF, (event_id,)).fetchall()
+            return q.event_info(row, deliveries, attempts)
+
+        info: EventInfo | None = await self._tx(run, begin="BEGIN")
+        return info
 
     async def list_events(
         self, flt: EventFilter, limit: int, before_id: int | None = None
@@ -473,61 +455,55 @@ class SQLiteStore:
             where += " AND e.id < ?"
             params.append(before_id)
         sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ?"
-        async with self._tx("BEGIN") as conn:
-            rows = list(await conn.execute_fetchall(sql, [*params, limit]))
+
+        def run(c: sqlite3.Connection) -> list[EventInfo]:
+            rows = c.execute(sql, [*params, limit]).fetchall()
             ids = [int(r["id"]) for r in rows]
-            deliveries = (
-                list(await conn.execute_fetchall(q.deliveries_of(len(ids)), ids)) if ids else []
-            )
-        by_event: dict[int, list[sqlite3.Row]] = {}
-        for d in deliveries:
-            by_event.setdefault(int(d["event_id"]), []).append(d)
-        return [q.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+            deliveries = c.execute(q.deliveries_of(len(ids)), ids).fetchall() if ids else []
+            by_event: dict[int, list[sqlite3.Row]] = {}
+            for d in deliveries:
+                by_event.setdefault(int(d["event_id"]), []).append(d)
+            return [q.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+
+        events: list[EventInfo] = await self._tx(run, begin="BEGIN")
+        return events
 
     async def requeue(self, flt: EventFilter) -> int:
         where, params = q.filter_sql(flt)
         states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
         now = self.clock()
-        async with self._locked() as conn:
-            cursor = await conn.execute(
-                q.requeue(where, len(states)), [now, now, now, *states, *params]
-            )
-        return cursor.rowcount
+        return await self._one(q.requeue(where, len(states)), [now, now, now, *states, *params])
 
     async def requeue_all(self, flt: EventFilter) -> int:
         where, params = q.filter_sql(flt)
         now = self.clock()
-        async with self._locked() as conn:
-            cursor = await conn.execute(q.requeue_all(where), [now, now, now, *params])
-        return cursor.rowcount
+        return await self._one(q.requeue_all(where), [now, now, now, *params])
 
     async def purge(self, flt: EventFilter) -> int:
         where, params = q.filter_sql(flt)
-        async with self._locked() as conn:
-            cursor = await conn.execute(q.purge(where), params)
-        return cursor.rowcount
+        return await self._one(q.purge(where), params)
 
     async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
         args = {"seen": seen_before, "dead": dead_before, "limit": limit}
-        async with self._locked() as conn:
-            cursor = await conn.execute(q.PURGE_EXPIRED, args)
-            purged = cursor.rowcount
-            await conn.execute(q.PURGE_VERSIONS, {"seen": seen_before, "limit": limit})
+
+        def run(c: sqlite3.Connection) -> int:
+            purged = int(c.execute(q.PURGE_EXPIRED, args).rowcount)
+            c.execute(q.PURGE_VERSIONS, {"seen": seen_before, "limit": limit})
+            return purged
+
+        purged: int = await self._tx(run)
         return purged
 
     async def drop_payloads(self, delivered_before: float, limit: int) -> int:
-        async with self._locked() as conn:
-            cursor = await conn.execute(
-                q.DROP_PAYLOADS, {"before": delivered_before, "limit": limit}
-            )
-        return cursor.rowcount
+        return await self._one(q.DROP_PAYLOADS, {"before": delivered_before, "limit": limit})
 
     # --- observability ----------------------------------------------------------
 
     async def backlog(self) -> dict[str, RouteBacklog]:
-        async with self._tx("BEGIN") as conn:
-            counts = await conn.execute_fetchall(q.BACKLOG_COUNTS)
-            oldest = await conn.execute_fetchall(q.OLDEST_OPEN)
+        def run(c: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            return c.execute(q.BACKLOG_COUNTS).fetchall(), c.execute(q.OLDEST_OPEN).fetchall()
+
+        counts, oldest = await self._tx(run, begin="BEGIN")
         by_route: dict[str, dict[str, Any]] = {}
         for route, state, n in counts:
             by_route.setdefault(str(route), {})[str(state)] = int(n)
@@ -536,8 +512,7 @@ class SQLiteStore:
         return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
 
     async def open_deliveries(self) -> dict[tuple[str, str], int]:
-        async with self._locked() as conn:
-            rows = await conn.execute_fetchall(q.OPEN_BY_UPSTREAM)
+        rows = await self._rows(q.OPEN_BY_UPSTREAM)
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
 
