@@ -42,7 +42,10 @@ rows at the same time:
 * **Clocks**: leases are judged by each replica's own clock (``clock``), so
   replicas' clocks must agree (NTP) to well within a lease.
 * **Durability**: sessions run with ``synchronous_commit = on`` whatever the
-  server's default: a commit is flushed before the sender is acked.
+  server's default: a commit is flushed before the sender is acked. Unlike
+  SQLite, leases and sync claims are flushed too: no start-up recovery here
+  rebuilds them, and a lease lost in a server crash while its holder is still
+  sending would let another replica send the key's next delivery beside it.
 
 Needs PostgreSQL 11+ (``hashtextextended``). Prepared statements are cached
 per connection: a pooler in front must keep sessions (pgbouncer session mode).
