@@ -260,34 +260,47 @@ class PostgresStore:
 
     async def _finish_batch(self, items: Sequence[_Finish]) -> list[bool]:
         now = self.clock()
-        params = q.finish_params(items, now)
+        # One UPDATE per pass, each delivery at most once in a pass: a second
+        # finish of one delivery (an old lease holder racing the new one, or a
+        # repeat) is applied after the first, as if it came alone.
+        passes: list[list[int]] = []
+        seen: dict[int, int] = {}
+        for index, (lease, _, _) in enumerate(items):
+            n = seen[lease.delivery_id] = seen.get(lease.delivery_id, -1) + 1
+            if n == len(passes):
+                passes.append([])
+            passes[n].append(index)
 
-        async def work(conn: Any) -> set[tuple[int, str]]:
-            done = {(int(r[0]), str(r[1])) for r in await conn.fetch(q.FINISH_MANY, *params)}
+        async def work(conn: Any) -> list[bool]:
+            ok = [False] * len(items)
+            for indexes in passes:
+                params = q.finish_params([items[i] for i in indexes], now)
+                done = {(int(r[0]), str(r[1])) for r in await conn.fetch(q.FINISH_MANY, *params)}
+                for i in indexes:
+                    ok[i] = (items[i][0].delivery_id, items[i][0].token) in done
             # A fenced finish (its lease lost) logs no attempt: the new holder's counts.
             tried = [
                 (lease.delivery_id, a.started_at, a.duration_ms, a.status, q.opt_text(a.error))
-                for lease, a, _ in items
-                if a is not None and (lease.delivery_id, lease.token) in done
+                for (lease, a, _), good in zip(items, ok, strict=True)
+                if a is not None and good
             ]
             if tried:
                 await conn.execute(q.INSERT_ATTEMPTS, *(list(c) for c in zip(*tried, strict=True)))
             # Same transaction as the state change: the remembered versions and
             # "delivered" are committed together or not at all.
-            raised = {
-                (lease.route, lease.upstream, lease.ordering_key): lease.version
-                for lease, _, outcome in items
-                if outcome.state == "delivered"
-                and (lease.delivery_id, lease.token) in done
-                and lease.ordering_key is not None
-                and lease.version is not None
-            }
+            raised: dict[tuple[str, str, str], str] = {}
+            for (lease, _, outcome), good in zip(items, ok, strict=True):
+                version, ordering_key = lease.version, lease.ordering_key
+                if not good or outcome.state != "delivered":
+                    continue
+                if version is not None and ordering_key is not None:
+                    key = (lease.route, lease.upstream, ordering_key)
+                    raised[key] = versions.highest(raised.get(key), version)
             for key in sorted(raised):  # one lock order for every batch
                 await _raise_version(conn, key, raised[key], now)
-            return done
+            return ok
 
-        done = await self.db.tx(work)
-        return [(lease.delivery_id, lease.token) in done for lease, _, _ in items]
+        return await self.db.tx(work)
 
     async def recover(self) -> int:
         now = self.clock()

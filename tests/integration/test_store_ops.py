@@ -240,3 +240,16 @@ async def test_concurrent_finishes_each_get_their_own_answer(
         x.ordering_key: x.delivered_version for x in await store.lease_due("orders", UP_A, 9, 30)
     }
     assert got == {"cus_1": "7", "cus_2": "3"}
+
+
+async def test_a_lease_finished_twice_at_once_counts_once(store: Store) -> None:
+    r = await store.ingest(event("k1"))
+    lease = await lease_one(store)
+    done = await asyncio.gather(
+        store.finish_attempt(lease, attempt(), Outcome("delivered")),
+        store.finish_attempt(lease, attempt(500), Outcome("dead", reason="late")),
+    )
+    assert done == [True, False]
+    info = await store.get_event(r.event_id)
+    assert info is not None and len(info.attempts) == 1
+    assert (info.deliveries[0].state, info.deliveries[0].attempts) == ("delivered", 1)
