@@ -6,9 +6,12 @@ context such as the route is bound once and carried by the logger.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import sys
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
@@ -21,8 +24,69 @@ _LEVELS = {
 }
 
 
+# Info lines are written in bursts: one write(2) per line cost as much as the rest
+# of a webhook's logging. Warnings and errors go out at once.
+FLUSH_INTERVAL: Final = 0.05
+FLUSH_LINES: Final = 256
+
+
+class _Sink:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lines: list[str] = []
+        self.scheduled = False
+
+    def write(self, line: str, now: bool) -> None:
+        self.lines.append(line)
+        if now or len(self.lines) >= FLUSH_LINES:
+            self.flush()
+        elif not self.scheduled:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+                self.scheduled = True
+            except RuntimeError:  # no event loop (start-up, CLI): write at once
+                self.flush()
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.lines:
+            lines, self.lines = self.lines, []
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+
+
+class BufferedLogger:
+    """structlog's logger protocol over a shared sink."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+
+    def msg(self, message: str) -> None:
+        self._sink.write(message, now=False)
+
+    def urgent(self, message: str) -> None:
+        self._sink.write(message, now=True)
+
+    debug = info = log = msg
+    warn = warning = error = err = critical = exception = fatal = failure = urgent
+
+
+_sink: _Sink | None = None
+
+
+def flush() -> None:
+    """Write out buffered lines (shutdown, tests)."""
+    if _sink is not None:
+        _sink.flush()
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    global _sink
     stream = stream or sys.stderr
+    flush()
+    sink = _sink = _Sink(stream)
+    atexit.register(sink.flush)
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -36,7 +100,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *args: BufferedLogger(sink),
         cache_logger_on_first_use=True,
     )
     # aiohttp and asyncio log through the stdlib; keep their warnings, route them to the same stream.

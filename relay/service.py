@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from relay import config as config_mod
+from relay import logging as relay_logging
 from relay.admin import build_admin_app
 from relay.admin_api import find_orphans
 from relay.config import Config
@@ -261,6 +262,7 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
         watchdog.cancel()
     notifier.close()
     log.info("relay_stopped")
+    relay_logging.flush()
     return 1 if failed else 0
 
 

@@ -47,6 +47,7 @@ _MAX_BATCH = _MAX_VARIABLES // q.EVENT_PARAMS
 
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
+_Complete = tuple[int, str, StoredResponse]
 T = TypeVar("T")
 
 
@@ -76,6 +77,7 @@ class SQLiteStore:
         self._lock_fd: int | None = None
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
+        self._completer: GroupCommitter[_Complete, bool] | None = None
         self.finish_stats = BatchStats()
 
     @classmethod
@@ -109,6 +111,13 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
             raise
+        self._completer = GroupCommitter(
+            self._complete_batch,
+            max_batch=self.max_batch,
+            on_error=_unavailable,
+            closed_error=lambda: StoreUnavailable("the store is closed"),
+            stats=BatchStats(),
+        )
         self._finisher = GroupCommitter(
             self._finish_batch,
             max_batch=self.max_batch,
@@ -145,10 +154,10 @@ class SQLiteStore:
         return conn
 
     async def close(self) -> None:
-        for batcher in (self._batcher, self._finisher):
+        for batcher in (self._batcher, self._finisher, self._completer):
             if batcher is not None:
                 await batcher.close()
-        self._batcher = self._finisher = None
+        self._batcher = self._finisher = self._completer = None
         await self._db.close()
         self._unlock_file()
 
@@ -420,15 +429,24 @@ class SQLiteStore:
         return q.sync_claim_from_row(rows[0]) if rows else None
 
     async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
-        params = (
-            response.status,
-            response.content_type,
-            response.body,
-            int(response.body_omitted),
-            event_id,
-            token,
-        )
-        return await self._one(q.COMPLETE_SYNC, params) == 1
+        # Group-committed: the answer is stored durably, one fsync per batch of
+        # concurrent completions instead of one per request.
+        if self._completer is None:
+            raise StoreUnavailable("the store is not open")
+        return await self._completer.submit((event_id, token, response))
+
+    async def _complete_batch(self, items: Sequence[_Complete]) -> list[bool]:
+        def run(c: sqlite3.Connection) -> list[bool]:
+            return [
+                c.execute(
+                    q.COMPLETE_SYNC,
+                    (r.status, r.content_type, r.body, int(r.body_omitted), event_id, token),
+                ).rowcount
+                == 1
+                for event_id, token, r in items
+            ]
+
+        return await self._tx(run)
 
     async def release_sync(self, event_id: int, token: str) -> bool:
         return await self._one(q.RELEASE_SYNC, (event_id, token)) == 1
