@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from yarl import URL
 
 from relay.errors import ConfigError
 from relay.keys import PRESETS, KeySource, parse_source
@@ -246,7 +247,8 @@ def _upstream(sec: Section, key: str, url: Any) -> str | None:
         # It would be printed by check-config and logged with every delivery.
         sec.error(key, "credentials in the URL are not allowed (they would be logged)")
         return None
-    return url
+    # Percent-encoded once here: requests go out with the URL as given (encoded=True).
+    return str(URL(url))
 
 
 def _required_text(sec: Section, key: str) -> str | None:

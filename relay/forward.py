@@ -11,6 +11,7 @@ from typing import Final
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from relay.config import Timeouts
 
@@ -157,7 +158,8 @@ async def send(
     try:
         async with session.request(
             method,
-            url,
+            # encoded=True: the query goes out as the sender wrote it, not re-normalised.
+            URL(url, encoded=True),
             data=body,
             headers=headers,
             allow_redirects=False,

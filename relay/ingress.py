@@ -104,7 +104,8 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         fingerprint=payload.sha256(),
         method=request.method,
         path=request.path,
-        query=request.query_string,
+        # As received: yarl's query_string is decoded (%00 would become a NUL byte).
+        query=request.raw_path.partition("?")[2],
         # Queue mode keeps the X-Forwarded-* of this hop with the event: it is
         # delivered later, when the sender's connection is long gone.
         headers=with_forwarded(headers, via) if cfg.mode == "queue" else headers,

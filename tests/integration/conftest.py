@@ -54,7 +54,10 @@ class Backend:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.seen.append(Seen(request.method, request.path_qs, list(request.headers.items()), body))
+        # raw_path: the request target exactly as it arrived, not yarl's decoding of it.
+        self.seen.append(
+            Seen(request.method, request.raw_path, list(request.headers.items()), body)
+        )
         n = len(self.seen)
         async with self.changed:
             self.changed.notify_all()

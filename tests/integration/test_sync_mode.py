@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from relay.runtime import RELAY
 from relay.store.base import Acquired, EventFilter, NewEvent
@@ -336,3 +337,14 @@ async def test_unknown_path_wrong_method_and_oversized_body(
     assert big.status == 413
     assert (await big.json())["error"] == "body_too_large"
     assert upstream.seen == []
+
+
+async def test_query_string_is_forwarded_as_received(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    client = await make_relay(sync_route(upstream))
+    raw = "a=%00b&c=d+e&f=%2F&g=%C3%A9"
+    url = URL(str(client.make_url("/webhooks/pay")) + f"?{raw}", encoded=True)
+    r = await client.session.post(url, data=b"x", headers={"Idempotency-Key": "q"})
+    assert r.status == 200
+    assert upstream.seen[0].path_qs == f"/pay?{raw}"
