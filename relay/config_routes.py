@@ -1,0 +1,286 @@
+"""Parsing one route of the configuration (and the secrets it names)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from yarl import URL
+
+from relay.config_types import (
+    DEFAULT_METHODS,
+    HEADER_NAME,
+    ROUTE_NAME,
+    SCHEMES,
+    AckConfig,
+    OrderingConfig,
+    Route,
+    StaleConfig,
+    SyncConfig,
+    Timeouts,
+    VerifyConfig,
+)
+from relay.keys import PRESETS, KeySource, parse_source
+from relay.retry import RetryPolicy
+from relay.validate import Section, Skip, show
+
+_DEFAULT_KEYS: tuple[KeySource, ...] = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
+
+
+def read_secrets(
+    sec: Section, env: Mapping[str, str], base: Path, names: tuple[str, str]
+) -> tuple[str, ...]:
+    """Secrets from ``*_env`` (environment variables) and ``*_file`` (files), never inline."""
+    env_key, file_key = names
+    found: list[str] = []
+    for var in sec.strings(env_key, ()):
+        value = env.get(var, "").strip()
+        if not value:
+            sec.error(env_key, f"environment variable {var} is not set")
+        else:
+            found.append(value)
+    for name in sec.strings(file_key, ()):
+        path = base / name
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else None
+            sec.error(file_key, f"cannot read {name}: {reason or exc.__class__.__name__}")
+            continue
+        if not value:
+            sec.error(file_key, f"{name} is empty")
+        found.append(value)
+    return tuple(found)
+
+
+def _verify(sec: Section, preset: str | None, env: Mapping[str, str], base: Path) -> VerifyConfig:
+    default_scheme = PRESETS[preset].signature if preset is not None and preset in PRESETS else None
+    scheme = (
+        sec.text("scheme", default_scheme, choices=SCHEMES)
+        if (sec.has("scheme") or default_scheme)
+        else None
+    )
+    if scheme is None:
+        sec.error("scheme", f"required when the route has no preset (one of {', '.join(SCHEMES)})")
+        scheme = "hmac-sha256"
+    for legacy in ("secret", "secrets"):
+        if sec.has(legacy):
+            sec.raw(legacy)
+            sec.error(legacy, "secrets are never inline: use secret_env or secret_file")
+    secrets = read_secrets(sec, env, base, ("secret_env", "secret_file"))
+    if not secrets and not (sec.has("secret_env") or sec.has("secret_file")):
+        sec.error(None, "needs secret_env or secret_file")
+    header = sec.text("header", None)
+    if header is not None and not HEADER_NAME.fullmatch(header):
+        sec.error("header", f"invalid header name {show(header)}")
+    if scheme == "hmac-sha256" and header is None:
+        header = "X-Signature"
+    verify = VerifyConfig(
+        scheme=scheme,
+        secrets=secrets,
+        tolerance=sec.duration("tolerance", 300.0),
+        header=header,
+        encoding=sec.text("encoding", "hex", choices=("hex", "base64")),
+        prefix=sec.text("prefix", ""),
+    )
+    sec.finish()
+    return verify
+
+
+def _upstream(sec: Section, key: str, url: Any) -> str | None:
+    if not isinstance(url, str):
+        sec.error(key, f"expected a URL, got {show(url)}")
+        return None
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # "http://host:abc/" only fails here (ValueError)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # "http://[::1/" (an unclosed IPv6 literal)
+        ok = False
+    if not ok:
+        sec.error(key, f"expected an http:// or https:// URL, got {show(url)}")
+        return None
+    if parts.username is not None or parts.password is not None:
+        # It would be printed by check-config and logged with every delivery.
+        sec.error(key, "credentials in the URL are not allowed (they would be logged)")
+        return None
+    # Percent-encoded once here: requests go out with the URL as given (encoded=True).
+    return str(URL(url))
+
+
+def _required_text(sec: Section, key: str) -> str | None:
+    """A required string; None (error recorded) lets the rest of the route be checked."""
+    try:
+        return str(sec.text(key))
+    except Skip:
+        return None
+
+
+def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
+    # A missing name or path drops the route, but only after its other mistakes are recorded.
+    name = _required_text(sec, "name")
+    if name is not None and not ROUTE_NAME.fullmatch(name):
+        sec.error("name", f"use letters, digits, '.', '_' or '-', got {show(name)}")
+    path = _required_text(sec, "path")
+    if path is not None and not path.startswith("/"):
+        sec.error("path", f"must start with '/', got {show(path)}")
+    upstreams: list[str] = []
+    if sec.has("upstream") and sec.has("upstreams"):
+        sec.raw("upstreams")  # reported here, not again as an unknown key
+        sec.error("upstreams", "give upstream or upstreams, not both")
+    if sec.has("upstream"):
+        if (url := _upstream(sec, "upstream", sec.raw("upstream"))) is not None:
+            upstreams.append(url)
+    elif sec.has("upstreams"):
+        raw = sec.raw("upstreams")
+        if not isinstance(raw, list) or not raw:
+            sec.error("upstreams", f"expected a non-empty list of URLs, got {show(raw)}")
+        else:
+            for i, url in enumerate(raw):
+                if (ok := _upstream(sec, f"upstreams[{i}]", url)) is not None:
+                    upstreams.append(ok)
+            if len(set(upstreams)) != len(upstreams):
+                sec.error("upstreams", "lists the same URL twice")
+    else:
+        sec.error("upstream", "required (or upstreams)")
+    mode = sec.text("mode", "queue", choices=("queue", "sync"))
+    if mode == "sync" and len(upstreams) > 1:
+        sec.error("upstreams", "sync mode forwards to exactly one upstream")
+    methods = tuple(m.upper() for m in sec.strings("methods", DEFAULT_METHODS))
+    preset = sec.text("preset", None, choices=tuple(PRESETS))
+    keys = PRESETS[preset].keys if preset is not None and preset in PRESETS else _DEFAULT_KEYS
+
+    idem = sec.section("idempotency")
+    if idem.has("key"):
+        parsed: list[KeySource] = []
+        for i, text in enumerate(idem.strings("key", ())):
+            try:
+                parsed.append(parse_source(text))
+            except ValueError as exc:
+                idem.error(f"key[{i}]", str(exc))
+        keys = tuple(parsed) or keys
+    require_key = idem.flag("require_key", False)
+    mismatch = idem.text("on_payload_mismatch", "accept", choices=("accept", "reject"))
+    key_header = idem.text("header", "Idempotency-Key")
+    if not HEADER_NAME.fullmatch(key_header):
+        idem.error("header", f"invalid header name {show(key_header)}")
+    idem.finish()
+
+    ack_sec = sec.section("ack")
+    ack = AckConfig(
+        status=ack_sec.integer("status", 202, lo=200, hi=299),
+        body=ack_sec.text("body", None),
+        content_type=ack_sec.text("content_type", "application/json"),
+    )
+    ack_sec.finish()
+
+    verify = _verify(sec.section("verify"), preset, env, base) if sec.has("verify") else None
+    resign = sec.flag("resign", False)
+    if resign and verify is None:
+        sec.error("resign", "needs verify: (the secret to re-sign with)")
+
+    r = sec.section("retry")
+    retry = RetryPolicy(
+        max_attempts=r.integer("max_attempts", 25, lo=1),
+        max_age=r.duration("max_age", 3 * 86400.0),
+        initial=r.duration("initial", 1.0),
+        max=r.duration("max", 3600.0),
+    )
+    r.finish()
+    t = sec.section("timeout")
+    timeout = Timeouts(connect=t.duration("connect", 5.0), total=t.duration("total", 30.0))
+    t.finish()
+    s = sec.section("sync")
+    sync = SyncConfig(
+        wait=s.duration("wait", 30.0),
+        lease=s.duration("lease", max(60.0, timeout.total + 30.0)),
+        max_stored_body=s.size("max_stored_body", 1024 * 1024),
+        busy_retry_after=s.duration("busy_retry_after", 5.0),
+    )
+    if mode == "sync" and sync.lease <= timeout.total:
+        s.error("lease", "must be longer than timeout.total, or a live request could be taken over")
+    s.finish()
+
+    ordering = _ordering(sec.section("ordering"), mode) if sec.has("ordering") else None
+    stale = _stale(sec.section("stale")) if sec.has("stale") else None
+    if sec.has("stale") and not sec.has("ordering"):
+        sec.error("stale", "needs ordering.key (the last delivered version is kept per key)")
+
+    concurrency = sec.integer("concurrency", 16, lo=1, hi=4096)
+    max_pending = sec.integer("max_pending", 100_000, lo=1)
+    revive_dead = sec.flag("revive_dead", True)
+    sec.finish()
+    if name is None or path is None:
+        raise Skip
+    return Route(
+        name=name,
+        path=path,
+        upstreams=tuple(upstreams),
+        mode=mode,
+        methods=methods,
+        preset=preset,
+        keys=keys,
+        require_key=require_key,
+        on_payload_mismatch=mismatch,
+        key_header=key_header,
+        ack=ack,
+        verify=verify,
+        resign=resign,
+        retry=retry,
+        timeout=timeout,
+        concurrency=concurrency,
+        max_pending=max_pending,
+        revive_dead=revive_dead,
+        sync=sync,
+        ordering=ordering,
+        stale=stale,
+    )
+
+
+def _sources(sec: Section, key: str) -> tuple[KeySource, ...]:
+    parsed: list[KeySource] = []
+    texts: tuple[str, ...] = sec.strings(key, ())
+    for i, text in enumerate(texts):
+        try:
+            parsed.append(parse_source(text))
+        except ValueError as exc:
+            sec.error(key if len(texts) == 1 else f"{key}[{i}]", str(exc))
+    return tuple(parsed)
+
+
+def _ordering(sec: Section, mode: str) -> OrderingConfig | None:
+    if not sec.has("key"):
+        sec.error("key", "required (a key source: header:NAME, json:PATH, query:NAME)")
+    keys = _sources(sec, "key")
+    if sec.raw("key") == []:
+        sec.error("key", "expected a key source, got an empty list")
+    on_dead = sec.text("on_dead", "skip", choices=("skip", "hold"))
+    if mode == "sync":
+        sec.error(None, "only queue mode delivers in order (sync forwards at once)")
+    sec.finish()
+    return OrderingConfig(keys, on_dead) if keys else None
+
+
+def _stale(sec: Section) -> StaleConfig | None:
+    version: KeySource | None = None
+    try:
+        text = str(sec.text("version"))
+    except Skip:
+        text = None
+    if text is not None:
+        try:
+            version = parse_source(text)
+        except ValueError as exc:
+            sec.error("version", str(exc))
+        else:
+            if version.kind == "sha256":
+                sec.error("version", "sha256 is a hash, not a version")
+                version = None
+    action = sec.text("action", "drop", choices=("drop", "deliver"))
+    equal_is_stale = sec.flag("equal_is_stale", False)
+    sec.finish()
+    if version is None:
+        return None
+    return StaleConfig(version, action, equal_is_stale)

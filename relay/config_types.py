@@ -1,0 +1,148 @@
+"""The configuration's frozen dataclasses (what ``config.load`` returns)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from relay.keys import KeySource
+from relay.retry import RetryPolicy
+
+Mode = Literal["queue", "sync"]
+SCHEMES = ("stripe", "github", "shopify", "slack", "standard-webhooks", "hmac-sha256")
+ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+DEFAULT_METHODS = ("POST",)
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: Listen = Listen("127.0.0.1", 9090)
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    url: str = "sqlite:///data/relay.db"
+    dedupe_window: float = 7 * 86400.0
+    dead_retention: float = 30 * 86400.0
+    payload_retention: float | None = None  # drop delivered bodies after this long
+    cleanup_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body: int = 1024 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AckConfig:
+    status: int = 202
+    body: str | None = None  # None: a small JSON body naming the event id
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    total: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    wait: float = 30.0  # how long a duplicate waits for the in-flight original
+    lease: float = 60.0  # a claim older than this is presumed dead and taken over
+    max_stored_body: int = 1024 * 1024
+    busy_retry_after: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderingConfig:
+    """Per-key ordering: deliveries sharing a key go one at a time, in arrival order."""
+
+    keys: tuple[KeySource, ...]  # the first source present wins; none present: unordered
+    on_dead: Literal["skip", "hold"] = "skip"  # a dead head: go on, or hold the key
+
+
+@dataclass(frozen=True, slots=True)
+class StaleConfig:
+    """Stale suppression: an event not newer than the last delivered of its key is dropped."""
+
+    version: KeySource
+    action: Literal["drop", "deliver"] = "drop"  # deliver: only log and count
+    equal_is_stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    scheme: str
+    secrets: tuple[str, ...] = field(repr=False)
+    tolerance: float = 300.0
+    header: str | None = None  # hmac-sha256 only
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    path: str
+    upstreams: tuple[str, ...]
+    mode: Mode = "queue"
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    preset: str | None = None
+    keys: tuple[KeySource, ...] = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
+    require_key: bool = False
+    on_payload_mismatch: Literal["accept", "reject"] = "accept"
+    key_header: str = "Idempotency-Key"  # the header carrying the key upstream
+    ack: AckConfig = AckConfig()
+    verify: VerifyConfig | None = None
+    resign: bool = False
+    retry: RetryPolicy = RetryPolicy()
+    timeout: Timeouts = Timeouts()
+    concurrency: int = 16
+    max_pending: int = 100_000
+    revive_dead: bool = True
+    sync: SyncConfig = SyncConfig()
+    ordering: OrderingConfig | None = None
+    stale: StaleConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    routes: tuple[Route, ...]
+    listen: Listen = Listen("0.0.0.0", 8080)
+    admin: AdminConfig = AdminConfig()
+    storage: StorageConfig = StorageConfig()
+    limits: Limits = Limits()
+    log: LogConfig = LogConfig()
+    shutdown_grace: float = 25.0
