@@ -78,6 +78,7 @@ class SQLiteStore:
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
         self._completer: GroupCommitter[_Complete, bool] | None = None
+        self._claimer: GroupCommitter[tuple[NewEvent, float], SyncClaim | None] | None = None
         self.finish_stats = BatchStats()
 
     @classmethod
@@ -111,6 +112,13 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
             raise
+        self._claimer = GroupCommitter(
+            self._claim_batch,
+            max_batch=self.max_batch,
+            on_error=_unavailable,
+            closed_error=lambda: StoreUnavailable("the store is closed"),
+            stats=BatchStats(),
+        )
         self._completer = GroupCommitter(
             self._complete_batch,
             max_batch=self.max_batch,
@@ -154,10 +162,10 @@ class SQLiteStore:
         return conn
 
     async def close(self) -> None:
-        for batcher in (self._batcher, self._finisher, self._completer):
+        for batcher in (self._batcher, self._finisher, self._completer, self._claimer):
             if batcher is not None:
                 await batcher.close()
-        self._batcher = self._finisher = self._completer = None
+        self._batcher = self._finisher = self._completer = self._claimer = None
         await self._db.close()
         self._unlock_file()
 
@@ -405,7 +413,18 @@ class SQLiteStore:
     # --- sync mode --------------------------------------------------------------
 
     async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
-        def run(c: sqlite3.Connection) -> SyncClaim | None:
+        if self._claimer is None:
+            raise StoreUnavailable("the store is not open")
+        # A round yields None only if the row vanished between its two statements
+        # (its holder released it); the next round inserts afresh.
+        for _ in range(16):
+            claim = await self._claimer.submit((event, lease_ttl))
+            if claim is not None:
+                return claim
+        raise StoreUnavailable(f"sync claim of {event.route}/{event.key} kept changing hands")
+
+    async def _claim_batch(self, items: Sequence[tuple[NewEvent, float]]) -> list[SyncClaim | None]:
+        def one(c: sqlite3.Connection, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
             now, token = self.clock(), _token()
             params = q.event_params(event, now, 0, 0, token)
             row = c.execute(q.CLAIM_SYNC, [*params, token, now + lease_ttl, now]).fetchone()
@@ -415,14 +434,14 @@ class SQLiteStore:
             row = c.execute(q.COUNT_SYNC_DUPLICATE, dup).fetchone()
             return q.sync_claim_from_row(row) if row is not None else None
 
-        # Each round is one transaction; a row can vanish between rounds only
-        # if its holder released it, and then the next round inserts afresh.
-        # No fsync: start-up recovery frees every claim a crash leaves behind.
-        for _ in range(16):
-            claim: SyncClaim | None = await self._tx(run, sync="NORMAL")
-            if claim is not None:
-                return claim
-        raise StoreUnavailable(f"sync claim of {event.route}/{event.key} kept changing hands")
+        def run(c: sqlite3.Connection) -> list[SyncClaim | None]:
+            # In order, in one transaction: a second claim of a key in the same
+            # batch sees the first one's row and is Busy.
+            return [one(c, event, ttl) for event, ttl in items]
+
+        # Group-committed, without an fsync: start-up recovery frees every claim
+        # a crash leaves behind.
+        return await self._tx(run, sync="NORMAL")
 
     async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
         rows = await self._rows(q.PEEK_SYNC, (route, key))
