@@ -76,6 +76,8 @@ class Dispatcher:
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
+        # Told of every delivery that reached a final state (backpressure counts).
+        self.settled: Callable[[str], None] = lambda route: None
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     # --- lifecycle ------------------------------------------------------------
@@ -334,6 +336,8 @@ class Dispatcher:
         try:
             if not await self.store.finish_attempt(lease, attempt, outcome):
                 self.log.warning("lease_lost", delivery_id=lease.delivery_id)
+            elif outcome.state != "pending":
+                self.settled(lease.route)
         except StoreError as exc:
             # The lease expires and the delivery is retried: at-least-once, never lost.
             self.log.error("finish_failed", delivery_id=lease.delivery_id, error=str(exc))

@@ -81,7 +81,17 @@ class Relay:
     metrics: Metrics
     routes: dict[str, RouteRuntime]  # by path
     session: aiohttp.ClientSession | None = None
-    undelivered: dict[str, int] = field(default_factory=dict)  # by route name
+    # Undelivered events by route name, for backpressure: counted up at ingest and
+    # down as deliveries settle, and re-read from the store now and then (drift,
+    # other replicas). Fractional: an event with two upstreams settles in halves.
+    undelivered: dict[str, float] = field(default_factory=dict)
+
+    def settled(self, route: str) -> None:
+        """One delivery of ``route`` reached a final state."""
+        rt = next((r for r in self.routes.values() if r.cfg.name == route), None)
+        share = 1.0 / len(rt.cfg.upstreams) if rt is not None and rt.cfg.upstreams else 1.0
+        self.undelivered[route] = max(0.0, self.undelivered.get(route, 0.0) - share)
+
     wake: Callable[[str], None] = lambda route: None
     draining: bool = False
     # Handlers running now, so shutdown can cut them off when the grace runs out.

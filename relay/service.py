@@ -34,7 +34,10 @@ DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
 GUARD: Final = web.AppKey("guard", ConnectionGuard)
 # Set when a background task dies: the service must stop with a non-zero exit.
 FAILED: Final = web.AppKey("failed", asyncio.Future[BaseException])
-COUNT_INTERVAL: Final = 2.0  # how often backpressure counts are refreshed from the store
+# Backpressure counts are kept in memory and re-read from the store this often:
+# a COUNT over a million pending rows is not free (it holds the store's thread).
+COUNT_INTERVAL: Final = 30.0
+TICK: Final = 2.0
 LEASE_SWEEP_INTERVAL: Final = 30.0
 PURGE_BATCH: Final = 500
 CUT_OFF_MARGIN: Final = 1.0
@@ -80,7 +83,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     returned = await relay.store.recover()
     if returned:
         log.warning("leases_recovered", deliveries=returned)
-    relay.undelivered = await relay.store.undelivered_counts()
+    relay.undelivered = {r: float(n) for r, n in (await relay.store.undelivered_counts()).items()}
     yield
     await relay.store.close()
 
@@ -106,6 +109,7 @@ def _dispatcher_ctx(start: bool) -> Callable[[web.Application], AsyncIterator[No
         dispatcher.set_routes(list(relay.routes.values()), start=start)
         app[DISPATCHER] = dispatcher
         relay.wake = dispatcher.notify
+        dispatcher.settled = relay.settled
         dispatcher.failed.add_done_callback(lambda f: _fail(app, f.result()))
         yield
         relay.wake = lambda route: None
@@ -139,11 +143,14 @@ async def _housekeeping(app: web.Application) -> None:
     """Backpressure counts, expired leases, retention: small steps, never a long lock."""
     relay = app[RELAY]
     loop = asyncio.get_running_loop()
-    next_sweep = next_purge = loop.time()
+    next_sweep = next_purge = next_count = loop.time()
     while True:
-        await asyncio.sleep(COUNT_INTERVAL)
+        await asyncio.sleep(TICK)
         try:
-            relay.undelivered = await relay.store.undelivered_counts()
+            if loop.time() >= next_count:
+                next_count = loop.time() + COUNT_INTERVAL
+                counts = await relay.store.undelivered_counts()
+                relay.undelivered = {route: float(n) for route, n in counts.items()}
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + LEASE_SWEEP_INTERVAL
                 if n := await relay.store.release_expired_leases():
