@@ -76,6 +76,7 @@ class Dispatcher:
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
         # Told of every delivery that reached a final state (backpressure counts).
         self.settled: Callable[[str], None] = lambda route: None
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
@@ -150,6 +151,8 @@ class Dispatcher:
                 t.cancel()
             # A cancelled attempt puts its delivery back to pending itself (see _attempt).
             await asyncio.gather(*late, return_exceptions=True)
+        # Outcomes still being recorded: short, and each one saves a re-forward.
+        await asyncio.gather(*self._finishing, return_exceptions=True)
         self._workers.clear()
 
     # --- the worker loop ------------------------------------------------------
@@ -297,7 +300,12 @@ class Dispatcher:
                     event_id=lease.event_id,
                     upstream=lease.upstream,
                 )
-        await self._finish(lease, attempt, outcome)
+        # The upstream's slot is free once it has answered: recording the outcome
+        # (a group commit, an fsync away) goes on without holding the slot. The
+        # delivery stays in flight in the store until then, so nothing re-leases it.
+        task = asyncio.create_task(self._finish(lease, attempt, outcome), name="finish")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _stale(self, log: Any, cfg: Route, lease: Lease) -> bool:
         """Stale suppression; True if the delivery was dropped (state ``stale``).
@@ -364,6 +372,7 @@ class Dispatcher:
                 )
                 leased += len(leases)
                 await asyncio.gather(*(self._attempt(w, lease) for lease in leases))
+                await asyncio.gather(*self._finishing)
             if not leased:
                 return made
             made += leased
