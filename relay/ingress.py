@@ -41,6 +41,8 @@ async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
     if request.content_length is not None and request.content_length > limits.max_body:
         return reject(413, "body_too_large", f"body over {limits.max_body} bytes")
     try:
+        if request.content.is_eof():
+            return await request.read()  # already buffered: no timer needed
         async with asyncio.timeout(limits.body_timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -159,6 +161,13 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
+    try:
+        return await _handle(request, relay)
+    finally:
+        relay.after_request(request)
+
+
+async def _handle(request: web.Request, relay: Relay) -> web.StreamResponse:
     t0 = time.perf_counter()
     rt = relay.routes.get(request.path)
     if rt is None:
@@ -181,11 +190,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         relay.active.discard(task)
     elapsed = time.perf_counter() - t0
     status = reply.response.status
-    m = relay.metrics
-    m.received.labels(cfg.name, reply.outcome if reply.outcome != "rejected" else "rejected").inc()
+    rt.received(relay.metrics, reply.outcome).inc()
     if reply.reason is not None:
-        m.rejected.labels(cfg.name, reply.reason).inc()
-    m.ingest_seconds.labels(cfg.name, cfg.mode).observe(elapsed)
+        relay.metrics.rejected.labels(cfg.name, reply.reason).inc()
+    rt.ingest_seconds(relay.metrics).observe(elapsed)
     rt.log.info(
         "webhook",
         key=reply.key,

@@ -12,14 +12,13 @@ the same time).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Refused = Callable[[str], None]  # called with "max_connections" or "header_timeout"
 
 
@@ -78,12 +77,9 @@ class ConnectionGuard:
 
         self._timers[handler] = loop.call_later(self.header_timeout, expire)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        finally:
-            protocol = request.protocol
-            transport = request.transport
-            if protocol in self._timers and transport is not None and not transport.is_closing():
-                self._arm(protocol, transport)
+    def rearm(self, request: web.Request) -> None:
+        """After a response: the next request head on this connection gets the deadline."""
+        protocol = request.protocol
+        transport = request.transport
+        if protocol in self._timers and transport is not None and not transport.is_closing():
+            self._arm(protocol, transport)

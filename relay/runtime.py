@@ -35,6 +35,21 @@ class RouteRuntime:
     log: Any
     # Sync mode: keys being forwarded by this process, awaited by their duplicates.
     waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    # Metric children by label, looked up once per route (labels() costs a lock).
+    _children: dict[str, Any] = field(default_factory=dict)
+
+    def received(self, metrics: Metrics, outcome: str) -> Any:
+        child = self._children.get(outcome)
+        if child is None:
+            child = self._children[outcome] = metrics.received.labels(self.cfg.name, outcome)
+        return child
+
+    def ingest_seconds(self, metrics: Metrics) -> Any:
+        child = self._children.get("/ingest_seconds")
+        if child is None:
+            child = metrics.ingest_seconds.labels(self.cfg.name, self.cfg.mode)
+            self._children["/ingest_seconds"] = child
+        return child
 
     @classmethod
     def build(cls, cfg: Route) -> RouteRuntime:
@@ -94,6 +109,8 @@ class Relay:
 
     wake: Callable[[str], None] = lambda route: None
     draining: bool = False
+    # Called after every request (the connection guard re-arms its header deadline).
+    after_request: Callable[[web.Request], None] = lambda request: None
     # Handlers running now, so shutdown can cut them off when the grace runs out.
     active: set[asyncio.Task[Any]] = field(default_factory=set)
 

@@ -63,7 +63,8 @@ def build_app(
         # Refused before any route is known: counted under route "".
         lambda reason: relay.metrics.rejected.labels("", reason).inc(),
     )
-    app = web.Application(client_max_size=limits.max_body, middlewares=[guard.middleware])
+    relay.after_request = guard.rearm
+    app = web.Application(client_max_size=limits.max_body)
     app[RELAY] = relay
     app[GUARD] = guard
     app[FAILED] = asyncio.get_running_loop().create_future()
