@@ -50,8 +50,12 @@ def clean_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], 
     aiohttp decodes header bytes that are not UTF-8 with surrogateescape; such a
     value cannot be stored as text nor sent on without changing its bytes.
     """
+    pairs = tuple(headers)
+    joined = "".join(value for _, value in pairs)
+    if joined.isascii() and not _BAD_VALUE.search(joined):
+        return pairs  # the usual case, checked in one pass
     out: list[tuple[str, str]] = []
-    for name, value in headers:
+    for name, value in pairs:
         if not value.isascii():
             try:
                 value.encode("utf-8")
@@ -77,16 +81,25 @@ def with_forwarded(headers: Iterable[tuple[str, str]], via: Via) -> tuple[tuple[
 
     Queue mode stores this at ingest, so a delivery days later still names the sender.
     """
-    out: CIMultiDict[str] = CIMultiDict(headers)
+    pairs = list(headers)
+    names = {k.lower() for k, _ in pairs}
     if via.client_ip:
-        # Several X-Forwarded-For lines form one list (RFC 9110 §5.3): keep them all.
-        prior = ", ".join(out.getall("X-Forwarded-For", ()))
-        out["X-Forwarded-For"] = f"{prior}, {via.client_ip}" if prior else via.client_ip
+        # Several X-Forwarded-For lines form one list (RFC 9110 §5.3): joined, in the
+        # place of the first one, with this hop's client appended.
+        at = [i for i, (k, _) in enumerate(pairs) if k.lower() == "x-forwarded-for"]
+        joined = ", ".join([*(pairs[i][1] for i in at), via.client_ip])
+        if at:
+            pairs[at[0]] = ("X-Forwarded-For", joined)
+            for i in reversed(at[1:]):
+                del pairs[i]
+        else:
+            pairs.append(("X-Forwarded-For", joined))
     # A load balancer in front of us already knows the sender's scheme and host.
-    out.setdefault("X-Forwarded-Proto", via.proto)
-    if via.host:
-        out.setdefault("X-Forwarded-Host", via.host)
-    return tuple(out.items())
+    if "x-forwarded-proto" not in names:
+        pairs.append(("X-Forwarded-Proto", via.proto))
+    if via.host and "x-forwarded-host" not in names:
+        pairs.append(("X-Forwarded-Host", via.host))
+    return tuple(pairs)
 
 
 def upstream_headers(
