@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from relay.store import sqlite_sql
 from relay.store.base import Attempt, EventFilter, Lease, NewEvent, Outcome
 from relay.store.sqlite_sql import headers_json
 
@@ -120,25 +121,9 @@ LEASE_LOCK = (
     " || $1::text || chr(10) || $2::text, 0))"
 )
 
-_ORDER_OPEN = (
-    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
-    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
-    " AND o.state IN ('pending', 'in_flight') AND o.event_id < d.event_id)"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
-    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
-    " AND o.state = 'in_flight')"
-)
-_ORDER_DEAD = (
-    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
-    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
-    " AND o.state = 'dead' AND o.event_id < d.event_id)"
-)
-
-
-def order_free(hold_dead: bool) -> str:
-    if hold_dead:
-        return f"(d.ordering_key IS NULL OR ({_ORDER_OPEN} AND {_ORDER_DEAD}))"
-    return f"(d.ordering_key IS NULL OR {_ORDER_OPEN})"
+# The per-key ordering predicate is portable SQL, shared with the SQLite store
+# (see sqlite_sql.order_free for what it enforces).
+order_free = sqlite_sql.order_free
 
 
 @lru_cache(maxsize=4)

@@ -15,7 +15,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,19 +26,16 @@ from relay.store.base import (
     Acquired,
     Attempt,
     Clock,
-    EventFilter,
-    EventInfo,
     Ingested,
     Lease,
     NewEvent,
     Outcome,
-    RouteBacklog,
     StoredResponse,
     SyncClaim,
 )
 from relay.store.batch import BatchStats, GroupCommitter
 from relay.store.migrate import load_migrations, migrate_sqlite
-from relay.store.sqlite_thread import SQLiteThread, Sync, transaction
+from relay.store.sqlite_ops import SQLiteOperations
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
 # for RETURNING).
@@ -55,7 +52,7 @@ def _token() -> str:
     return secrets.token_hex(16)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteOperations):
     """``relay.store.base.Store`` on one SQLite file."""
 
     def __init__(
@@ -73,7 +70,7 @@ class SQLiteStore:
         self.max_batch = max_batch
         self.busy_timeout = busy_timeout
         self.stats = BatchStats()
-        self._db = SQLiteThread()
+        super().__init__()
         self._lock_fd: int | None = None
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
@@ -195,24 +192,6 @@ class SQLiteStore:
         except StoreUnavailable:
             return False
         return True
-
-    # --- transactions ---------------------------------------------------------
-
-    async def _tx(
-        self,
-        fn: Callable[[sqlite3.Connection], T],
-        *,
-        begin: str = "BEGIN IMMEDIATE",
-        sync: Sync = "FULL",
-    ) -> T:
-        return await self._db.call(lambda c: transaction(c, fn, begin=begin, sync=sync))
-
-    async def _one(self, sql: str, params: Any = ()) -> int:
-        """One autocommit statement; its rowcount."""
-        return await self._db.call(lambda c: int(c.execute(sql, params).rowcount))
-
-    async def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        return await self._db.call(lambda c: c.execute(sql, params).fetchall())
 
     # --- queue mode: ingest -----------------------------------------------------
 
@@ -469,88 +448,6 @@ class SQLiteStore:
 
     async def release_sync(self, event_id: int, token: str) -> bool:
         return await self._one(q.RELEASE_SYNC, (event_id, token)) == 1
-
-    # --- operations -------------------------------------------------------------
-
-    async def get_event(self, event_id: int) -> EventInfo | None:
-        def run(c: sqlite3.Connection) -> EventInfo | None:
-            row = c.execute(q.SELECT_EVENTS + " WHERE e.id = ?", (event_id,)).fetchone()
-            if row is None:
-                return None
-            deliveries = c.execute(q.deliveries_of(1), (event_id,)).fetchall()
-            attempts = c.execute(q.ATTEMPTS_OF, (event_id,)).fetchall()
-            return q.event_info(row, deliveries, attempts)
-
-        info: EventInfo | None = await self._tx(run, begin="BEGIN")
-        return info
-
-    async def list_events(
-        self, flt: EventFilter, limit: int, before_id: int | None = None
-    ) -> list[EventInfo]:
-        where, params = q.filter_sql(flt)
-        if before_id is not None:
-            where += " AND e.id < ?"
-            params.append(before_id)
-        sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ?"
-
-        def run(c: sqlite3.Connection) -> list[EventInfo]:
-            rows = c.execute(sql, [*params, limit]).fetchall()
-            ids = [int(r["id"]) for r in rows]
-            deliveries = c.execute(q.deliveries_of(len(ids)), ids).fetchall() if ids else []
-            by_event: dict[int, list[sqlite3.Row]] = {}
-            for d in deliveries:
-                by_event.setdefault(int(d["event_id"]), []).append(d)
-            return [q.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
-
-        events: list[EventInfo] = await self._tx(run, begin="BEGIN")
-        return events
-
-    async def requeue(self, flt: EventFilter) -> int:
-        where, params = q.filter_sql(flt)
-        states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
-        now = self.clock()
-        return await self._one(q.requeue(where, len(states)), [now, now, now, *states, *params])
-
-    async def requeue_all(self, flt: EventFilter) -> int:
-        where, params = q.filter_sql(flt)
-        now = self.clock()
-        return await self._one(q.requeue_all(where), [now, now, now, *params])
-
-    async def purge(self, flt: EventFilter) -> int:
-        where, params = q.filter_sql(flt)
-        return await self._one(q.purge(where), params)
-
-    async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
-        args = {"seen": seen_before, "dead": dead_before, "limit": limit}
-
-        def run(c: sqlite3.Connection) -> int:
-            purged = int(c.execute(q.PURGE_EXPIRED, args).rowcount)
-            c.execute(q.PURGE_VERSIONS, {"seen": seen_before, "limit": limit})
-            return purged
-
-        purged: int = await self._tx(run)
-        return purged
-
-    async def drop_payloads(self, delivered_before: float, limit: int) -> int:
-        return await self._one(q.DROP_PAYLOADS, {"before": delivered_before, "limit": limit})
-
-    # --- observability ----------------------------------------------------------
-
-    async def backlog(self) -> dict[str, RouteBacklog]:
-        def run(c: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            return c.execute(q.BACKLOG_COUNTS).fetchall(), c.execute(q.OLDEST_OPEN).fetchall()
-
-        counts, oldest = await self._tx(run, begin="BEGIN")
-        by_route: dict[str, dict[str, Any]] = {}
-        for route, state, n in counts:
-            by_route.setdefault(str(route), {})[str(state)] = int(n)
-        for route, received_at in oldest:
-            by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
-        return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
-
-    async def open_deliveries(self) -> dict[tuple[str, str], int]:
-        rows = await self._rows(q.OPEN_BY_UPSTREAM)
-        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
 
 def _unavailable(exc: BaseException) -> BaseException:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from relay.errors import StoreUnavailable
 
@@ -96,3 +96,29 @@ class SQLiteThread:
             with suppress(sqlite3.Error):
                 await loop.run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
+
+
+class SQLiteAccess:
+    """What store methods need from the connection: whole transactions, single
+    statements, reads. ``SQLiteStore`` builds on it; so do its operation mixins."""
+
+    clock: Callable[[], float]
+
+    def __init__(self) -> None:
+        self._db = SQLiteThread()
+
+    async def _tx(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        begin: str = "BEGIN IMMEDIATE",
+        sync: Sync = "FULL",
+    ) -> T:
+        return await self._db.call(lambda c: transaction(c, fn, begin=begin, sync=sync))
+
+    async def _one(self, sql: str, params: Any = ()) -> int:
+        """One autocommit statement; its rowcount."""
+        return await self._db.call(lambda c: int(c.execute(sql, params).rowcount))
+
+    async def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return await self._db.call(lambda c: c.execute(sql, params).fetchall())

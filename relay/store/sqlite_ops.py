@@ -1,0 +1,94 @@
+"""Inspection, replay and retention on the SQLite store (admin API, housekeeping)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from relay.store import sqlite_sql as q
+from relay.store.base import EventFilter, EventInfo, RouteBacklog
+from relay.store.sqlite_thread import SQLiteAccess
+
+
+class SQLiteOperations(SQLiteAccess):
+    # --- operations -------------------------------------------------------------
+
+    async def get_event(self, event_id: int) -> EventInfo | None:
+        def run(c: sqlite3.Connection) -> EventInfo | None:
+            row = c.execute(q.SELECT_EVENTS + " WHERE e.id = ?", (event_id,)).fetchone()
+            if row is None:
+                return None
+            deliveries = c.execute(q.deliveries_of(1), (event_id,)).fetchall()
+            attempts = c.execute(q.ATTEMPTS_OF, (event_id,)).fetchall()
+            return q.event_info(row, deliveries, attempts)
+
+        info: EventInfo | None = await self._tx(run, begin="BEGIN")
+        return info
+
+    async def list_events(
+        self, flt: EventFilter, limit: int, before_id: int | None = None
+    ) -> list[EventInfo]:
+        where, params = q.filter_sql(flt)
+        if before_id is not None:
+            where += " AND e.id < ?"
+            params.append(before_id)
+        sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ?"
+
+        def run(c: sqlite3.Connection) -> list[EventInfo]:
+            rows = c.execute(sql, [*params, limit]).fetchall()
+            ids = [int(r["id"]) for r in rows]
+            deliveries = c.execute(q.deliveries_of(len(ids)), ids).fetchall() if ids else []
+            by_event: dict[int, list[sqlite3.Row]] = {}
+            for d in deliveries:
+                by_event.setdefault(int(d["event_id"]), []).append(d)
+            return [q.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+
+        events: list[EventInfo] = await self._tx(run, begin="BEGIN")
+        return events
+
+    async def requeue(self, flt: EventFilter) -> int:
+        where, params = q.filter_sql(flt)
+        states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
+        now = self.clock()
+        return await self._one(q.requeue(where, len(states)), [now, now, now, *states, *params])
+
+    async def requeue_all(self, flt: EventFilter) -> int:
+        where, params = q.filter_sql(flt)
+        now = self.clock()
+        return await self._one(q.requeue_all(where), [now, now, now, *params])
+
+    async def purge(self, flt: EventFilter) -> int:
+        where, params = q.filter_sql(flt)
+        return await self._one(q.purge(where), params)
+
+    async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
+        args = {"seen": seen_before, "dead": dead_before, "limit": limit}
+
+        def run(c: sqlite3.Connection) -> int:
+            purged = int(c.execute(q.PURGE_EXPIRED, args).rowcount)
+            c.execute(q.PURGE_VERSIONS, {"seen": seen_before, "limit": limit})
+            return purged
+
+        purged: int = await self._tx(run)
+        return purged
+
+    async def drop_payloads(self, delivered_before: float, limit: int) -> int:
+        return await self._one(q.DROP_PAYLOADS, {"before": delivered_before, "limit": limit})
+
+    # --- observability ----------------------------------------------------------
+
+    async def backlog(self) -> dict[str, RouteBacklog]:
+        def run(c: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            return c.execute(q.BACKLOG_COUNTS).fetchall(), c.execute(q.OLDEST_OPEN).fetchall()
+
+        counts, oldest = await self._tx(run, begin="BEGIN")
+        by_route: dict[str, dict[str, Any]] = {}
+        for route, state, n in counts:
+            by_route.setdefault(str(route), {})[str(state)] = int(n)
+        for route, received_at in oldest:
+            by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
+        return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
+
+    async def open_deliveries(self) -> dict[tuple[str, str], int]:
+        rows = await self._rows(q.OPEN_BY_UPSTREAM)
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
