@@ -337,8 +337,10 @@ RECOVER_DELIVERIES = (
 RECOVER_SYNC_CLAIMS = "DELETE FROM events WHERE sync_state = 'in_flight'"
 
 RELEASE_EXPIRED = (
+    # The lost attempt counts, as in start-up recovery: an event that kills (or
+    # hangs) whoever sends it must still reach max_attempts.
     "UPDATE deliveries SET state = 'pending', lease_token = NULL, lease_expires = NULL,"
-    " updated_at = :now WHERE state = 'in_flight' AND lease_expires < :now"
+    " attempts = attempts + 1, updated_at = :now WHERE state = 'in_flight' AND lease_expires < :now"
 )
 
 # --- sync ---------------------------------------------------------------------

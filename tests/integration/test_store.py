@@ -232,6 +232,7 @@ async def test_finish_attempt_is_fenced_by_the_lease(store: Store, clock: FakeCl
     assert await store.release_expired_leases() == 0
     new = await lease_one(store)
     assert new.token != old.token
+    assert new.attempts == 1  # the expired lease's attempt counts as lost
 
     assert not await store.finish_attempt(old, attempt(), Outcome("delivered"))
     assert await store.finish_attempt(new, attempt(), Outcome("delivered"))
@@ -240,7 +241,8 @@ async def test_finish_attempt_is_fenced_by_the_lease(store: Store, clock: FakeCl
     info = await store.get_event(r.event_id)
     assert info is not None
     (d,) = info.deliveries
-    assert (d.state, d.attempts, d.last_status) == ("delivered", 1, 200)
+    # Two attempts: the lost one (no log row: nobody saw its outcome) and the success.
+    assert (d.state, d.attempts, d.last_status) == ("delivered", 2, 200)
     assert len(info.attempts) == 1 and info.attempts[0].delivery_id == d.id
 
 
