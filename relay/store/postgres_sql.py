@@ -377,11 +377,9 @@ _NO_OPEN_WORK = (
 )
 
 
-def purge(where: str) -> str:
-    return (
-        "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
-        f" WHERE {where} AND coalesce(e.sync_state, '') <> 'in_flight' AND {_NO_OPEN_WORK})"
-    )
+# Portable SQL: the same statement as SQLite's (``where`` carries the dialect's
+# placeholders).
+purge = sqlite_sql.purge
 
 
 # $1 seen_before, $2 dead_before, $3 limit. SKIP LOCKED: replicas running
