@@ -8,189 +8,32 @@ Authorization, cookies, and anything named like a token or a secret.
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
-from relay import __version__, signatures
+from relay import __version__
+from relay.admin_views import (
+    DEFAULT_LIMIT,
+    FILTER_FIELDS,
+    MAX_LIMIT,
+    ApiError,
+    delivery_json,
+    event_detail,
+    event_summary,
+    is_empty_filter,
+    iso,
+    parse_filter,
+    parse_flag,
+    parse_int,
+)
 from relay.runtime import RELAY, Relay
 from relay.store.base import (
-    DELIVERY_STATES,
-    AttemptInfo,
-    DeliveryInfo,
     EventFilter,
-    EventInfo,
 )
-from relay.validate import parse_duration
-
-DEFAULT_LIMIT: Final = 50
-# list_events loads each event's body: a page stays small.
-MAX_LIMIT: Final = 200
-MAX_IDS: Final = 1000
-PREVIEW_CHARS: Final = 4096
-REDACTED: Final = "[redacted]"
-
-# Headers that carry credentials or signatures, whatever the route's config says.
-_SECRET_HEADERS: Final = frozenset(
-    h.lower()
-    for h in (
-        *signatures.DEFAULT_HEADERS.values(),
-        "Authorization",
-        "Proxy-Authorization",
-        "Cookie",
-        "Set-Cookie",
-        "X-Hub-Signature",
-    )
-)
-_SECRET_NAME: Final = re.compile(
-    r"signature|secret|token|auth|passw|api[-_]?key|cookie|credential|hmac|session", re.I
-)
-# Query parameters are redacted by the same pattern plus these short names.
-_SECRET_PARAMS: Final = frozenset({"key", "sig", "code", "pass", "pwd"})
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
-
-
-# --- redaction and rendering ---------------------------------------------------
-
-
-def secret_header(name: str, extra: frozenset[str] = frozenset()) -> bool:
-    low = name.lower()
-    return low in _SECRET_HEADERS or low in extra or _SECRET_NAME.search(low) is not None
-
-
-def redact_headers(
-    headers: tuple[tuple[str, str], ...], extra: frozenset[str] = frozenset()
-) -> list[list[str]]:
-    return [[name, REDACTED if secret_header(name, extra) else value] for name, value in headers]
-
-
-def redact_query(query: str) -> str:
-    if not query:
-        return ""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    out = [
-        (k, REDACTED if k.lower() in _SECRET_PARAMS or _SECRET_NAME.search(k) else v)
-        for k, v in pairs
-    ]
-    return urlencode(out, safe="[]")
-
-
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_state(e: EventInfo) -> str:
-    """One word for the event: its most urgent delivery's state (or the sync state)."""
-    if e.sync_state is not None:
-        return e.sync_state
-    states = {d.state for d in e.deliveries}
-    for s in ("in_flight", "pending", "dead", "stale", "delivered"):
-        if s in states:
-            return s
-    return "none"
-
-
-def delivery_json(d: DeliveryInfo) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "upstream": d.upstream,
-        "state": d.state,
-        "attempts": d.attempts,
-        "next_attempt_at": iso(d.next_attempt_at) if d.state == "pending" else None,
-        "last_status": d.last_status,
-        "last_error": d.last_error,
-        "reason": d.reason,
-        "updated_at": iso(d.updated_at),
-    }
-
-
-def attempt_json(a: AttemptInfo) -> dict[str, Any]:
-    return {
-        "delivery_id": a.delivery_id,
-        "started_at": iso(a.started_at),
-        "duration_ms": round(a.duration_ms, 3),
-        "status": a.status,
-        "error": a.error,
-    }
-
-
-def event_summary(e: EventInfo) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "route": e.route,
-        "key": e.key,
-        "key_source": e.key_source,
-        "state": event_state(e),
-        "mode": "queue" if e.sync_state is None else "sync",
-        "received_at": iso(e.received_at),
-        "last_seen_at": iso(e.last_seen_at),
-        "duplicates": e.duplicates,
-        "mismatches": e.mismatches,
-        "body_size": None if e.body is None else len(e.body),
-        "deliveries": [delivery_json(d) for d in e.deliveries],
-    }
-
-
-def _dedupe_note(e: EventInfo) -> str:
-    if not e.duplicates:
-        return f"first and only delivery of key {e.key!r} ({e.key_source})"
-    note = (
-        f"{e.duplicates} later request(s) carried key {e.key!r} ({e.key_source})"
-        " and were absorbed as duplicates"
-    )
-    if e.mismatches:
-        note += f"; {e.mismatches} of them had a different body (payload mismatch)"
-    return note
-
-
-def event_detail(e: EventInfo, extra_secret_headers: frozenset[str]) -> dict[str, Any]:
-    out = event_summary(e)
-    body: dict[str, Any] = {"dropped": e.body is None, "size": out["body_size"]}
-    if e.body is not None:
-        body["base64"] = base64.b64encode(e.body).decode("ascii")
-        try:
-            text = e.body.decode("utf-8")
-        except UnicodeDecodeError:
-            body["preview"] = None
-            body["preview_truncated"] = False
-        else:
-            body["preview"] = text[:PREVIEW_CHARS]
-            body["preview_truncated"] = len(text) > PREVIEW_CHARS
-    out.update(
-        fingerprint=e.fingerprint,
-        method=e.method,
-        path=e.path,
-        query=redact_query(e.query),
-        headers=redact_headers(e.headers, extra_secret_headers),
-        body=body,
-        sync_state=e.sync_state,
-        dedupe={
-            "key": e.key,
-            "key_source": e.key_source,
-            "fingerprint": e.fingerprint,
-            "duplicates": e.duplicates,
-            "mismatches": e.mismatches,
-            "explanation": _dedupe_note(e),
-        },
-        attempts=[attempt_json(a) for a in e.attempts],
-    )
-    return out
 
 
 def _route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
@@ -198,105 +41,6 @@ def _route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
         if rt.cfg.name == route and rt.scheme is not None:
             return frozenset({rt.scheme.signature_header.lower()})
     return frozenset()
-
-
-# --- filters ---------------------------------------------------------------------
-
-
-def parse_time(name: str, value: object, now: float) -> float:
-    """UNIX seconds, an RFC 3339 time, or a duration ago ("30m": thirty minutes ago)."""
-    if isinstance(value, bool):
-        raise ApiError(400, "bad_filter", f"{name}: expected a time, got {value!r}")
-    if isinstance(value, int | float):
-        t = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            t = float(text)
-        except ValueError:
-            try:
-                t = now - parse_duration(text)
-            except ValueError:
-                try:
-                    dt = datetime.fromisoformat(text)
-                except ValueError:
-                    raise ApiError(
-                        400,
-                        "bad_filter",
-                        f"{name}: expected UNIX seconds, an RFC 3339 time"
-                        f" or a duration ago like 30m, got {text!r}",
-                    ) from None
-                t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-    else:
-        raise ApiError(400, "bad_filter", f"{name}: expected a time, got {type(value).__name__}")
-    if not math.isfinite(t):
-        raise ApiError(400, "bad_filter", f"{name}: not a finite time")
-    return t
-
-
-def _int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise ApiError(400, "bad_request", f"{name}: expected an integer, got {value!r}")
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        value = int(value)
-    if not isinstance(value, int) or value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(400, "bad_request", f"{name}: expected an integer {bounds}, got {value!r}")
-    return value
-
-
-def _flag(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in (
-        "1",
-        "true",
-        "yes",
-        "on",
-        "0",
-        "false",
-        "no",
-        "off",
-        "",
-    ):
-        return value.lower() in ("1", "true", "yes", "on")
-    raise ApiError(400, "bad_request", f"{name}: expected true or false, got {value!r}")
-
-
-FILTER_FIELDS: Final = ("route", "state", "key", "since", "until", "ids")
-
-
-def parse_filter(values: Mapping[str, object], now: float) -> EventFilter:
-    route = values.get("route")
-    key = values.get("key")
-    for name, v in (("route", route), ("key", key)):
-        if v is not None and (not isinstance(v, str) or not v):
-            raise ApiError(400, "bad_filter", f"{name}: expected a non-empty string")
-    state = values.get("state")
-    if state is not None and state not in DELIVERY_STATES:
-        raise ApiError(
-            400, "bad_filter", f"state: expected one of {', '.join(DELIVERY_STATES)}, got {state!r}"
-        )
-    since = values.get("since")
-    until = values.get("until")
-    ids = values.get("ids")
-    id_tuple: tuple[int, ...] | None = None
-    if ids is not None:
-        if not isinstance(ids, list) or len(ids) > MAX_IDS:
-            raise ApiError(400, "bad_filter", f"ids: expected a list of at most {MAX_IDS} ids")
-        id_tuple = tuple(_int("ids[]", i, 1) for i in ids)
-    return EventFilter(
-        route=route if isinstance(route, str) else None,
-        state=state,  # narrowed by the membership test above
-        key=key if isinstance(key, str) else None,
-        since=None if since is None else parse_time("since", since, now),
-        until=None if until is None else parse_time("until", until, now),
-        ids=id_tuple,
-    )
-
-
-def _empty(flt: EventFilter) -> bool:
-    return flt == EventFilter()
 
 
 async def _json_body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -342,8 +86,8 @@ async def list_events(request: web.Request) -> web.Response:
             f"unknown parameter(s): {', '.join(unknown)}; expected {', '.join(sorted(_LIST_PARAMS))}",
         )
     flt = parse_filter({k: q[k] for k in FILTER_FIELDS if k in q}, relay.store.clock())
-    limit = _int("limit", q.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
-    before = _int("before_id", q["before_id"], 1) if "before_id" in q else None
+    limit = parse_int("limit", q.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
+    before = parse_int("before_id", q["before_id"], 1) if "before_id" in q else None
     # One more than asked tells whether another page exists, without an empty last page.
     rows = await relay.store.list_events(flt, limit + 1, before)
     page, more = rows[:limit], len(rows) > limit
@@ -378,7 +122,7 @@ async def replay_event(request: web.Request) -> web.Response:
     unknown = sorted(set(request.rel_url.query) - {"force"})
     if unknown:
         raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
-    force = _flag("force", request.rel_url.query.get("force", "0"))
+    force = parse_flag("force", request.rel_url.query.get("force", "0"))
     event = await relay.store.get_event(event_id)
     if event is None:
         raise ApiError(404, "not_found", f"no event {event_id}")
@@ -422,7 +166,7 @@ async def replay_bulk(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     doc = await _json_body(request, (*_BULK_FIELDS, "force"))
     flt = _bulk_filter(doc, relay)
-    force = _flag("force", doc.get("force", False))
+    force = parse_flag("force", doc.get("force", False))
     n = await (relay.store.requeue_all(flt) if force else relay.store.requeue(flt))
     if n:
         for name in {flt.route} if flt.route else {rt.cfg.name for rt in relay.routes.values()}:
@@ -440,8 +184,8 @@ async def purge(request: web.Request) -> web.Response:
 
 def _bulk_filter(doc: Mapping[str, object], relay: Relay) -> EventFilter:
     flt = parse_filter(doc, relay.store.clock())
-    everything = _flag("all", doc.get("all", False))
-    if _empty(flt) and not everything:
+    everything = parse_flag("all", doc.get("all", False))
+    if is_empty_filter(flt) and not everything:
         raise ApiError(
             400,
             "empty_filter",
