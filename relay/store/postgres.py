@@ -61,7 +61,7 @@ from typing import Any
 from relay import versions
 from relay.errors import StoreUnavailable
 from relay.store import postgres_sql as q
-from relay.store import sqlite_sql as rowmap
+from relay.store import rows as rowmap
 from relay.store.base import (
     Acquired,
     Attempt,

@@ -11,7 +11,7 @@ from typing import Any
 
 from relay.store import sqlite_sql
 from relay.store.base import Attempt, EventFilter, Lease, NewEvent, Outcome
-from relay.store.sqlite_sql import headers_json
+from relay.store.rows import headers_json
 
 
 def text(value: str) -> str:

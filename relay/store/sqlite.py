@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from relay import versions
 from relay.errors import StoreUnavailable
+from relay.store import rows as rowmap
 from relay.store import sqlite_sql as q
 from relay.store.base import (
     Acquired,
@@ -294,7 +295,7 @@ class SQLiteStore(SQLiteOperations):
                 delivered = {str(r[0]): str(r[1]) for r in rows}
             leased.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
             return [
-                q.lease_from_rows(
+                rowmap.lease_from_rows(
                     r,
                     events[int(r["event_id"])],
                     delivered.get(r["ordering_key"]) if r["ordering_key"] is not None else None,
@@ -411,7 +412,7 @@ class SQLiteStore(SQLiteOperations):
                 return Acquired(int(row["id"]), token, row["claim_token"] != token)
             dup = (now, event.fingerprint, event.route, event.key)
             row = c.execute(q.COUNT_SYNC_DUPLICATE, dup).fetchone()
-            return q.sync_claim_from_row(row) if row is not None else None
+            return rowmap.sync_claim_from_row(row) if row is not None else None
 
         def run(c: sqlite3.Connection) -> list[SyncClaim | None]:
             # In order, in one transaction: a second claim of a key in the same
@@ -424,7 +425,7 @@ class SQLiteStore(SQLiteOperations):
 
     async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
         rows = await self._rows(q.PEEK_SYNC, (route, key))
-        return q.sync_claim_from_row(rows[0]) if rows else None
+        return rowmap.sync_claim_from_row(rows[0]) if rows else None
 
     async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
         # Group-committed: the answer is stored durably, one fsync per batch of

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from relay.store import rows as rowmap
 from relay.store import sqlite_sql as q
 from relay.store.base import EventFilter, EventInfo, RouteBacklog
 from relay.store.sqlite_thread import SQLiteAccess
@@ -20,7 +21,7 @@ class SQLiteOperations(SQLiteAccess):
                 return None
             deliveries = c.execute(q.deliveries_of(1), (event_id,)).fetchall()
             attempts = c.execute(q.ATTEMPTS_OF, (event_id,)).fetchall()
-            return q.event_info(row, deliveries, attempts)
+            return rowmap.event_info(row, deliveries, attempts)
 
         info: EventInfo | None = await self._tx(run, begin="BEGIN")
         return info
@@ -41,7 +42,7 @@ class SQLiteOperations(SQLiteAccess):
             by_event: dict[int, list[sqlite3.Row]] = {}
             for d in deliveries:
                 by_event.setdefault(int(d["event_id"]), []).append(d)
-            return [q.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+            return [rowmap.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
 
         events: list[EventInfo] = await self._tx(run, begin="BEGIN")
         return events

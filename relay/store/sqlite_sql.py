@@ -3,35 +3,18 @@ reads as the transaction logic)."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 from relay.store.base import (
     Attempt,
-    AttemptInfo,
-    Busy,
-    Completed,
-    DeliveryInfo,
     EventFilter,
-    EventInfo,
-    Header,
     Lease,
     NewEvent,
     Outcome,
-    StoredResponse,
-    SyncClaim,
 )
-
-
-def headers_json(headers: Sequence[Header]) -> str:
-    return json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
-
-
-def headers_from_json(text: str) -> tuple[Header, ...]:
-    return tuple((str(name), str(value)) for name, value in json.loads(text))
+from relay.store.rows import headers_json
 
 
 def marks(n: int) -> str:
@@ -201,31 +184,6 @@ def lease_payloads(events: int) -> str:
     return (
         "SELECT id, key, received_at, method, path, query, headers, body, ordering_key, version"
         f" FROM events WHERE id IN ({marks(events)})"
-    )
-
-
-def lease_from_rows(d: sqlite3.Row, e: sqlite3.Row, delivered_version: str | None) -> Lease:
-    return Lease(
-        delivery_id=int(d["id"]),
-        event_id=int(d["event_id"]),
-        token=str(d["lease_token"]),
-        route=str(d["route"]),
-        upstream=str(d["upstream"]),
-        attempts=int(d["attempts"]),
-        # The retry window (max_age) starts when the delivery was created, revived or requeued.
-        received_at=float(d["created_at"]),
-        key=str(e["key"]),
-        method=str(e["method"]),
-        path=str(e["path"]),
-        query=str(e["query"]),
-        headers=headers_from_json(e["headers"]),
-        # drop_payloads only empties fully delivered events, which are never
-        # leased again (requeue and revive touch dead and stale ones only).
-        body=bytes(e["body"]) if e["body"] is not None else b"",
-        ordering_key=e["ordering_key"],
-        version=e["version"],
-        expires=float(d["lease_expires"]),
-        delivered_version=delivered_version,
     )
 
 
@@ -405,52 +363,6 @@ ATTEMPTS_OF = (
 )
 
 
-def event_info(
-    e: sqlite3.Row, deliveries: Iterable[sqlite3.Row], attempts: Iterable[sqlite3.Row]
-) -> EventInfo:
-    return EventInfo(
-        id=int(e["id"]),
-        route=str(e["route"]),
-        key=str(e["key"]),
-        key_source=str(e["key_source"]),
-        fingerprint=str(e["fingerprint"]),
-        received_at=float(e["received_at"]),
-        last_seen_at=float(e["last_seen_at"]),
-        duplicates=int(e["duplicates"]),
-        mismatches=int(e["mismatches"]),
-        method=str(e["method"]),
-        path=str(e["path"]),
-        query=str(e["query"]),
-        headers=headers_from_json(e["headers"]),
-        body=bytes(e["body"]) if e["body"] is not None else None,
-        sync_state=e["sync_state"],
-        deliveries=tuple(
-            DeliveryInfo(
-                id=int(d["id"]),
-                upstream=str(d["upstream"]),
-                state=d["state"],
-                attempts=int(d["attempts"]),
-                next_attempt_at=d["next_attempt_at"],
-                last_status=d["last_status"],
-                last_error=d["last_error"],
-                reason=d["reason"],
-                updated_at=float(d["updated_at"]),
-            )
-            for d in deliveries
-        ),
-        attempts=tuple(
-            AttemptInfo(
-                delivery_id=int(a["delivery_id"]),
-                started_at=float(a["started_at"]),
-                duration_ms=float(a["duration_ms"]),
-                status=a["status"],
-                error=a["error"],
-            )
-            for a in attempts
-        ),
-    )
-
-
 def filter_sql(flt: EventFilter) -> tuple[str, list[Any]]:
     """A WHERE clause over ``events AS e`` and its parameters."""
     clauses = ["1"]
@@ -537,25 +449,6 @@ DROP_PAYLOADS = (
 # A duplicate of a queue-mode event reaching a route that now runs in sync
 # mode: the event was already accepted and queued, so answer as the queue
 # route did rather than forward it a second time.
-_QUEUED_RESPONSE = StoredResponse(status=202, content_type=None, body=b"")
-
-
-def sync_claim_from_row(row: sqlite3.Row) -> SyncClaim:
-    event_id, fingerprint = int(row["id"]), str(row["fingerprint"])
-    if row["sync_state"] == "in_flight":
-        return Busy(event_id, fingerprint, float(row["lease_expires"]))
-    if row["sync_state"] is None:
-        return Completed(event_id, fingerprint, _QUEUED_RESPONSE)
-    body = row["response_body"]
-    response = StoredResponse(
-        status=int(row["response_status"]),
-        content_type=row["response_content_type"],
-        body=bytes(body) if body is not None else b"",
-        body_omitted=bool(row["response_body_omitted"]),
-    )
-    return Completed(event_id, fingerprint, response)
-
-
 # --- observability ------------------------------------------------------------
 
 # Both scan only the (state, route, event_id) index over open and dead rows,

@@ -1,0 +1,122 @@
+"""Rows into records, shared by both stores (Row and asyncpg.Record both
+read by column name), and the JSON form of stored headers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from relay.store.base import (
+    AttemptInfo,
+    Busy,
+    Completed,
+    DeliveryInfo,
+    EventInfo,
+    Header,
+    Lease,
+    StoredResponse,
+    SyncClaim,
+)
+
+
+class Row(Protocol):
+    """sqlite3.Row and asyncpg.Record alike: read by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def headers_json(headers: Sequence[Header]) -> str:
+    return json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
+
+
+def headers_from_json(text: str) -> tuple[Header, ...]:
+    return tuple((str(name), str(value)) for name, value in json.loads(text))
+
+
+def lease_from_rows(d: Row, e: Row, delivered_version: str | None) -> Lease:
+    return Lease(
+        delivery_id=int(d["id"]),
+        event_id=int(d["event_id"]),
+        token=str(d["lease_token"]),
+        route=str(d["route"]),
+        upstream=str(d["upstream"]),
+        attempts=int(d["attempts"]),
+        # The retry window (max_age) starts when the delivery was created, revived or requeued.
+        received_at=float(d["created_at"]),
+        key=str(e["key"]),
+        method=str(e["method"]),
+        path=str(e["path"]),
+        query=str(e["query"]),
+        headers=headers_from_json(e["headers"]),
+        # drop_payloads only empties fully delivered events, which are never
+        # leased again (requeue and revive touch dead and stale ones only).
+        body=bytes(e["body"]) if e["body"] is not None else b"",
+        ordering_key=e["ordering_key"],
+        version=e["version"],
+        expires=float(d["lease_expires"]),
+        delivered_version=delivered_version,
+    )
+
+
+def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> EventInfo:
+    return EventInfo(
+        id=int(e["id"]),
+        route=str(e["route"]),
+        key=str(e["key"]),
+        key_source=str(e["key_source"]),
+        fingerprint=str(e["fingerprint"]),
+        received_at=float(e["received_at"]),
+        last_seen_at=float(e["last_seen_at"]),
+        duplicates=int(e["duplicates"]),
+        mismatches=int(e["mismatches"]),
+        method=str(e["method"]),
+        path=str(e["path"]),
+        query=str(e["query"]),
+        headers=headers_from_json(e["headers"]),
+        body=bytes(e["body"]) if e["body"] is not None else None,
+        sync_state=e["sync_state"],
+        deliveries=tuple(
+            DeliveryInfo(
+                id=int(d["id"]),
+                upstream=str(d["upstream"]),
+                state=d["state"],
+                attempts=int(d["attempts"]),
+                next_attempt_at=d["next_attempt_at"],
+                last_status=d["last_status"],
+                last_error=d["last_error"],
+                reason=d["reason"],
+                updated_at=float(d["updated_at"]),
+            )
+            for d in deliveries
+        ),
+        attempts=tuple(
+            AttemptInfo(
+                delivery_id=int(a["delivery_id"]),
+                started_at=float(a["started_at"]),
+                duration_ms=float(a["duration_ms"]),
+                status=a["status"],
+                error=a["error"],
+            )
+            for a in attempts
+        ),
+    )
+
+
+_QUEUED_RESPONSE = StoredResponse(status=202, content_type=None, body=b"")
+
+
+def sync_claim_from_row(row: Row) -> SyncClaim:
+    event_id, fingerprint = int(row["id"]), str(row["fingerprint"])
+    if row["sync_state"] == "in_flight":
+        return Busy(event_id, fingerprint, float(row["lease_expires"]))
+    if row["sync_state"] is None:
+        return Completed(event_id, fingerprint, _QUEUED_RESPONSE)
+    body = row["response_body"]
+    response = StoredResponse(
+        status=int(row["response_status"]),
+        content_type=row["response_content_type"],
+        body=bytes(body) if body is not None else b"",
+        body_omitted=bool(row["response_body_omitted"]),
+    )
+    return Completed(event_id, fingerprint, response)
