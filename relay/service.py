@@ -204,7 +204,11 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if a background task died."""
     loop = asyncio.get_running_loop()
     notifier = Notifier()
-    app = build_app(config)
+    try:
+        app = build_app(config)
+    except (RelayError, ValueError) as exc:
+        log.error("startup_failed", error=str(exc))
+        return 1
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from relay.errors import StoreUnavailable
 from relay.store.base import Store
 
 
@@ -12,7 +13,12 @@ def open_store_for_url(url: str, **kwargs: object) -> Store:
 
         return SQLiteStore.from_url(url, **kwargs)  # type: ignore[arg-type]
     if url.startswith(("postgresql:", "postgres:")):
-        from relay.store.postgres import PostgresStore
+        try:
+            from relay.store.postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is an optional extra
+            raise StoreUnavailable(
+                "PostgreSQL storage needs asyncpg: pip install 'webhook-relay[postgres]'"
+            ) from exc
 
         return PostgresStore.from_url(url, **kwargs)  # type: ignore[arg-type]
     raise ValueError(f"unsupported storage url scheme: {url.split(':', 1)[0]!r}")
