@@ -410,18 +410,7 @@ DROP_PAYLOADS = (
 
 # --- observability ------------------------------------------------------------
 
-BACKLOG_COUNTS = (
-    "SELECT route, state, count(DISTINCT event_id) FROM deliveries"
-    " WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, route"
-)
-
-OLDEST_OPEN = (
-    "SELECT m.route, e.received_at FROM (SELECT route, min(event_id) AS first FROM deliveries"
-    " WHERE state IN ('pending', 'in_flight') GROUP BY route) AS m"
-    " JOIN events AS e ON e.id = m.first"
-)
-
-OPEN_BY_UPSTREAM = (
-    "SELECT route, upstream, count(*) FROM deliveries"
-    " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"
-)
+# Portable SQL, the same statements as SQLite's.
+BACKLOG_COUNTS = sqlite_sql.BACKLOG_COUNTS
+OLDEST_OPEN = sqlite_sql.OLDEST_OPEN
+OPEN_BY_UPSTREAM = sqlite_sql.OPEN_BY_UPSTREAM

@@ -103,6 +103,9 @@ def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> Ev
     )
 
 
+# A duplicate of a queue-mode event reaching a route that now runs in sync
+# mode: the event was already accepted and queued, so answer as the queue
+# route did rather than forward it a second time.
 _QUEUED_RESPONSE = StoredResponse(status=202, content_type=None, body=b"")
 
 

@@ -232,14 +232,8 @@ def finish_params(
     }
 
 
-INSERT_ATTEMPT = (
-    "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
-    " VALUES (?, ?, ?, ?, ?)"
-)
-
 # Group-committed finishes: one fenced multi-row UPDATE for a whole batch. An
 # untried finish (tried = 0) leaves attempts and the last status as they were.
-FINISH_PARAMS = 9
 
 
 @lru_cache(maxsize=64)
@@ -446,9 +440,6 @@ DROP_PAYLOADS = (
 )
 
 
-# A duplicate of a queue-mode event reaching a route that now runs in sync
-# mode: the event was already accepted and queued, so answer as the queue
-# route did rather than forward it a second time.
 # --- observability ------------------------------------------------------------
 
 # Both scan only the (state, route, event_id) index over open and dead rows,
