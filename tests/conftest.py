@@ -93,9 +93,34 @@ async def _postgres(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMake
         await conn.close()
 
 
+@asynccontextmanager
+async def _remote(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
+    """SQLite behind the store RPC: one owner for the test, a new client per call."""
+    from relay.store.remote import RemoteStore
+    from relay.store.rpc import StoreServer
+    from relay.store.sqlite import SQLiteStore
+
+    owner = SQLiteStore(tmp_path / "relay.db", clock=clock)
+    server = StoreServer(owner, tmp_path / "store.sock")
+
+    def make() -> Store:
+        client = RemoteStore(server.path, clock=clock)
+        client.stats = owner.stats  # type: ignore[attr-defined]  # tests that read a batch count
+        return client
+
+    await owner.open()
+    try:
+        await server.start()
+        yield make
+    finally:
+        await server.close()
+        await owner.close()
+
+
 STORE_BACKENDS: dict[str, Callable[[Path, FakeClock], AbstractAsyncContextManager[StoreMaker]]] = {
     "sqlite": _sqlite,
     "postgres": _postgres,
+    "remote": _remote,
 }
 
 
