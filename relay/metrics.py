@@ -1,14 +1,22 @@
-"""Prometheus metrics, each process (and each test) with its own registry."""
+"""Prometheus metrics, each process (and each test) with its own registry.
+
+Multi-process mode (relay/metrics_workers.py): workers record the worker families into
+files; the owner's registry exposes those, summed, next to its own (owner) families.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from relay import __version__
+from relay.metrics_workers import WorkerFamilies, forget_worker, in_worker_process
+from relay.metrics_workers import worker_env as worker_env  # the supervisor's entry point
 from relay.store.base import RouteBacklog
 from relay.store.batch import BatchStats
 
@@ -22,6 +30,24 @@ def status_class(status: int | None) -> str:
     return "error" if status is None else f"{status // 100}xx"
 
 
+# The families a worker process writes: everything the public listener and delivery record.
+# In multi-process mode the owner exposes these from the workers' files and every other
+# family (store backlog, orphans, commits, reloads, build info) from its own registry.
+WORKER_FAMILIES: Final[tuple[str, ...]] = (
+    "relay_webhooks_received",
+    "relay_webhooks_rejected",
+    "relay_duplicates",
+    "relay_payload_mismatches",
+    "relay_ingest_duration_seconds",
+    "relay_delivery_attempts",
+    "relay_delivery_attempt_duration_seconds",
+    "relay_deliveries_stale",
+    "relay_ordering_dead_heads",
+    "relay_signature_failures",
+    "relay_sync_duplicate_waits",
+    "relay_worker_processes",
+)
+
 # The delivery states the gauges count (delivered and stale are history, not backlog).
 BACKLOG_STATES = ("pending", "in_flight", "dead")
 
@@ -34,79 +60,107 @@ class ReloadInfo:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """Every metric of the relay, registered in ``registry`` (a fresh one by default).
+
+    ``workers_dir`` makes this the owner's Metrics in multi-process mode: the worker
+    families are exposed from the workers' files in that directory, and the owner's own
+    copies of them (kept so shared code can still record) go to a registry nobody scrapes.
+    A worker process (started with ``worker_env``) builds a plain ``Metrics()``.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        workers_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.workers_dir = None if workers_dir is None else os.fspath(workers_dir)
+        # --- worker families (WORKER_FAMILIES), registered in w ---
+        w = r if self.workers_dir is None else CollectorRegistry()
         self.received = Counter(
             "relay_webhooks_received_total",
             "Webhooks received, by outcome (accepted, duplicate, rejected).",
             ["route", "outcome"],
-            registry=r,
+            registry=w,
         )
         self.rejected = Counter(
             "relay_webhooks_rejected_total",
             "Webhooks refused, by reason.",
             ["route", "reason"],
-            registry=r,
+            registry=w,
         )
         self.duplicates = Counter(
             "relay_duplicates_total",
             "Duplicate deliveries absorbed, by the key source that identified them.",
             ["route", "source"],
-            registry=r,
+            registry=w,
         )
         self.mismatches = Counter(
             "relay_payload_mismatches_total",
             "Duplicates whose body differed from the first delivery's.",
             ["route"],
-            registry=r,
+            registry=w,
         )
         self.ingest_seconds = Histogram(
             "relay_ingest_duration_seconds",
             "Time from request received to answer sent to the sender.",
             ["route", "mode"],
             buckets=_LATENCY,
-            registry=r,
+            registry=w,
         )
         self.attempts = Counter(
             "relay_delivery_attempts_total",
             "Upstream attempts, by result (delivered, retry, dead) and status class.",
             ["route", "result", "status_class"],
-            registry=r,
+            registry=w,
         )
         self.attempt_seconds = Histogram(
             "relay_delivery_attempt_duration_seconds",
             "Duration of one upstream attempt.",
             ["route"],
             buckets=_LATENCY,
-            registry=r,
+            registry=w,
         )
         self.stale = Counter(
             "relay_deliveries_stale_total",
             "Deliveries whose version was not newer than the last delivered for their ordering"
             " key, by action (drop: not forwarded, state stale; deliver: forwarded anyway).",
             ["route", "action"],
-            registry=r,
+            registry=w,
         )
         self.ordering_dead_heads = Counter(
             "relay_ordering_dead_heads_total",
             "Ordered deliveries that went dead at the head of their key, by on_dead (skip: the"
             " key's later events go on; hold: they wait for a revive, requeue or purge).",
             ["route", "on_dead"],
-            registry=r,
+            registry=w,
         )
         self.signature_failures = Counter(
             "relay_signature_failures_total",
             "Webhooks whose signature did not verify, by reason.",
             ["route", "reason"],
-            registry=r,
+            registry=w,
         )
         self.sync_waits = Counter(
             "relay_sync_duplicate_waits_total",
             "Sync-mode duplicates that arrived while the original was in flight, by how it ended.",
             ["route", "result"],
-            registry=r,
+            registry=w,
         )
+        worker_mode = self.workers_dir is not None or in_worker_process()
+        self.worker_processes = Gauge(
+            "relay_worker_processes",
+            "Worker processes alive (multi-process mode).",
+            # Each worker sets 1; livesum sums live workers only (see worker_exited).
+            multiprocess_mode="livesum",
+            # Single-process mode keeps today's exposition: the family is not registered.
+            registry=w if worker_mode else None,
+        )
+        if self.workers_dir is not None:
+            self._expose_workers(r, w, self.workers_dir)
+        # --- owner families: the store, its backlog, reloads, build info ---
         self.events = Gauge(
             "relay_events",
             "Events with a delivery in this state (pending, in_flight, dead), counted at scrape time.",
@@ -161,6 +215,28 @@ class Metrics:
         self.info.labels(__version__).set(1)
         self.last_reload: ReloadInfo | None = None
         self.orphans: dict[tuple[str, str], int] = {}
+        if self.workers_dir is None and in_worker_process():
+            self.worker_processes.set(1)
+
+    # --- multi-process mode ---------------------------------------------------
+
+    @staticmethod
+    def _expose_workers(r: CollectorRegistry, w: CollectorRegistry, workers_dir: str) -> None:
+        """Register the collector over the workers' files in ``r``, described by the
+        owner's unexposed copies in ``w`` (registered before the owner families: the
+        exposition keeps the single-process order)."""
+        described = list(w.collect())
+        if sorted(m.name for m in described) != sorted(WORKER_FAMILIES):
+            # Someone added a metric to one group and not the other: the scrape would
+            # lose that family or show it twice.
+            raise RuntimeError("WORKER_FAMILIES does not match the worker metrics built")
+        r.register(WorkerFamilies(workers_dir, described))
+
+    def worker_exited(self, pid: int) -> None:
+        """A worker process ended (reaped): its live gauges leave the scrape; its counters
+        and histograms stay in the totals. No-op outside multi-process mode."""
+        if self.workers_dir is not None:
+            forget_worker(self.workers_dir, pid)
 
     # --- feeding the gauges ---------------------------------------------------
 
