@@ -41,6 +41,7 @@ class Options:
     keep: bool  # keep the work directory (configs, logs, databases)
     profile: bool  # record the relay with py-spy instead of reporting clean numbers
     json_path: Path | None
+    workers: int  # the relay's ``workers`` setting (0: one process)
 
 
 def parse_duration(text: str) -> int:
@@ -93,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="record the relay with py-spy during each relay scenario and print its top functions",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="the relay's workers setting (default 0: one process)",
+    )
     p.add_argument("--json", type=Path, dest="json_path", help="also write the results here")
     return p
 
@@ -118,4 +125,5 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         keep=a.keep,
         profile=a.profile,
         json_path=a.json_path,
+        workers=a.workers,
     )

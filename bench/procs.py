@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,8 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
     peak_kib: int | None = None  # last VmHWM read, kept once the process is gone
+    # VmHWM of each process in the group (a relay with workers is several processes).
+    peaks: dict[int, int] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -52,10 +54,18 @@ class Proc:
         return self.popen.poll() is None
 
     def peak_rss_mib(self) -> float | None:
-        """Peak resident set size since start (VmHWM), in MiB."""
-        if self.alive() and (kib := proc_status_kib(self.pid, "VmHWM")) is not None:
-            self.peak_kib = kib
+        """Peak resident set size since start (VmHWM), in MiB, summed over the process
+        group: each process's own peak, so an upper bound of the group's peak."""
+        if self.alive():
+            for pid in group_pids(self.pid):
+                if (kib := proc_status_kib(pid, "VmHWM")) is not None:
+                    self.peaks[pid] = kib
+            if self.peaks:
+                self.peak_kib = sum(self.peaks.values())
         return None if self.peak_kib is None else self.peak_kib * 1024 / MIB
+
+    def group_size(self) -> int:
+        return len(self.peaks)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -78,6 +88,23 @@ class Proc:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
         return self.popen.returncode
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes whose process group is ``pgid`` (the leader and its children)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                # The command name (field 2) may hold spaces: fields count from its ")".
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            pids.append(int(entry))
+    return pids
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -23,7 +23,7 @@ def start(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
         print("  --profile: py-spy not found (pip install py-spy)", file=sys.stderr)
         return None
     argv = [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200"]
-    argv += ["--format", "raw", "--nolineno", "--output", str(out), "--nonblocking"]
+    argv += ["--format", "raw", "--nolineno", "--gil", "--output", str(out), "--nonblocking"]
     log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - closed with the process
     try:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

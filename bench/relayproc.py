@@ -28,9 +28,10 @@ class RouteSpec:
     timeout_total: str | None = None
 
 
-def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path) -> str:
+def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, workers: int = 0) -> str:
     """Defaults everywhere except what a benchmark must set (ports, file, backlog cap)."""
     lines = [
+        f"workers: {workers}",
         f'listen: "127.0.0.1:{port}"',
         f'admin: {{listen: "127.0.0.1:{admin_port}"}}',
         f'storage: {{url: "sqlite:///{db.resolve()}"}}',
@@ -102,13 +103,13 @@ def pending_in(db: Path) -> int:
         conn.close()
 
 
-def start(workdir: Path, spec: RouteSpec, db: Path | None = None) -> Relay:
+def start(workdir: Path, spec: RouteSpec, db: Path | None = None, *, workers: int = 0) -> Relay:
     """Write the config, check it, start ``python -m relay serve``, wait for /readyz."""
     workdir.mkdir(parents=True, exist_ok=True)
     db = db or workdir / "relay.db"
     port, admin_port = procs.free_port(), procs.free_port()
     config = workdir / "relay.yaml"
-    config.write_text(config_text(spec, port=port, admin_port=admin_port, db=db))
+    config.write_text(config_text(spec, port=port, admin_port=admin_port, db=db, workers=workers))
     check_config(config)
     proc = procs.spawn(
         "relay",

@@ -21,7 +21,9 @@ def _q3_run(ctx: Context, name: str, rate: float | None) -> Row:
     with ExitStack() as stack:
         backend = servers.start_backend(folder)
         stack.callback(backend.proc.stop)
-        relay = relayproc.start(folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)))
+        relay = relayproc.start(
+            folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)), workers=ctx.opts.workers
+        )
         stack.callback(relay.proc.stop)
         load = wrk.Load(relay.url, prefix=ctx.prefix(name))
         # Sustained: twice the other runs (but --quick only checks the harness works).
@@ -82,7 +84,12 @@ def d1(ctx: Context) -> list[Row]:
         db = folder / "relay.db"
         prefill.build(db, n, "pending", backend.url(SINK_PATH), prefix=ctx.prefix("D1"))
         started = time.monotonic()
-        relay = relayproc.start(folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)), db)
+        relay = relayproc.start(
+            folder,
+            relayproc.RouteSpec("queue", backend.url(SINK_PATH)),
+            db,
+            workers=ctx.opts.workers,
+        )
         stack.callback(relay.proc.stop)
         out = folder / "py-spy.raw"
         spy = profile.start(relay.proc.pid, ctx.opts.duration, out) if ctx.opts.profile else None

@@ -21,7 +21,7 @@ def hanging_relay(ctx: Context, name: str, stack: ExitStack) -> relayproc.Relay:
     backend = servers.start_backend(folder)
     stack.callback(backend.proc.stop)
     spec = relayproc.RouteSpec("queue", backend.url(HANG_PATH), timeout_total="1h")
-    relay = relayproc.start(folder, spec)
+    relay = relayproc.start(folder, spec, workers=ctx.opts.workers)
     stack.callback(relay.proc.stop)
     return relay
 
@@ -73,7 +73,9 @@ def q2(ctx: Context) -> list[Row]:
     with ExitStack() as stack:
         backend = servers.start_backend(folder)
         stack.callback(backend.proc.stop)
-        relay = relayproc.start(folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)))
+        relay = relayproc.start(
+            folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)), workers=ctx.opts.workers
+        )
         stack.callback(relay.proc.stop)
         prefix = ctx.prefix("Q2")
         for i in range(DUP_KEYS):
@@ -95,7 +97,9 @@ def s1(ctx: Context) -> list[Row]:
     with ExitStack() as stack:
         backend = servers.start_backend(folder)
         stack.callback(backend.proc.stop)
-        relay = relayproc.start(folder, relayproc.RouteSpec("sync", backend.url(SINK_PATH)))
+        relay = relayproc.start(
+            folder, relayproc.RouteSpec("sync", backend.url(SINK_PATH)), workers=ctx.opts.workers
+        )
         stack.callback(relay.proc.stop)
         load = wrk.Load(relay.url, prefix=ctx.prefix("S1"))
         result = loadgen.measure(ctx, "S1", load, profiled=relay.proc)

@@ -23,7 +23,7 @@ def g1(ctx: Context) -> list[Row]:
         spec = relayproc.RouteSpec("queue", backend.url(HANG_PATH), timeout_total="1h")
         # Registered before the relay's stop, so it runs after it (LIFO).
         stack.callback(prefill.revert, db, meta)
-        relay = relayproc.start(folder, spec, db)
+        relay = relayproc.start(folder, spec, db, workers=ctx.opts.workers)
         stack.callback(relay.proc.stop)
         load = wrk.Load(relay.url, prefix=ctx.prefix("G1"))
         result = loadgen.measure(ctx, "G1", load, profiled=relay.proc)
@@ -43,7 +43,12 @@ def m1(ctx: Context) -> list[Row]:
         started = time.monotonic()
         prefill.build(db, n, "pending", backend.url(SINK_PATH), prefix=ctx.prefix("M1"))
         print(f"  M1: {n:,} pending events written in {time.monotonic() - started:.0f}s")
-        relay = relayproc.start(folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)), db)
+        relay = relayproc.start(
+            folder,
+            relayproc.RouteSpec("queue", backend.url(SINK_PATH)),
+            db,
+            workers=ctx.opts.workers,
+        )
         stack.callback(relay.proc.stop)
         load = wrk.Load(relay.url, prefix=ctx.prefix("M1"))
         result = loadgen.measure(ctx, "M1", load, profiled=relay.proc)

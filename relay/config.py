@@ -121,6 +121,7 @@ def from_mapping(
     )
     lg.finish()
     grace = top.duration("shutdown_grace", 25.0)
+    workers = top.integer("workers", 0, lo=0, hi=64)
 
     routes: list[Route] = []
     raw_routes = top.raw("routes")
@@ -159,6 +160,7 @@ def from_mapping(
         limits=limits,
         log=log,
         shutdown_grace=grace,
+        workers=workers,
     )
 
 

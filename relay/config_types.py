@@ -146,3 +146,5 @@ class Config:
     limits: Limits = Limits()
     log: LogConfig = LogConfig()
     shutdown_grace: float = 25.0
+    # Worker processes serving the public listener and delivering; 0 = all in one process.
+    workers: int = 0

@@ -20,7 +20,7 @@ from relay.admin import build_admin_app
 from relay.admin_api import find_orphans
 from relay.config import Config
 from relay.dispatcher import Dispatcher
-from relay.errors import ConfigError, RelayError, StoreError
+from relay.errors import ConfigError, RelayError, StoreError, StoreUnavailable
 from relay.ingress import add_routes
 from relay.limits import ConnectionGuard
 from relay.logging import get_logger
@@ -29,6 +29,7 @@ from relay.runtime import RELAY, Relay
 from relay.sdnotify import Notifier, watchdog_interval
 from relay.store import open_store_for_url
 from relay.store.base import Store
+from relay.store.remote import RemoteStore
 
 DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
 GUARD: Final = web.AppKey("guard", ConnectionGuard)
@@ -41,6 +42,8 @@ TICK: Final = 2.0
 LEASE_SWEEP_INTERVAL: Final = 30.0
 PURGE_BATCH: Final = 500
 CUT_OFF_MARGIN: Final = 1.0
+# Workers: how often backpressure counts are re-read from the owner (in memory there).
+BACKLOG_REFRESH: Final = 1.0
 
 log = get_logger()
 
@@ -51,8 +54,14 @@ def build_app(
     store: Store | None = None,
     metrics: Metrics | None = None,
     start_dispatcher: bool = True,
+    worker: bool = False,
 ) -> web.Application:
-    """The public app; its cleanup_ctx owns the store, the client session and the dispatcher."""
+    """The public app; its cleanup_ctx owns the store, the client session and the dispatcher.
+
+    ``worker``: one of several worker processes (``relay.worker``). The store is
+    the owner's, reached over RPC: the owner recovers leases and does the
+    housekeeping, the worker only refreshes its backpressure counts from it.
+    """
     store = store or open_store_for_url(config.storage.url)
     relay = Relay(config=config, store=store, metrics=metrics or Metrics(), routes={})
     relay.set_routes(config.routes)
@@ -68,10 +77,10 @@ def build_app(
     app[RELAY] = relay
     app[GUARD] = guard
     app[FAILED] = asyncio.get_running_loop().create_future()
-    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_worker_store_ctx if worker else _store_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx(start_dispatcher))
-    app.cleanup_ctx.append(_housekeeping_ctx)
+    app.cleanup_ctx.append(_task_ctx(_refresh_backlog if worker else _housekeeping))
     app.on_shutdown.append(_on_shutdown)
     add_routes(app)
     return app
@@ -87,6 +96,20 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     relay.undelivered = {r: float(n) for r, n in (await relay.store.undelivered_counts()).items()}
     yield
     await relay.store.close()
+
+
+async def _worker_store_ctx(app: web.Application) -> AsyncIterator[None]:
+    relay = app[RELAY]
+    store = relay.store
+    assert isinstance(store, RemoteStore)
+    await store.open()
+    # The owner going away leaves nothing to store into: stop, do not answer 503 forever.
+    store.lost.add_done_callback(
+        lambda _: _fail(app, StoreUnavailable("the owner process is gone"))
+    )
+    relay.undelivered = dict(await store.call("undelivered"))
+    yield
+    await store.close()
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -125,13 +148,20 @@ def _fail(app: web.Application, exc: BaseException) -> None:
         app[FAILED].set_result(exc)
 
 
-async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_housekeeping(app), name="housekeeping")
-    task.add_done_callback(functools.partial(_watch_task, app))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def _task_ctx(
+    body: Callable[[web.Application], Coroutine[Any, Any, None]],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A named background task that lives as long as the app; its death stops the service."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(body(app), name=body.__name__.strip("_"))
+        task.add_done_callback(functools.partial(_watch_task, app))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
 
 
 def _watch_task(app: web.Application, task: asyncio.Task[None]) -> None:
@@ -141,8 +171,11 @@ def _watch_task(app: web.Application, task: asyncio.Task[None]) -> None:
 
 
 async def _housekeeping(app: web.Application) -> None:
+    await housekeeping(app[RELAY])
+
+
+async def housekeeping(relay: Relay) -> None:
     """Backpressure counts, expired leases, retention: small steps, never a long lock."""
-    relay = app[RELAY]
     loop = asyncio.get_running_loop()
     next_sweep = next_purge = next_count = loop.time()
     while True:
@@ -161,6 +194,18 @@ async def _housekeeping(app: web.Application) -> None:
                 await purge_once(relay)
         except StoreError as exc:
             log.error("housekeeping_failed", error=str(exc))
+
+
+async def _refresh_backlog(app: web.Application) -> None:
+    """Worker: the owner keeps the exact counts (it sees every ingest and finish); ours
+    only add this worker's own ingests between two refreshes."""
+    relay = app[RELAY]
+    while True:
+        await asyncio.sleep(BACKLOG_REFRESH)
+        try:
+            relay.undelivered = dict(await relay.store.call("undelivered"))  # type: ignore[attr-defined]
+        except StoreError as exc:
+            log.error("backlog_refresh_failed", error=str(exc))
 
 
 async def purge_once(relay: Relay) -> int:
@@ -228,7 +273,7 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
     await admin_runner.setup()
     # Work stored for a route this config no longer has: reported, kept pending.
-    _background(_report_orphans(relay, "startup_orphaned_events"))
+    background(report_orphans(relay, "startup_orphaned_events"))
     try:
         for r, listen in ((runner, config.listen), (admin_runner, config.admin.listen)):
             await web.TCPSite(r, listen.host, listen.port, reuse_address=True, backlog=1024).start()
@@ -243,7 +288,7 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, config_path, notifier))
-    watchdog = _start_watchdog(notifier)
+    watchdog = start_watchdog(notifier)
     log.info(
         "relay_started",
         listen=str(config.listen),
@@ -278,7 +323,7 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     return 1 if failed else 0
 
 
-def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
+def start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
     interval = watchdog_interval()
     if interval is None or not notifier.enabled:
         return None
@@ -292,13 +337,22 @@ def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
 
 
 def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
+    reload(
+        app[RELAY],
+        path,
+        notifier,
+        lambda: app[DISPATCHER].set_routes(list(app[RELAY].routes.values())),
+    )
+
+
+def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], None]) -> bool:
     """SIGHUP: re-read the file; a bad file is refused and the old config stays.
 
     Runs between two event-loop steps, so no request sees half a reload: one
     that started keeps the route it matched, the next one matches the new set.
     Events of a removed route stay pending in the store and are reported.
+    ``applied`` runs once the new routes are in (the dispatcher follows them).
     """
-    relay = app[RELAY]
     notifier.reloading()
     before = relay.routes
     try:
@@ -307,11 +361,11 @@ def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
         relay.set_routes(new.routes)
     except ConfigError as exc:
         _refuse(relay, notifier, exc.errors)
-        return
+        return False
     except Exception as exc:  # e.g. a secret the signature scheme cannot decode
         relay.routes = before
         _refuse(relay, notifier, [f"{type(exc).__name__}: {exc}"])
-        return
+        return False
     # Listeners, storage, limits (aiohttp's body cap, the connection guard), log
     # set-up and the runner's grace are fixed at start: only routes reload.
     ignored = [
@@ -322,11 +376,12 @@ def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
     if ignored:
         log.warning("reload_needs_restart", settings=ignored)
     relay.config = dataclasses.replace(relay.config, routes=new.routes)
-    app[DISPATCHER].set_routes(list(relay.routes.values()))
+    applied()
     relay.metrics.record_reload(True)
     log.info("config_reloaded", routes=[r.name for r in new.routes])
     notifier.ready(f"serving {len(new.routes)} routes")
-    _background(_report_orphans(relay, "reload_orphaned_events"))
+    background(report_orphans(relay, "reload_orphaned_events"))
+    return True
 
 
 def _refuse(relay: Relay, notifier: Notifier, errors: list[str]) -> None:
@@ -338,14 +393,14 @@ def _refuse(relay: Relay, notifier: Notifier, errors: list[str]) -> None:
 _TASKS: set[asyncio.Task[None]] = set()
 
 
-def _background(coro: Coroutine[Any, Any, None]) -> None:
+def background(coro: Coroutine[Any, Any, None]) -> None:
     """A fire-and-forget task, referenced until done so it is not collected."""
     task = asyncio.ensure_future(coro)
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
 
 
-async def _report_orphans(relay: Relay, event: str) -> None:
+async def report_orphans(relay: Relay, event: str) -> None:
     """Log (and gauge) deliveries left pending by routes or upstreams no longer configured."""
     try:
         orphans = await find_orphans(relay)
@@ -368,6 +423,15 @@ async def _report_orphans(relay: Relay, event: str) -> None:
 
 
 def run(config: Config, config_path: Path | None = None) -> int:
+    if config.workers:
+        from relay.supervisor import supervise
+
+        return run_loop(supervise(config, config_path))
+    return run_loop(serve(config, config_path))
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop where it is installed, else on asyncio's loop."""
     loop_factory: Any = None
     try:
         import uvloop
@@ -376,4 +440,4 @@ def run(config: Config, config_path: Path | None = None) -> int:
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(config, config_path))
+        return runner.run(main)

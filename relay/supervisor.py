@@ -1,0 +1,315 @@
+"""The owner of a multi-process relay (``workers: N``).
+
+One Python event loop tops out at a few thousand webhooks a second. With
+``workers: N`` the relay runs as one owner process and N workers:
+
+- the owner holds the store (the only SQLite writer: several writer processes
+  on one file contend for its lock and are slower than one), serves it to the
+  workers over a private Unix socket (``relay.store.rpc``), recovers leases at
+  start-up, runs housekeeping, the admin listener and the systemd protocol;
+- each worker (``relay.worker``) accepts on the public socket the owner bound,
+  ingests, and delivers.
+
+A worker that dies stops the whole group with a non-zero exit, as a dead
+dispatcher does in one process: the service manager restarts it, and start-up
+recovery returns the dead worker's leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from relay import logging as relay_logging
+from relay.admin import build_admin_app
+from relay.config import Config
+from relay.errors import RelayError
+from relay.logging import get_logger
+from relay.metrics import Metrics, worker_env
+from relay.runtime import Relay
+from relay.sdnotify import Notifier
+from relay.service import background, housekeeping, reload, report_orphans, start_watchdog
+from relay.store import open_store_for_url
+from relay.store.base import Ingested, Lease, Outcome
+from relay.store.rpc import StoreServer
+from relay.worker import ENV_INDEX, ENV_LISTEN_FD, ENV_SOCKET
+
+# Workers import aiohttp and connect back; far longer than this means they are stuck.
+READY_TIMEOUT: Final = 60.0
+# After the grace: what a worker gets to close its connections before SIGKILL.
+EXIT_MARGIN: Final = 5.0
+
+log = get_logger()
+
+
+class Group:
+    """The worker processes: started, watched, signalled, reaped."""
+
+    def __init__(self, count: int, config_path: Path, env: dict[str, str], listen_fd: int) -> None:
+        self.count = count
+        self.config_path = config_path
+        self.env = env
+        self.listen_fd = listen_fd
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.waits: dict[int, asyncio.Task[int]] = {}
+        self.ready_indexes: set[int] = set()
+        self.all_ready = asyncio.Event()
+        # Set when a worker exits: at shutdown that is expected, otherwise a failure.
+        self.exited = asyncio.Event()
+
+    async def start(self) -> None:
+        for index in range(self.count):
+            env = {**self.env, ENV_INDEX: str(index)}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "relay.worker", "--config", str(self.config_path),
+                env=env, pass_fds=(self.listen_fd,),
+            )  # fmt: skip
+            self.procs[index] = proc
+            self.waits[index] = asyncio.create_task(self._wait(proc), name=f"worker-{index}")
+
+    async def _wait(self, proc: asyncio.subprocess.Process) -> int:
+        code = await proc.wait()
+        self.exited.set()
+        return code
+
+    async def ready(self, index: int, pid: int) -> None:
+        """A worker's RPC call once it accepts on the listener."""
+        self.ready_indexes.add(index)
+        if len(self.ready_indexes) == self.count:
+            self.all_ready.set()
+
+    def dead(self) -> dict[int, int]:
+        """Exit codes of the workers that have exited, by index."""
+        return {i: t.result() for i, t in self.waits.items() if t.done()}
+
+    def signal(self, sig: int) -> None:
+        for index, proc in self.procs.items():
+            if not self.waits[index].done():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
+    async def stop(self, grace: float) -> dict[int, int]:
+        """SIGTERM each worker (they drain within ``grace``), SIGKILL stragglers; exit codes."""
+        self.signal(signal.SIGTERM)
+        pending = [t for t in self.waits.values() if not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace + EXIT_MARGIN)
+            if late:
+                log.error("workers_killed", count=len(late), hint="past the shutdown grace")
+                self.signal(signal.SIGKILL)
+                await asyncio.wait(late)
+        return self.dead()
+
+
+def _counting(relay: Relay) -> Any:
+    """Keep the group's backpressure counts exact: the owner sees every ingest and finish."""
+
+    def after(name: str, args: tuple[Any, ...], result: Any) -> None:
+        if name == "ingest" and isinstance(result, Ingested) and result.first:
+            route = args[0].route
+            relay.undelivered[route] = relay.undelivered.get(route, 0.0) + 1
+        elif name == "finish_attempt" and result is True:
+            lease, outcome = args[0], args[2]
+            final = isinstance(outcome, Outcome) and outcome.state != "pending"
+            if final and isinstance(lease, Lease):
+                relay.settled(lease.route)
+
+    return after
+
+
+def _listen(config: Config) -> socket.socket:
+    host, port = config.listen.host, config.listen.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def supervise(config: Config, config_path: Path | None) -> int:
+    """Run the owner and its workers until SIGTERM/SIGINT; 0 on a clean stop."""
+    if config_path is None:
+        log.error("startup_failed", error="workers: N needs the config file (workers read it)")
+        return 1
+    loop = asyncio.get_running_loop()
+    notifier = Notifier()
+    # Private to this user (mkdtemp makes it 0700): the RPC frames are pickles.
+    workdir = Path(tempfile.mkdtemp(prefix="webhook-relay-"))
+    try:
+        return await _supervise(config, config_path, loop, notifier, workdir)
+    finally:
+        notifier.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        relay_logging.flush()
+
+
+async def _supervise(
+    config: Config,
+    config_path: Path,
+    loop: asyncio.AbstractEventLoop,
+    notifier: Notifier,
+    workdir: Path,
+) -> int:
+    metrics_dir = workdir / "metrics"
+    metrics_dir.mkdir()
+    try:
+        store = open_store_for_url(config.storage.url)
+        await store.open()
+    except (RelayError, ValueError) as exc:
+        log.error("startup_failed", error=str(exc))
+        return 1
+    relay = Relay(config=config, store=store, metrics=Metrics(workers_dir=metrics_dir), routes={})
+    relay.set_routes(config.routes)
+    server: StoreServer | None = None
+    admin_runner: web.AppRunner | None = None
+    listener: socket.socket | None = None
+    group: Group | None = None
+    tasks: list[asyncio.Task[Any]] = []
+    failed = False
+    try:
+        # Leases left by a crashed group: no worker runs yet, so all of them are stale.
+        if returned := await store.recover():
+            log.warning("leases_recovered", deliveries=returned)
+        counts = await store.undelivered_counts()
+        relay.undelivered = {r: float(n) for r, n in counts.items()}
+
+        async def undelivered() -> dict[str, float]:
+            return dict(relay.undelivered)
+
+        listener = _listen(config)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+        env.update(worker_env(metrics_dir))
+        env[ENV_SOCKET] = str(workdir / "store.sock")
+        env[ENV_LISTEN_FD] = str(listener.fileno())
+        group = Group(config.workers, config_path, env, listener.fileno())
+        server = StoreServer(
+            store,
+            workdir / "store.sock",
+            after=_counting(relay),
+            extras={"undelivered": undelivered, "ready": group.ready},
+        )
+        await server.start()
+        # Admin replays wake the workers' dispatchers, not a local one.
+        srv = server
+        relay.wake = lambda route: srv.push("wake", route)
+        admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
+        await admin_runner.setup()
+        await group.start()
+        ready = asyncio.ensure_future(group.all_ready.wait())
+        exited = asyncio.ensure_future(group.exited.wait())
+        await asyncio.wait([ready, exited], timeout=READY_TIMEOUT, return_when="FIRST_COMPLETED")
+        ready.cancel()
+        exited.cancel()
+        if not group.all_ready.is_set():
+            log.error("startup_failed", error="workers did not start", exited=group.dead())
+            failed = True
+            return 1
+        # Probes answer once every worker accepts: readyz before that would route
+        # traffic to a group that may still fail to start.
+        admin = config.admin.listen
+        await web.TCPSite(admin_runner, admin.host, admin.port, reuse_address=True).start()
+    except (RelayError, OSError) as exc:
+        log.error("startup_failed", error=str(exc))
+        failed = True
+        return 1
+    finally:
+        if failed:
+            await _close(group, server, admin_runner, listener, relay, tasks)
+
+    house = asyncio.create_task(housekeeping(relay), name="housekeeping")
+    tasks.append(house)
+    watchdog = start_watchdog(notifier)
+    if watchdog is not None:
+        tasks.append(watchdog)
+    background(report_orphans(relay, "startup_orphaned_events"))
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_hup() -> None:
+        # Each worker re-reads the same file; the owner's copy serves the admin API.
+        if reload(relay, config_path, notifier, lambda: None):
+            group.signal(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    log.info(
+        "relay_started",
+        listen=str(config.listen),
+        admin=str(config.admin.listen),
+        routes=[r.name for r in config.routes],
+        storage=config.storage.url.split("://", 1)[0],
+        workers=config.workers,
+    )
+    notifier.ready(f"serving {len(config.routes)} routes with {config.workers} workers")
+
+    waits = [
+        asyncio.ensure_future(stop.wait()),
+        asyncio.ensure_future(group.exited.wait()),
+        house,
+    ]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits[:2]:
+        w.cancel()
+    if not stop.is_set():
+        failed = True
+        why = "housekeeping_died" if house.done() else "worker_exited"
+        log.error(why, exited=group.dead(), error=_task_error(house))
+
+    # Shutdown, in order:
+    # 1. tell systemd and load balancers we are going (readyz answers 503);
+    notifier.stopping("draining: finishing requests and attempts in flight")
+    relay.draining = True
+    log.info("relay_stopping", reason="task_failed" if failed else "signal")
+    # 2. the workers stop accepting and drain within the grace; the store stays up
+    #    for them until the last one has exited;
+    # 3. then the store, and the admin listener last.
+    codes = await _close(group, server, admin_runner, listener, relay, tasks)
+    if any(codes.values()):
+        failed = True
+    log.info("relay_stopped", worker_exit_codes=codes)
+    return 1 if failed else 0
+
+
+def _task_error(task: asyncio.Task[Any]) -> str | None:
+    if not task.done() or task.cancelled():
+        return None
+    exc = task.exception()
+    return None if exc is None else repr(exc)
+
+
+async def _close(
+    group: Group | None,
+    server: StoreServer | None,
+    admin_runner: web.AppRunner | None,
+    listener: socket.socket | None,
+    relay: Relay,
+    tasks: list[asyncio.Task[Any]],
+) -> dict[int, int]:
+    codes: dict[int, int] = {}
+    if group is not None:
+        codes = await group.stop(relay.config.shutdown_grace)
+        for proc in group.procs.values():
+            relay.metrics.worker_exited(proc.pid)
+    if listener is not None:
+        listener.close()
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if server is not None:
+        await server.close()
+    await relay.store.close()
+    if admin_runner is not None:
+        await admin_runner.cleanup()
+    return codes
