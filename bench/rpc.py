@@ -42,43 +42,48 @@ async def _noop() -> None:
     return None
 
 
-async def main(events: int, callers: int) -> list[Row]:
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        direct = SQLiteStore(Path(tmp) / "direct.db")
-        await direct.open()
-        row = await _drive(
-            "ingest, direct SQLiteStore", lambda i: direct.ingest(_event(i)), events, callers
-        )
-        rows.append((*row[:4], direct.stats.rows / max(1, direct.stats.batches)))
-        await direct.close()
+async def _round(tmp: Path, events: int, callers: int, start: int) -> list[Row]:
+    """One of each, on fresh databases; event keys from ``start`` so they stay unique."""
+    direct = SQLiteStore(tmp / f"direct{start}.db")
+    await direct.open()
+    row = await _drive(
+        "ingest, direct SQLiteStore", lambda i: direct.ingest(_event(start + i)), events, callers
+    )
+    rows = [(*row[:4], direct.stats.rows / max(1, direct.stats.batches))]
+    await direct.close()
 
-        owner = SQLiteStore(Path(tmp) / "remote.db")
-        await owner.open()
-        server = StoreServer(owner, Path(tmp) / "store.sock", extras={"noop": _noop})
-        await server.start()
-        client = RemoteStore(server.path)
-        await client.open()
-        row = await _drive(
-            "ingest, RemoteStore -> SQLiteStore",
-            lambda i: client.ingest(_event(i)),
-            events,
-            callers,
-        )
-        rows.append((*row[:4], owner.stats.rows / max(1, owner.stats.batches)))
-        rows.append(
-            await _drive(
-                "no-op call, RemoteStore", lambda i: client.call("noop"), events * 5, callers
-            )
-        )
-        await client.close()
-        await server.close()
-        await owner.close()
+    owner = SQLiteStore(tmp / f"remote{start}.db")
+    await owner.open()
+    server = StoreServer(owner, tmp / "store.sock", extras={"noop": _noop})
+    await server.start()
+    client = RemoteStore(server.path)
+    await client.open()
+    label = "ingest, RemoteStore -> SQLiteStore"
+    row = await _drive(label, lambda i: client.ingest(_event(start + i)), events, callers)
+    rows.append((*row[:4], owner.stats.rows / max(1, owner.stats.batches)))
+    rows.append(
+        await _drive("no-op call, RemoteStore", lambda i: client.call("noop"), events * 5, callers)
+    )
+    await client.close()
+    await server.close()
+    await owner.close()
     return rows
 
 
+async def main(events: int, callers: int, rounds: int) -> list[Row]:
+    """Best of ``rounds`` per row: the disk's fsync time and other load on the
+    machine only ever make a run slower."""
+    best: dict[str, Row] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(rounds):
+            for row in await _round(Path(tmp), events, callers, n * events):
+                if row[0] not in best or row[2] > best[row[0]][2]:
+                    best[row[0]] = row
+    return list(best.values())
+
+
 def report(rows: list[Row], callers: int, loop: str) -> None:
-    print(f"\n{callers} concurrent callers, unique 1 KiB events, one process, {loop}\n")
+    print(f"\n{callers} concurrent callers, unique 1 KiB events, one process, {loop}, best run\n")
     print("| calls | n | calls/s | CPU µs/call | mean batch |")
     print("| --- | --- | --- | --- | --- |")
     for label, n, rate, cpu, batch in rows:
@@ -90,7 +95,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     runner = uvloop.run if args.loop == "uvloop" else asyncio.run
-    report(runner(main(args.events, args.callers)), args.callers, args.loop)
+    report(runner(main(args.events, args.callers, args.rounds)), args.callers, args.loop)
