@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -14,17 +13,17 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from relay import config as config_mod
 from relay import logging as relay_logging
 from relay.admin import build_admin_app
-from relay.admin_api import find_orphans
 from relay.config import Config
 from relay.dispatcher import Dispatcher
-from relay.errors import ConfigError, RelayError, StoreError, StoreUnavailable
+from relay.errors import RelayError, StoreError, StoreUnavailable
+from relay.housekeeping import background, housekeeping, report_orphans
 from relay.ingress import add_routes
 from relay.limits import ConnectionGuard
 from relay.logging import get_logger
 from relay.metrics import Metrics
+from relay.reload import reload
 from relay.runtime import RELAY, Relay
 from relay.sdnotify import Notifier, watchdog_interval
 from relay.store import open_store_for_url
@@ -35,12 +34,6 @@ DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
 GUARD: Final = web.AppKey("guard", ConnectionGuard)
 # Set when a background task dies: the service must stop with a non-zero exit.
 FAILED: Final = web.AppKey("failed", asyncio.Future[BaseException])
-# Backpressure counts are kept in memory and re-read from the store this often:
-# a COUNT over a million pending rows is not free (it holds the store's thread).
-COUNT_INTERVAL: Final = 30.0
-TICK: Final = 2.0
-LEASE_SWEEP_INTERVAL: Final = 30.0
-PURGE_BATCH: Final = 500
 CUT_OFF_MARGIN: Final = 1.0
 # Workers: how often backpressure counts are re-read from the owner (in memory there).
 BACKLOG_REFRESH: Final = 1.0
@@ -174,28 +167,6 @@ async def _housekeeping(app: web.Application) -> None:
     await housekeeping(app[RELAY])
 
 
-async def housekeeping(relay: Relay) -> None:
-    """Backpressure counts, expired leases, retention: small steps, never a long lock."""
-    loop = asyncio.get_running_loop()
-    next_sweep = next_purge = next_count = loop.time()
-    while True:
-        await asyncio.sleep(TICK)
-        try:
-            if loop.time() >= next_count:
-                next_count = loop.time() + COUNT_INTERVAL
-                counts = await relay.store.undelivered_counts()
-                relay.undelivered = {route: float(n) for route, n in counts.items()}
-            if loop.time() >= next_sweep:
-                next_sweep = loop.time() + LEASE_SWEEP_INTERVAL
-                if n := await relay.store.release_expired_leases():
-                    log.warning("leases_recovered", deliveries=n)
-            if loop.time() >= next_purge:
-                next_purge = loop.time() + relay.config.storage.cleanup_interval
-                await purge_once(relay)
-        except StoreError as exc:
-            log.error("housekeeping_failed", error=str(exc))
-
-
 async def _refresh_backlog(app: web.Application) -> None:
     """Worker: the owner keeps the exact counts (it sees every ingest and finish); ours
     only add this worker's own ingests between two refreshes."""
@@ -206,30 +177,6 @@ async def _refresh_backlog(app: web.Application) -> None:
             relay.undelivered = dict(await relay.store.call("undelivered"))  # type: ignore[attr-defined]
         except StoreError as exc:
             log.error("backlog_refresh_failed", error=str(exc))
-
-
-async def purge_once(relay: Relay) -> int:
-    """One retention pass in bounded batches, yielding between them so ingest keeps going."""
-    st = relay.config.storage
-    now = relay.store.clock()
-    total = 0
-    while (
-        n := await relay.store.purge_expired(
-            now - st.dedupe_window, now - st.dead_retention, PURGE_BATCH
-        )
-    ) > 0:
-        total += n
-        if n < PURGE_BATCH:
-            break
-        await asyncio.sleep(0)
-    if st.payload_retention is not None:
-        while (
-            n := await relay.store.drop_payloads(now - st.payload_retention, PURGE_BATCH)
-        ) == PURGE_BATCH:
-            await asyncio.sleep(0)
-    if total:
-        log.info("events_purged", count=total)
-    return total
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -342,83 +289,6 @@ def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
         path,
         notifier,
         lambda: app[DISPATCHER].set_routes(list(app[RELAY].routes.values())),
-    )
-
-
-def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], None]) -> bool:
-    """SIGHUP: re-read the file; a bad file is refused and the old config stays.
-
-    Runs between two event-loop steps, so no request sees half a reload: one
-    that started keeps the route it matched, the next one matches the new set.
-    Events of a removed route stay pending in the store and are reported.
-    ``applied`` runs once the new routes are in (the dispatcher follows them).
-    """
-    notifier.reloading()
-    before = relay.routes
-    try:
-        new = config_mod.load(path)
-        # Build every route before touching anything: a failure leaves the old config whole.
-        relay.set_routes(new.routes)
-    except ConfigError as exc:
-        _refuse(relay, notifier, exc.errors)
-        return False
-    except Exception as exc:  # e.g. a secret the signature scheme cannot decode
-        relay.routes = before
-        _refuse(relay, notifier, [f"{type(exc).__name__}: {exc}"])
-        return False
-    # Listeners, storage, limits (aiohttp's body cap, the connection guard), log
-    # set-up and the runner's grace are fixed at start: only routes reload.
-    ignored = [
-        f.name
-        for f in dataclasses.fields(new)
-        if f.name != "routes" and getattr(new, f.name) != getattr(relay.config, f.name)
-    ]
-    if ignored:
-        log.warning("reload_needs_restart", settings=ignored)
-    relay.config = dataclasses.replace(relay.config, routes=new.routes)
-    applied()
-    relay.metrics.record_reload(True)
-    log.info("config_reloaded", routes=[r.name for r in new.routes])
-    notifier.ready(f"serving {len(new.routes)} routes")
-    background(report_orphans(relay, "reload_orphaned_events"))
-    return True
-
-
-def _refuse(relay: Relay, notifier: Notifier, errors: list[str]) -> None:
-    relay.metrics.record_reload(False, errors)
-    log.error("reload_refused", errors=errors)
-    notifier.ready("reload refused: config invalid; the previous config stays")
-
-
-_TASKS: set[asyncio.Task[None]] = set()
-
-
-def background(coro: Coroutine[Any, Any, None]) -> None:
-    """A fire-and-forget task, referenced until done so it is not collected."""
-    task = asyncio.ensure_future(coro)
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
-
-
-async def report_orphans(relay: Relay, event: str) -> None:
-    """Log (and gauge) deliveries left pending by routes or upstreams no longer configured."""
-    try:
-        orphans = await find_orphans(relay)
-    except StoreError as exc:
-        log.error("orphan_count_failed", error=str(exc))
-        return
-    relay.metrics.set_orphans(orphans)
-    if not orphans:
-        return
-    per_route: dict[str, int] = {}
-    for (route, _), n in orphans.items():
-        per_route[route] = per_route.get(route, 0) + n
-    log.warning(
-        event,
-        deliveries=sum(orphans.values()),
-        routes=per_route,
-        upstreams=[{"route": r, "upstream": u, "deliveries": n} for (r, u), n in orphans.items()],
-        hint="they stay pending: restore the route or upstream to deliver them, or purge them",
     )
 
 

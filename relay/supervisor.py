@@ -34,11 +34,13 @@ from relay import logging as relay_logging
 from relay.admin import build_admin_app
 from relay.config import Config
 from relay.errors import RelayError
+from relay.housekeeping import background, housekeeping, report_orphans
 from relay.logging import get_logger
 from relay.metrics import Metrics, worker_env
+from relay.reload import reload
 from relay.runtime import Relay
 from relay.sdnotify import Notifier
-from relay.service import background, housekeeping, reload, report_orphans, start_watchdog
+from relay.service import start_watchdog
 from relay.store import open_store_for_url
 from relay.store.base import Ingested, Lease, Outcome
 from relay.store.rpc import StoreServer

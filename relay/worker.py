@@ -26,6 +26,7 @@ from relay import logging as relay_logging
 from relay.errors import ConfigError, RelayError
 from relay.logging import get_logger
 from relay.metrics import Metrics
+from relay.reload import reload
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
 from relay.service import (
@@ -34,7 +35,6 @@ from relay.service import (
     FAILED,
     GUARD,
     build_app,
-    reload,
     run_loop,
 )
 from relay.store.remote import RemoteStore

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.housekeeping import purge_once
 from relay.runtime import RELAY
-from relay.service import purge_once
 from relay.store.base import EventFilter
 from tests.integration.conftest import Backend, RelayFactory, dispatcher_of
 

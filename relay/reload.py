@@ -1,0 +1,61 @@
+"""SIGHUP: re-read the config file and apply its routes, or refuse it whole."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from relay import config as config_mod
+from relay.errors import ConfigError
+from relay.housekeeping import background, report_orphans
+from relay.logging import get_logger
+from relay.runtime import Relay
+from relay.sdnotify import Notifier
+
+log = get_logger()
+
+
+def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], None]) -> bool:
+    """SIGHUP: re-read the file; a bad file is refused and the old config stays.
+
+    Runs between two event-loop steps, so no request sees half a reload: one
+    that started keeps the route it matched, the next one matches the new set.
+    Events of a removed route stay pending in the store and are reported.
+    ``applied`` runs once the new routes are in (the dispatcher follows them).
+    """
+    notifier.reloading()
+    before = relay.routes
+    try:
+        new = config_mod.load(path)
+        # Build every route before touching anything: a failure leaves the old config whole.
+        relay.set_routes(new.routes)
+    except ConfigError as exc:
+        _refuse(relay, notifier, exc.errors)
+        return False
+    except Exception as exc:  # e.g. a secret the signature scheme cannot decode
+        relay.routes = before
+        _refuse(relay, notifier, [f"{type(exc).__name__}: {exc}"])
+        return False
+    # Listeners, storage, limits (aiohttp's body cap, the connection guard), log
+    # set-up and the runner's grace are fixed at start: only routes reload.
+    ignored = [
+        f.name
+        for f in dataclasses.fields(new)
+        if f.name != "routes" and getattr(new, f.name) != getattr(relay.config, f.name)
+    ]
+    if ignored:
+        log.warning("reload_needs_restart", settings=ignored)
+    relay.config = dataclasses.replace(relay.config, routes=new.routes)
+    applied()
+    relay.metrics.record_reload(True)
+    log.info("config_reloaded", routes=[r.name for r in new.routes])
+    notifier.ready(f"serving {len(new.routes)} routes")
+    background(report_orphans(relay, "reload_orphaned_events"))
+    return True
+
+
+def _refuse(relay: Relay, notifier: Notifier, errors: list[str]) -> None:
+    relay.metrics.record_reload(False, errors)
+    log.error("reload_refused", errors=errors)
+    notifier.ready("reload refused: config invalid; the previous config stays")
