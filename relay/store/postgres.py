@@ -49,6 +49,7 @@ rows at the same time:
 
 Needs PostgreSQL 11+ (``hashtextextended``). Prepared statements are cached
 per connection: a pooler in front must keep sessions (pgbouncer session mode).
+Inspection, replay and retention are in ``postgres_ops``.
 """
 
 from __future__ import annotations
@@ -66,17 +67,15 @@ from relay.store.base import (
     Acquired,
     Attempt,
     Clock,
-    EventFilter,
-    EventInfo,
     Ingested,
     Lease,
     NewEvent,
     Outcome,
-    RouteBacklog,
     StoredResponse,
     SyncClaim,
 )
 from relay.store.batch import BatchStats, GroupCommitter
+from relay.store.postgres_ops import PostgresOperations
 from relay.store.postgres_pool import Database, affected
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
@@ -86,7 +85,7 @@ def _token() -> str:
     return secrets.token_hex(16)
 
 
-class PostgresStore:
+class PostgresStore(PostgresOperations):
     """``relay.store.base.Store`` on a PostgreSQL database shared by replicas.
 
     ``tuning``: ``max_batch`` (group commit) and the pool's ``min_size``,
@@ -356,88 +355,6 @@ class PostgresStore:
 
     async def release_sync(self, event_id: int, token: str) -> bool:
         return await self.db.run(q.RELEASE_SYNC, event_id, token) == 1
-
-    # --- operations -------------------------------------------------------------
-
-    async def get_event(self, event_id: int) -> EventInfo | None:
-        async def work(conn: Any) -> EventInfo | None:
-            row = await conn.fetchrow(q.SELECT_EVENTS + " WHERE e.id = $1", event_id)
-            if row is None:
-                return None
-            deliveries = await conn.fetch(q.DELIVERIES_OF, [event_id])
-            attempts = await conn.fetch(q.ATTEMPTS_OF, event_id)
-            return rowmap.event_info(row, deliveries, attempts)
-
-        return await self.db.tx(work, snapshot=True)
-
-    async def list_events(
-        self, flt: EventFilter, limit: int, before_id: int | None = None
-    ) -> list[EventInfo]:
-        params: list[Any] = []
-        where = q.filter_sql(flt, params)
-        if before_id is not None:
-            params.append(before_id)
-            where += f" AND e.id < ${len(params)}"
-        params.append(limit)
-        sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ${len(params)}"
-
-        async def work(conn: Any) -> tuple[list[Any], list[Any]]:
-            rows = list(await conn.fetch(sql, *params))
-            ids = [int(r["id"]) for r in rows]
-            return rows, list(await conn.fetch(q.DELIVERIES_OF, ids)) if ids else []
-
-        rows, deliveries = await self.db.tx(work, snapshot=True)
-        by_event: dict[int, list[Any]] = {}
-        for d in deliveries:
-            by_event.setdefault(int(d["event_id"]), []).append(d)
-        return [rowmap.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
-
-    async def requeue(self, flt: EventFilter) -> int:
-        params: list[Any] = []
-        where = q.filter_sql(flt, params)
-        states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
-        params += [states, self.clock()]
-        n = len(params)
-        return await self.db.run(q.requeue(where, f"${n - 1}", f"${n}"), *params)
-
-    async def requeue_all(self, flt: EventFilter) -> int:
-        params: list[Any] = []
-        where = q.filter_sql(flt, params)
-        params.append(self.clock())
-        return await self.db.run(q.requeue_all(where, f"${len(params)}"), *params)
-
-    async def purge(self, flt: EventFilter) -> int:
-        params: list[Any] = []
-        where = q.filter_sql(flt, params)
-        return await self.db.run(q.purge(where), *params)
-
-    async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
-        async with self.db.acquire() as conn:
-            purged = affected(await conn.execute(q.PURGE_EXPIRED, seen_before, dead_before, limit))
-            await conn.execute(q.PURGE_VERSIONS, seen_before, limit)
-        return purged
-
-    async def drop_payloads(self, delivered_before: float, limit: int) -> int:
-        return await self.db.run(q.DROP_PAYLOADS, delivered_before, limit)
-
-    # --- observability ----------------------------------------------------------
-
-    async def backlog(self) -> dict[str, RouteBacklog]:
-        async def work(conn: Any) -> tuple[list[Any], list[Any]]:
-            return list(await conn.fetch(q.BACKLOG_COUNTS)), list(await conn.fetch(q.OLDEST_OPEN))
-
-        counts, oldest = await self.db.tx(work, snapshot=True)
-        by_route: dict[str, dict[str, Any]] = {}
-        for route, state, n in counts:
-            by_route.setdefault(str(route), {})[str(state)] = int(n)
-        for route, received_at in oldest:
-            by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
-        return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
-
-    async def open_deliveries(self) -> dict[tuple[str, str], int]:
-        async with self.db.acquire() as conn:
-            rows = await conn.fetch(q.OPEN_BY_UPSTREAM)
-        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
 
 async def _raise_version(conn: Any, key: tuple[str, str, str], version: str, now: float) -> None:

@@ -1,7 +1,9 @@
-"""SQL text of the PostgreSQL store (kept apart so ``postgres.py`` reads as the
-transaction logic). Every statement mirrors its SQLite twin in ``sqlite_sql.py``
-(whose row mapping both stores share, so records come out alike); the comments
-there say why each statement is shaped as it is, the ones here what differs."""
+"""SQL text of the PostgreSQL store's ingest, delivery and sync mode (kept apart
+so ``postgres.py`` reads as the transaction logic; the operations' statements
+are in ``postgres_ops_sql``). Every statement mirrors its SQLite twin in
+``sqlite_sql.py`` (whose row mapping both stores share, so records come out
+alike); the comments there say why each statement is shaped as it is, the ones
+here what differs."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from relay.store import sqlite_sql
-from relay.store.base import Attempt, EventFilter, Lease, NewEvent, Outcome
+from relay.store.base import Attempt, Lease, NewEvent, Outcome
 from relay.store.rows import headers_json
 
 
@@ -220,12 +222,6 @@ UPDATE_DELIVERED_VERSION = (
     " WHERE route = $1 AND upstream = $2 AND ordering_key = $3"
 )
 
-PURGE_VERSIONS = (
-    "DELETE FROM delivered_versions WHERE (route, upstream, ordering_key) IN"
-    " (SELECT route, upstream, ordering_key FROM delivered_versions"
-    " WHERE updated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-)
-
 # Start-up recovery on a shared database: only leases that expired, since a
 # replica cannot tell a dead holder from a live one on another host. Like the
 # SQLite recovery the lost attempt is counted; release_expired_leases (the
@@ -305,112 +301,3 @@ COMPLETE_SYNC = (
 )
 
 RELEASE_SYNC = "DELETE FROM events WHERE id = $1 AND lease_token = $2 AND sync_state = 'in_flight'"
-
-# --- operations ---------------------------------------------------------------
-
-SELECT_EVENTS = (
-    "SELECT e.id, e.route, e.key, e.key_source, e.fingerprint, e.received_at, e.last_seen_at,"
-    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state"
-    " FROM events AS e"
-)
-
-DELIVERIES_OF = (
-    "SELECT id, event_id, upstream, state, attempts, next_attempt_at, last_status,"
-    " last_error, reason, updated_at FROM deliveries WHERE event_id = ANY($1::bigint[])"
-    " ORDER BY id"
-)
-
-ATTEMPTS_OF = (
-    "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status, a.error"
-    " FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
-    " WHERE d.event_id = $1 ORDER BY a.id"
-)
-
-
-def filter_sql(flt: EventFilter, params: list[Any]) -> str:
-    """A WHERE clause over ``events AS e``; its values are appended to ``params``."""
-
-    def arg(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
-    clauses = ["TRUE"]
-    for column, op, value in (
-        ("e.route", "=", flt.route),
-        ("e.key", "=", flt.key),
-        ("e.received_at", ">=", flt.since),
-        ("e.received_at", "<", flt.until),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} {arg(value)}")
-    if flt.ids is not None:
-        clauses.append(f"e.id = ANY({arg(list(flt.ids))}::bigint[])" if flt.ids else "FALSE")
-    if flt.state is not None:
-        clauses.append(
-            "EXISTS (SELECT 1 FROM deliveries AS d"
-            f" WHERE d.event_id = e.id AND d.state = {arg(flt.state)})"
-        )
-    return " AND ".join(clauses)
-
-
-def requeue(where: str, states: str, now: str) -> str:
-    return (
-        f"UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = {now},"
-        f" reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = {now},"
-        f" created_at = {now} WHERE state = ANY({states}::text[])"
-        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where})"
-    )
-
-
-def requeue_all(where: str, now: str) -> str:
-    return (
-        f"UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = {now},"
-        " reason = NULL, lease_token = NULL, lease_expires = NULL, delivered_at = NULL,"
-        f" updated_at = {now}, created_at = {now} WHERE state <> 'in_flight'"
-        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where} AND e.body IS NOT NULL)"
-    )
-
-
-_NO_OPEN_WORK = (
-    "NOT EXISTS (SELECT 1 FROM deliveries AS d"
-    " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
-)
-
-
-# Portable SQL: the same statement as SQLite's (``where`` carries the dialect's
-# placeholders).
-purge = sqlite_sql.purge
-
-
-# $1 seen_before, $2 dead_before, $3 limit. SKIP LOCKED: replicas running
-# retention at the same time split the work instead of queueing on each other's
-# rows (or on a row an ingest is reviving right now).
-PURGE_EXPIRED = (
-    "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
-    " WHERE e.last_seen_at < greatest($1::float8, $2::float8) AND ("
-    f"  (e.sync_state IS NULL AND {_NO_OPEN_WORK} AND ("
-    "   (e.last_seen_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
-    "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale')))"
-    "   OR (e.last_seen_at < $2 AND EXISTS (SELECT 1 FROM deliveries AS d"
-    "     WHERE d.event_id = e.id AND d.state = 'dead'))))"
-    "  OR (e.sync_state = 'completed' AND e.last_seen_at < $1)"
-    "  OR (e.sync_state = 'in_flight' AND e.lease_expires < $1 AND e.last_seen_at < $1))"
-    " LIMIT $3 FOR UPDATE SKIP LOCKED)"
-)
-
-# $1 delivered_before, $2 limit.
-DROP_PAYLOADS = (
-    "UPDATE events SET body = NULL WHERE id IN (SELECT e.id FROM events AS e"
-    " WHERE e.received_at < $1 AND e.body IS NOT NULL AND e.sync_state IS NULL"
-    " AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id"
-    "  AND (d.state <> 'delivered' OR d.delivered_at >= $1))"
-    " LIMIT $2 FOR UPDATE SKIP LOCKED)"
-)
-
-# --- observability ------------------------------------------------------------
-
-# Portable SQL, the same statements as SQLite's.
-BACKLOG_COUNTS = sqlite_sql.BACKLOG_COUNTS
-OLDEST_OPEN = sqlite_sql.OLDEST_OPEN
-OPEN_BY_UPSTREAM = sqlite_sql.OPEN_BY_UPSTREAM

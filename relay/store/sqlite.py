@@ -5,7 +5,8 @@ One connection on one thread (``sqlite_thread``) in WAL mode with
 method's transaction is one function run on that thread, so transactions never
 interleave. Queue-mode ingests and delivery finishes are group-committed
 (``relay.store.batch``); leases and sync claims commit without an fsync,
-because start-up recovery rebuilds them anyway.
+because start-up recovery rebuilds them anyway. Sync mode is in
+``sqlite_sync``, inspection and retention in ``sqlite_ops``.
 """
 
 from __future__ import annotations
@@ -17,26 +18,24 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from relay import versions
 from relay.errors import StoreUnavailable
 from relay.store import rows as rowmap
 from relay.store import sqlite_sql as q
 from relay.store.base import (
-    Acquired,
     Attempt,
     Clock,
     Ingested,
     Lease,
     NewEvent,
     Outcome,
-    StoredResponse,
-    SyncClaim,
 )
 from relay.store.batch import BatchStats, GroupCommitter
 from relay.store.migrate import load_migrations, migrate_sqlite
 from relay.store.sqlite_ops import SQLiteOperations
+from relay.store.sqlite_sync import SQLiteSyncMode
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
 # for RETURNING).
@@ -45,15 +44,13 @@ _MAX_BATCH = _MAX_VARIABLES // q.EVENT_PARAMS
 
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
-_Complete = tuple[int, str, StoredResponse]
-T = TypeVar("T")
 
 
 def _token() -> str:
     return secrets.token_hex(16)
 
 
-class SQLiteStore(SQLiteOperations):
+class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
     """``relay.store.base.Store`` on one SQLite file."""
 
     def __init__(
@@ -75,8 +72,8 @@ class SQLiteStore(SQLiteOperations):
         self._lock_fd: int | None = None
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
-        self._completer: GroupCommitter[_Complete, bool] | None = None
-        self._claimer: GroupCommitter[tuple[NewEvent, float], SyncClaim | None] | None = None
+        self._completer = None
+        self._claimer = None
         self.finish_stats = BatchStats()
 
     @classmethod
@@ -110,35 +107,20 @@ class SQLiteStore(SQLiteOperations):
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
             raise
-        self._claimer = GroupCommitter(
-            self._claim_batch,
-            max_batch=self.max_batch,
-            on_error=_unavailable,
-            closed_error=lambda: StoreUnavailable("the store is closed"),
-            stats=BatchStats(),
-        )
-        self._completer = GroupCommitter(
-            self._complete_batch,
-            max_batch=self.max_batch,
-            on_error=_unavailable,
-            closed_error=lambda: StoreUnavailable("the store is closed"),
-            stats=BatchStats(),
-        )
-        self._finisher = GroupCommitter(
-            self._finish_batch,
-            max_batch=self.max_batch,
-            on_error=_unavailable,
-            closed_error=lambda: StoreUnavailable("the store is closed"),
-            stats=self.finish_stats,
-        )
-        self._batcher = GroupCommitter(
-            self._commit_batch,
-            max_batch=self.max_batch,
-            on_error=_unavailable,
-            closed_error=lambda: StoreUnavailable("the store is closed"),
-            stats=self.stats,
-        )
+        self._claimer = self._committer(self._claim_batch, BatchStats())
+        self._completer = self._committer(self._complete_batch, BatchStats())
+        self._finisher = self._committer(self._finish_batch, self.finish_stats)
+        self._batcher = self._committer(self._commit_batch, self.stats)
         self._batcher.start()
+
+    def _committer(self, commit: Any, stats: BatchStats) -> GroupCommitter[Any, Any]:
+        return GroupCommitter(
+            commit,
+            max_batch=self.max_batch,
+            on_error=_unavailable,
+            closed_error=lambda: StoreUnavailable("the store is closed"),
+            stats=stats,
+        )
 
     def _connect(self) -> sqlite3.Connection:
         """On the store's thread: connect, set the pragmas, migrate."""
@@ -389,66 +371,6 @@ class SQLiteStore(SQLiteOperations):
 
     async def release_expired_leases(self) -> int:
         return await self._one(q.RELEASE_EXPIRED, {"now": self.clock()})
-
-    # --- sync mode --------------------------------------------------------------
-
-    async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
-        if self._claimer is None:
-            raise StoreUnavailable("the store is not open")
-        # A round yields None only if the row vanished between its two statements
-        # (its holder released it); the next round inserts afresh.
-        for _ in range(16):
-            claim = await self._claimer.submit((event, lease_ttl))
-            if claim is not None:
-                return claim
-        raise StoreUnavailable(f"sync claim of {event.route}/{event.key} kept changing hands")
-
-    async def _claim_batch(self, items: Sequence[tuple[NewEvent, float]]) -> list[SyncClaim | None]:
-        def one(c: sqlite3.Connection, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
-            now, token = self.clock(), _token()
-            params = q.event_params(event, now, 0, 0, token)
-            row = c.execute(q.CLAIM_SYNC, [*params, token, now + lease_ttl, now]).fetchone()
-            if row is not None:
-                return Acquired(int(row["id"]), token, row["claim_token"] != token)
-            dup = (now, event.fingerprint, event.route, event.key)
-            row = c.execute(q.COUNT_SYNC_DUPLICATE, dup).fetchone()
-            return rowmap.sync_claim_from_row(row) if row is not None else None
-
-        def run(c: sqlite3.Connection) -> list[SyncClaim | None]:
-            # In order, in one transaction: a second claim of a key in the same
-            # batch sees the first one's row and is Busy.
-            return [one(c, event, ttl) for event, ttl in items]
-
-        # Group-committed, without an fsync: start-up recovery frees every claim
-        # a crash leaves behind.
-        return await self._tx(run, sync="NORMAL")
-
-    async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
-        rows = await self._rows(q.PEEK_SYNC, (route, key))
-        return rowmap.sync_claim_from_row(rows[0]) if rows else None
-
-    async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
-        # Group-committed: the answer is stored durably, one fsync per batch of
-        # concurrent completions instead of one per request.
-        if self._completer is None:
-            raise StoreUnavailable("the store is not open")
-        return await self._completer.submit((event_id, token, response))
-
-    async def _complete_batch(self, items: Sequence[_Complete]) -> list[bool]:
-        def run(c: sqlite3.Connection) -> list[bool]:
-            return [
-                c.execute(
-                    q.COMPLETE_SYNC,
-                    (r.status, r.content_type, r.body, int(r.body_omitted), event_id, token),
-                ).rowcount
-                == 1
-                for event_id, token, r in items
-            ]
-
-        return await self._tx(run)
-
-    async def release_sync(self, event_id: int, token: str) -> bool:
-        return await self._one(q.RELEASE_SYNC, (event_id, token)) == 1
 
 
 def _unavailable(exc: BaseException) -> BaseException:

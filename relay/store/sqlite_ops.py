@@ -6,7 +6,7 @@ import sqlite3
 from typing import Any
 
 from relay.store import rows as rowmap
-from relay.store import sqlite_sql as q
+from relay.store import sqlite_ops_sql as q
 from relay.store.base import EventFilter, EventInfo, RouteBacklog
 from relay.store.sqlite_thread import SQLiteAccess
 

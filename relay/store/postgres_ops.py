@@ -1,0 +1,98 @@
+"""Inspection, replay and retention on the PostgreSQL store (admin API, housekeeping)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.store import postgres_ops_sql as q
+from relay.store import rows as rowmap
+from relay.store.base import Clock, EventFilter, EventInfo, RouteBacklog
+from relay.store.postgres_pool import Database, affected
+
+
+class PostgresOperations:
+    # Set by PostgresStore.__init__.
+    db: Database
+    clock: Clock
+
+    # --- operations -------------------------------------------------------------
+
+    async def get_event(self, event_id: int) -> EventInfo | None:
+        async def work(conn: Any) -> EventInfo | None:
+            row = await conn.fetchrow(q.SELECT_EVENTS + " WHERE e.id = $1", event_id)
+            if row is None:
+                return None
+            deliveries = await conn.fetch(q.DELIVERIES_OF, [event_id])
+            attempts = await conn.fetch(q.ATTEMPTS_OF, event_id)
+            return rowmap.event_info(row, deliveries, attempts)
+
+        return await self.db.tx(work, snapshot=True)
+
+    async def list_events(
+        self, flt: EventFilter, limit: int, before_id: int | None = None
+    ) -> list[EventInfo]:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        if before_id is not None:
+            params.append(before_id)
+            where += f" AND e.id < ${len(params)}"
+        params.append(limit)
+        sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ${len(params)}"
+
+        async def work(conn: Any) -> tuple[list[Any], list[Any]]:
+            rows = list(await conn.fetch(sql, *params))
+            ids = [int(r["id"]) for r in rows]
+            return rows, list(await conn.fetch(q.DELIVERIES_OF, ids)) if ids else []
+
+        rows, deliveries = await self.db.tx(work, snapshot=True)
+        by_event: dict[int, list[Any]] = {}
+        for d in deliveries:
+            by_event.setdefault(int(d["event_id"]), []).append(d)
+        return [rowmap.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+
+    async def requeue(self, flt: EventFilter) -> int:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
+        params += [states, self.clock()]
+        n = len(params)
+        return await self.db.run(q.requeue(where, f"${n - 1}", f"${n}"), *params)
+
+    async def requeue_all(self, flt: EventFilter) -> int:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        params.append(self.clock())
+        return await self.db.run(q.requeue_all(where, f"${len(params)}"), *params)
+
+    async def purge(self, flt: EventFilter) -> int:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        return await self.db.run(q.purge(where), *params)
+
+    async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
+        async with self.db.acquire() as conn:
+            purged = affected(await conn.execute(q.PURGE_EXPIRED, seen_before, dead_before, limit))
+            await conn.execute(q.PURGE_VERSIONS, seen_before, limit)
+        return purged
+
+    async def drop_payloads(self, delivered_before: float, limit: int) -> int:
+        return await self.db.run(q.DROP_PAYLOADS, delivered_before, limit)
+
+    # --- observability ----------------------------------------------------------
+
+    async def backlog(self) -> dict[str, RouteBacklog]:
+        async def work(conn: Any) -> tuple[list[Any], list[Any]]:
+            return list(await conn.fetch(q.BACKLOG_COUNTS)), list(await conn.fetch(q.OLDEST_OPEN))
+
+        counts, oldest = await self.db.tx(work, snapshot=True)
+        by_route: dict[str, dict[str, Any]] = {}
+        for route, state, n in counts:
+            by_route.setdefault(str(route), {})[str(state)] = int(n)
+        for route, received_at in oldest:
+            by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
+        return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
+
+    async def open_deliveries(self) -> dict[tuple[str, str], int]:
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(q.OPEN_BY_UPSTREAM)
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}

@@ -1,0 +1,147 @@
+"""SQL text of the SQLite store's operations (``sqlite_ops``): inspection,
+replay, retention and the backlog figures. Ingest, delivery and sync-mode
+statements are in ``sqlite_sql``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from relay.store.base import EventFilter
+from relay.store.sqlite_sql import marks
+
+# --- operations ---------------------------------------------------------------
+
+SELECT_EVENTS = (
+    "SELECT e.id, e.route, e.key, e.key_source, e.fingerprint, e.received_at, e.last_seen_at,"
+    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state"
+    " FROM events AS e"
+)
+
+
+@lru_cache(maxsize=64)
+def deliveries_of(events: int) -> str:
+    return (
+        "SELECT id, event_id, upstream, state, attempts, next_attempt_at, last_status,"
+        f" last_error, reason, updated_at FROM deliveries WHERE event_id IN ({marks(events)})"
+        " ORDER BY id"
+    )
+
+
+ATTEMPTS_OF = (
+    "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status, a.error"
+    " FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
+    " WHERE d.event_id = ? ORDER BY a.id"
+)
+
+
+def filter_sql(flt: EventFilter) -> tuple[str, list[Any]]:
+    """A WHERE clause over ``events AS e`` and its parameters."""
+    clauses = ["1"]
+    params: list[Any] = []
+    for column, op, value in (
+        ("e.route", "=", flt.route),
+        ("e.key", "=", flt.key),
+        ("e.received_at", ">=", flt.since),
+        ("e.received_at", "<", flt.until),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    if flt.ids is not None:
+        clauses.append(f"e.id IN ({marks(len(flt.ids))})" if flt.ids else "0")
+        params += flt.ids
+    if flt.state is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id AND d.state = ?)"
+        )
+        params.append(flt.state)
+    return " AND ".join(clauses), params
+
+
+def requeue(where: str, states: int) -> str:
+    return (
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?, created_at = ?"
+        f" WHERE state IN ({marks(states)})"
+        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where})"
+    )
+
+
+def requeue_all(where: str) -> str:
+    # In-flight deliveries are left to their lease holder; a dropped payload
+    # cannot be forwarded again.
+    return (
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+        " reason = NULL, lease_token = NULL, lease_expires = NULL, delivered_at = NULL,"
+        " updated_at = ?, created_at = ?"
+        " WHERE state <> 'in_flight'"
+        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where} AND e.body IS NOT NULL)"
+    )
+
+
+_NO_OPEN_WORK = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS d"
+    " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
+)
+
+
+def purge(where: str) -> str:
+    return (
+        "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
+        f" WHERE {where} AND coalesce(e.sync_state, '') <> 'in_flight' AND {_NO_OPEN_WORK})"
+    )
+
+
+# The remembered versions live as long as the keys they order (dedupe_window).
+PURGE_VERSIONS = (
+    "DELETE FROM delivered_versions WHERE (route, upstream, ordering_key) IN"
+    " (SELECT route, upstream, ordering_key FROM delivered_versions"
+    " WHERE updated_at < :seen LIMIT :limit)"
+)
+
+# The leading last_seen_at bound lets the index drive the scan. An abandoned
+# sync claim (lease long expired, sender gone) is garbage too, not open work.
+PURGE_EXPIRED = (
+    "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
+    " WHERE e.last_seen_at < max(:seen, :dead) AND ("
+    f"  (e.sync_state IS NULL AND {_NO_OPEN_WORK} AND ("
+    "   (e.last_seen_at < :seen AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
+    "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale')))"
+    "   OR (e.last_seen_at < :dead AND EXISTS (SELECT 1 FROM deliveries AS d"
+    "     WHERE d.event_id = e.id AND d.state = 'dead'))))"
+    "  OR (e.sync_state = 'completed' AND e.last_seen_at < :seen)"
+    "  OR (e.sync_state = 'in_flight' AND e.lease_expires < :seen AND e.last_seen_at < :seen))"
+    " LIMIT :limit)"
+)
+
+DROP_PAYLOADS = (
+    "UPDATE events SET body = NULL WHERE id IN (SELECT e.id FROM events AS e"
+    " WHERE e.received_at < :before AND e.body IS NOT NULL AND e.sync_state IS NULL"
+    " AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id"
+    "  AND (d.state <> 'delivered' OR d.delivered_at >= :before))"
+    " LIMIT :limit)"
+)
+
+
+# --- observability ------------------------------------------------------------
+
+# Both scan only the (state, route, event_id) index over open and dead rows,
+# never the delivered history.
+BACKLOG_COUNTS = (
+    "SELECT route, state, count(DISTINCT event_id) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, route"
+)
+
+# Ids grow with arrival, so the smallest open event id is the oldest open event.
+OLDEST_OPEN = (
+    "SELECT m.route, e.received_at FROM (SELECT route, min(event_id) AS first FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route) AS m"
+    " JOIN events AS e ON e.id = m.first"
+)
+
+OPEN_BY_UPSTREAM = (
+    "SELECT route, upstream, count(*) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"
+)
