@@ -31,7 +31,8 @@ from relay.store.base import (
     StoredResponse,
     SyncClaim,
 )
-from relay.store.rpc import HELLO, VERSION, FrameProtocol, rebuild_error
+from relay.store.rpc import HELLO, VERSION
+from relay.store.rpc_wire import FrameProtocol, rebuild_error
 
 log = get_logger()
 
