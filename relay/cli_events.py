@@ -1,6 +1,6 @@
 """``webhook-relay events …`` and ``webhook-relay status``: the admin API from a shell.
 
-Tables for people, ``--json`` for scripts. HTTP with urllib (no dependency).
+Tables for people (``cli_render``), ``--json`` for scripts. HTTP with urllib (no dependency).
 The admin URL comes from ``--admin-url``, else the config's ``admin.listen``;
 the bearer token from ``--token-env NAME``, else the config's
 ``admin.token_env``, else ``RELAY_ADMIN_TOKEN``, else the config's
@@ -16,11 +16,13 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
+
+from relay.cli_render import render_event, render_list, render_status
 
 DEFAULT_ADMIN: Final = "127.0.0.1:9090"
 TOKEN_ENV: Final = "RELAY_ADMIN_TOKEN"
@@ -132,148 +134,6 @@ class AdminClient:
         """GET a ``next`` link as the API gave it (a path with its query)."""
         path, _, qs = next_link.partition("?")
         return self.call("GET", path, dict(urllib.parse.parse_qsl(qs)))
-
-
-# --- rendering -------------------------------------------------------------------
-
-
-def _short_time(iso: str | None) -> str:
-    return "-" if not iso else iso.replace("T", " ")[:19] + "Z"
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    return "\n".join(lines)
-
-
-def _last(event: dict[str, Any]) -> str:
-    for d in event.get("deliveries", []):
-        if d.get("last_status") is not None:
-            return str(d["last_status"])
-        if d.get("last_error"):
-            return _cut(str(d["last_error"]), 30)
-    return "-"
-
-
-def render_list(doc: dict[str, Any]) -> str:
-    rows = [
-        (
-            e["id"],
-            e["route"],
-            e["state"],
-            _cut(e["key"], 40),
-            _short_time(e["received_at"]),
-            e["duplicates"],
-            sum(d["attempts"] for d in e.get("deliveries", [])),
-            _last(e),
-        )
-        for e in doc["events"]
-    ]
-    out = table(("ID", "ROUTE", "STATE", "KEY", "RECEIVED", "DUPS", "ATTEMPTS", "LAST"), rows)
-    if not rows:
-        out = "no events match"
-    if doc.get("next_before_id"):
-        out += f"\n(more: --before-id {doc['next_before_id']}, or --all-pages)"
-    return out
-
-
-def render_event(e: dict[str, Any]) -> str:
-    lines = [
-        f"event {e['id']}  route {e['route']}  state {e['state']}  ({e['mode']} mode)",
-        f"key          {e['key']}  ({e['key_source']})",
-        f"received     {_short_time(e['received_at'])}  last seen {_short_time(e['last_seen_at'])}",
-        f"dedupe       {e['dedupe']['explanation']}",
-        f"fingerprint  {e['fingerprint']}",
-        f"request      {e['method']} {e['path']}{'?' + e['query'] if e['query'] else ''}",
-    ]
-    if e["deliveries"]:
-        lines += ["", "deliveries:"]
-        lines.append(
-            table(
-                ("ID", "UPSTREAM", "STATE", "ATTEMPTS", "LAST", "REASON / NEXT"),
-                [
-                    (
-                        d["id"],
-                        d["upstream"],
-                        d["state"],
-                        d["attempts"],
-                        d["last_status"] if d["last_status"] is not None else d["last_error"],
-                        d["reason"] or _short_time(d["next_attempt_at"]),
-                    )
-                    for d in e["deliveries"]
-                ],
-            )
-        )
-    if e.get("attempts"):
-        lines += ["", "attempts:"]
-        lines.append(
-            table(
-                ("DELIVERY", "STARTED", "MS", "STATUS", "ERROR"),
-                [
-                    (
-                        a["delivery_id"],
-                        _short_time(a["started_at"]),
-                        a["duration_ms"],
-                        a["status"],
-                        a["error"],
-                    )
-                    for a in e["attempts"]
-                ],
-            )
-        )
-    lines += ["", "headers:"] + [f"  {k}: {v}" for k, v in e["headers"]]
-    body = e["body"]
-    lines.append("")
-    if body["dropped"]:
-        lines.append("body: dropped by payload retention")
-    elif body["preview"] is None:
-        lines.append(f"body: {body['size']} bytes, not UTF-8 (use --json for base64)")
-    else:
-        more = " (truncated)" if body["preview_truncated"] else ""
-        lines.append(f"body: {body['size']} bytes{more}")
-        lines.append(body["preview"])
-    return "\n".join(lines)
-
-
-def render_status(doc: dict[str, Any]) -> str:
-    head = f"webhook-relay {doc['version']}{'  DRAINING' if doc['draining'] else ''}"
-    rows = [
-        (
-            r["name"],
-            r["mode"],
-            r["pending"],
-            r["in_flight"],
-            r["dead"],
-            "-" if r["oldest_open_age_seconds"] is None else f"{r['oldest_open_age_seconds']:.0f}s",
-            r["path"],
-        )
-        for r in doc["routes"]
-    ]
-    out = [head, table(("ROUTE", "MODE", "PENDING", "IN_FLIGHT", "DEAD", "OLDEST", "PATH"), rows)]
-    if doc["orphaned"]:
-        out += ["", "orphaned (route or upstream no longer configured; kept pending):"]
-        out.append(
-            table(
-                ("ROUTE", "UPSTREAM", "DELIVERIES"),
-                [(o["route"], o["upstream"], o["deliveries"]) for o in doc["orphaned"]],
-            )
-        )
-    reload = doc.get("last_reload")
-    if reload:
-        out.append("")
-        out.append(
-            f"last reload {_short_time(reload['at'])}: {'ok' if reload['ok'] else 'REFUSED'}"
-        )
-        out += [f"  {line}" for line in reload["errors"]]
-    return "\n".join(out)
 
 
 def _emit(args: argparse.Namespace, doc: Any, human: Callable[[Any], str]) -> None:
