@@ -27,59 +27,71 @@ class ConnectionGuard:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.on_refused = on_refused
-        self._timers: dict[RequestHandler, asyncio.TimerHandle | None] = {}
+        # Per connection: when it began waiting for a request head (loop time), or
+        # None while a request is being handled. One sweep checks them all now and
+        # then: a timer per request would cost more than the rest of the guard.
+        self._since: dict[RequestHandler, float | None] = {}
+        self._transports: dict[RequestHandler, asyncio.Transport] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        # A head is cut between header_timeout and header_timeout + tick after it began.
+        self.tick = min(1.0, max(0.01, header_timeout / 4))
 
     @property
     def open_connections(self) -> int:
-        return len(self._timers)
+        return len(self._since)
 
     def install(self, server: Server) -> None:
         """Hook a runner's server before its sites start accepting."""
         made, lost, factory = server.connection_made, server.connection_lost, server.request_factory
+        loop = asyncio.get_running_loop()
 
         def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
             made(handler, transport)
-            if len(self._timers) >= self.max_connections:
+            if len(self._since) >= self.max_connections:
                 # Over the cap: drop at once; the sender's retry comes back later.
                 self.on_refused("max_connections")
                 transport.abort()
                 return
-            self._timers[handler] = None
-            self._arm(handler, transport)
+            self._since[handler] = loop.time()
+            self._transports[handler] = transport
+            if self._sweeper is None:
+                self._sweeper = loop.call_later(self.tick, self._sweep)
 
         def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
-            timer = self._timers.pop(handler, None)
-            if timer is not None:
-                timer.cancel()
+            self._since.pop(handler, None)
+            self._transports.pop(handler, None)
             lost(handler, exc)
 
         def request_factory(
             message: Any, payload: Any, protocol: RequestHandler, *rest: Any
         ) -> Any:
             # The request head is complete: stop the clock while it is handled.
-            timer = self._timers.get(protocol)
-            if timer is not None:
-                timer.cancel()
-                self._timers[protocol] = None
+            if protocol in self._since:
+                self._since[protocol] = None
             return factory(message, payload, protocol, *rest)
 
         server.connection_made = connection_made  # type: ignore[method-assign]
         server.connection_lost = connection_lost  # type: ignore[method-assign]
         server.request_factory = request_factory
 
-    def _arm(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+    def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-
-        def expire() -> None:
-            if handler in self._timers:
-                self.on_refused("header_timeout")
+        self._sweeper = None
+        deadline = loop.time() - self.header_timeout
+        late = [h for h, since in self._since.items() if since is not None and since <= deadline]
+        for handler in late:
+            transport = self._transports.get(handler)
+            self._since.pop(handler, None)
+            self.on_refused("header_timeout")
+            if transport is not None:
                 transport.abort()
-
-        self._timers[handler] = loop.call_later(self.header_timeout, expire)
+        if self._since:
+            self._sweeper = loop.call_later(self.tick, self._sweep)
 
     def rearm(self, request: web.Request) -> None:
         """After a response: the next request head on this connection gets the deadline."""
         protocol = request.protocol
-        transport = request.transport
-        if protocol in self._timers and transport is not None and not transport.is_closing():
-            self._arm(protocol, transport)
+        if protocol in self._since:
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                self._since[protocol] = asyncio.get_running_loop().time()
