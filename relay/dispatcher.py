@@ -77,6 +77,7 @@ class Dispatcher:
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # Told of every delivery that reached a final state (backpressure counts).
         self.settled: Callable[[str], None] = lambda route: None
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
@@ -266,8 +267,10 @@ class Dispatcher:
         attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error)
         outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)  # type: ignore[arg-type]
         result_label = {"delivered": "delivered", "pending": "retry"}.get(decision.state, "dead")
-        self.metrics.attempts.labels(cfg.name, result_label, status_class(result.status)).inc()
-        self.metrics.attempt_seconds.labels(cfg.name).observe(result.duration_ms / 1000.0)
+        self._child(
+            self.metrics.attempts, cfg.name, result_label, status_class(result.status)
+        ).inc()
+        self._child(self.metrics.attempt_seconds, cfg.name).observe(result.duration_ms / 1000.0)
         log_fields = dict(
             delivery_id=lease.delivery_id,
             event_id=lease.event_id,
@@ -306,6 +309,14 @@ class Dispatcher:
         task = asyncio.create_task(self._finish(lease, attempt, outcome), name="finish")
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: labels() takes a lock each call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def _stale(self, log: Any, cfg: Route, lease: Lease) -> bool:
         """Stale suppression; True if the delivery was dropped (state ``stale``).
