@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -40,7 +41,7 @@ from relay.metrics import Metrics, worker_env
 from relay.reload import reload
 from relay.runtime import Relay
 from relay.sdnotify import Notifier
-from relay.service import start_watchdog
+from relay.service import settle_heap, start_watchdog
 from relay.store import open_store_for_url
 from relay.store.base import Ingested, Lease, Outcome
 from relay.store.rpc import StoreServer
@@ -50,6 +51,8 @@ from relay.worker import ENV_INDEX, ENV_LISTEN_FD, ENV_SOCKET
 READY_TIMEOUT: Final = 60.0
 # After the grace: what a worker gets to close its connections before SIGKILL.
 EXIT_MARGIN: Final = 5.0
+# How long start-up waits for the listen port of a crashed group to be released.
+BIND_PATIENCE: Final = 5.0
 
 log = get_logger()
 
@@ -129,10 +132,21 @@ def _counting(relay: Relay) -> Any:
     return after
 
 
-def _listen(config: Config) -> socket.socket:
+async def _listen(config: Config) -> socket.socket:
     host, port = config.listen.host, config.listen.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=1024)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BIND_PATIENCE
+    while True:
+        try:
+            sock = socket.create_server((host, port), family=family, backlog=1024)
+            break
+        except OSError as exc:
+            # After a crash the dead owner's workers may hold the port a moment
+            # longer: they exit as soon as they notice the owner is gone.
+            if exc.errno != errno.EADDRINUSE or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.05)
     sock.set_inheritable(True)
     return sock
 
@@ -187,7 +201,7 @@ async def _supervise(
         async def undelivered() -> dict[str, float]:
             return dict(relay.undelivered)
 
-        listener = _listen(config)
+        listener = await _listen(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env.update(worker_env(metrics_dir))
         env[ENV_SOCKET] = str(workdir / "store.sock")
@@ -227,6 +241,7 @@ async def _supervise(
         if failed:
             await _close(group, server, admin_runner, listener, relay, tasks)
 
+    settle_heap()
     house = asyncio.create_task(housekeeping(relay), name="housekeeping")
     tasks.append(house)
     watchdog = start_watchdog(notifier)

@@ -36,6 +36,7 @@ from relay.service import (
     GUARD,
     build_app,
     run_loop,
+    settle_heap,
 )
 from relay.store.remote import RemoteStore
 
@@ -79,6 +80,7 @@ async def serve_worker(config_path: Path, store_socket: str, listen_fd: int, ind
     relay = app[RELAY]
     assert runner.server is not None
     app[GUARD].install(runner.server)
+    settle_heap()
     listener = socket.socket(fileno=listen_fd)
     await web.SockSite(runner, listener, backlog=1024).start()
 

@@ -76,9 +76,12 @@ CONCURRENCY = 16
 SETTLE = float(os.environ.get("E2E_KILL9_SETTLE", "8"))
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["one_process", "workers"])
 async def test_kill_9_under_load_loses_nothing_acked(
-    relays: Any, start_backend: Any, tmp_path: Path
+    relays: Any, start_backend: Any, tmp_path: Path, workers: int
 ) -> None:
+    """With workers the owner is killed: it holds the store, and its workers go down
+    with it (they lose their store connection)."""
     backend = await start_backend(Backend())
     relay = relays(
         [
@@ -88,7 +91,8 @@ async def test_kill_9_under_load_loses_nothing_acked(
                 timeout={"total": "5s"},
                 retry={"initial": "50ms", "max": "500ms", "max_attempts": 1000},
             )
-        ]
+        ],
+        workers=workers,
     )
     await relay.start()
     url = relay.url("/q")
@@ -179,6 +183,7 @@ async def test_kill_9_under_load_loses_nothing_acked(
         "reforwarded": len(backend.repeated()),
         "max_copies": max(backend.received.values(), default=0),
         "route_concurrency": CONCURRENCY,
+        "workers": workers,
         "seconds_to_ack_all": round(acked_at, 2),
         "seconds_to_deliver_all": round(loop.time() - t0, 2),
         "leases_recovered_logged": [e.get("deliveries") for e in relay.logged("leases_recovered")],
@@ -197,7 +202,8 @@ async def test_kill_9_under_load_loses_nothing_acked(
         )
     assert set(backend.received) <= set(keys)
     assert len(acked) == N
-    assert in_flight_at_kill <= CONCURRENCY
+    # Each worker delivers with the route's concurrency.
+    assert in_flight_at_kill <= CONCURRENCY * max(1, workers)
     assert len(backend.repeated()) <= in_flight_at_kill, backend.repeated()
     assert all(n <= 2 for n in backend.received.values())
     assert await relay.stop() == 0
