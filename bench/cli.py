@@ -76,7 +76,9 @@ def _header(opts: options.Options) -> str:
     return (
         f"webhook-relay {_revision()} ({where}) · Python {platform.python_version()} · "
         f"{os.cpu_count()} CPUs · load {load:.2f} · wrk -t1 -c{opts.connections} · "
-        f"{opts.duration}s runs after {opts.warmup}s warm-up" + (" · --quick" if opts.quick else "")
+        f"{opts.duration}s runs after {opts.warmup}s warm-up"
+        + (f" · relay workers: {opts.workers}" if opts.workers else " · relay: one process")
+        + (" · --quick" if opts.quick else "")
     )
 
 

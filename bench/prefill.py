@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 from bench.payload import ROUTE, ROUTE_PATH, body_for, fingerprint
+from relay.store.rows import headers_json
 from relay.store.sqlite import SQLiteStore
-from relay.store.sqlite_sql import headers_json
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 BATCH = 50_000

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,18 @@ def proc_status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def smaps_kib(pid: int, field: str) -> int | None:
+    """A ``kB`` field of /proc/PID/smaps_rollup (Pss: this process's share of its pages)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 @dataclass(slots=True)
 class Proc:
     name: str
@@ -45,6 +58,7 @@ class Proc:
     peak_kib: int | None = None  # last VmHWM read, kept once the process is gone
     # VmHWM of each process in the group (a relay with workers is several processes).
     peaks: dict[int, int] = field(default_factory=dict)
+    group_pss_kib: int = 0  # peak of the group's summed PSS (see watch_group)
 
     @property
     def pid(self) -> int:
@@ -54,18 +68,42 @@ class Proc:
         return self.popen.poll() is None
 
     def peak_rss_mib(self) -> float | None:
-        """Peak resident set size since start (VmHWM), in MiB, summed over the process
-        group: each process's own peak, so an upper bound of the group's peak."""
+        """Peak memory since start, in MiB.
+
+        One process: its peak resident set (VmHWM). A group (the relay with
+        workers): the peak of the group's summed proportional set size (PSS),
+        sampled every second by ``watch_group``; RSS summed over processes would
+        count the interpreter's shared pages once per process.
+        """
         if self.alive():
             for pid in group_pids(self.pid):
                 if (kib := proc_status_kib(pid, "VmHWM")) is not None:
                     self.peaks[pid] = kib
             if self.peaks:
                 self.peak_kib = sum(self.peaks.values())
+        if len(self.peaks) > 1 and self.group_pss_kib:
+            return self.group_pss_kib * 1024 / MIB
         return None if self.peak_kib is None else self.peak_kib * 1024 / MIB
 
+    @property
     def group_size(self) -> int:
         return len(self.peaks)
+
+    def watch_group(self, interval: float = 1.0) -> None:
+        """Sample the group's summed PSS until the process exits (a daemon thread)."""
+
+        def run() -> None:
+            while self.alive():
+                pids = group_pids(self.pid)
+                if len(pids) > 1:
+                    total = sum(smaps_kib(pid, "Pss") or 0 for pid in pids)
+                    self.group_pss_kib = max(self.group_pss_kib, total)
+                    for pid in pids:
+                        if (kib := proc_status_kib(pid, "VmHWM")) is not None:
+                            self.peaks[pid] = kib
+                time.sleep(interval)
+
+        threading.Thread(target=run, name=f"watch-{self.name}", daemon=True).start()
 
     def log_tail(self, lines: int = 15) -> str:
         try:

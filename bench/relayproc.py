@@ -117,6 +117,8 @@ def start(workdir: Path, spec: RouteSpec, db: Path | None = None, *, workers: in
         workdir / "relay.log",
         cwd=workdir,
     )
+    if workers:
+        proc.watch_group()
     relay = Relay(proc, port, admin_port, db)
     try:
         procs.wait_http(proc, f"http://127.0.0.1:{admin_port}/readyz", timeout=120)

@@ -17,5 +17,15 @@ def from_wrk(name: str, result: WrkResult, proc: Proc, notes: str = "") -> Row:
         p99_ms=result.p99_ms,
         rss_mib=proc.peak_rss_mib(),
         errors=result.errors,
-        notes=notes,
+        notes=_join(notes, group_note(proc)),
     )
+
+
+def group_note(proc: Proc) -> str:
+    """Say what the RSS column holds when the relay is several processes."""
+    n = proc.group_size
+    return f"RSS: PSS of {n} processes" if n > 1 and proc.group_pss_kib else ""
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)

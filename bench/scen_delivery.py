@@ -118,6 +118,7 @@ def d1(ctx: Context) -> list[Row]:
         notes=(
             f"{done}first to last delivery {span:.1f}s; {total:.1f}s from process start;"
             f" {stats.count - stats.unique} re-sent"
+            + (f"; {note}" if (note := rows.group_note(relay.proc)) else "")
         ),
     )
     row.extra["delivery_rate"] = rate
