@@ -11,7 +11,6 @@ because start-up recovery rebuilds them anyway. Sync mode is in
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import secrets
@@ -35,7 +34,6 @@ from relay.store.base import (
 )
 from relay.store.batch import BatchStats, GroupCommitter
 from relay.store.migrate import load_migrations, migrate_sqlite
-from relay.store.sqlite_checkpoint import BACKSTOP_PAGES, Checkpointer
 from relay.store.sqlite_ops import SQLiteOperations
 from relay.store.sqlite_sync import SQLiteSyncMode
 
@@ -72,7 +70,6 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
         self.stats = BatchStats()
         super().__init__()
         self._lock_fd: int | None = None
-        self.checkpointer: Checkpointer | None = None
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
         self._completer = None
@@ -115,8 +112,6 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
         self._finisher = self._committer(self._finish_batch, self.finish_stats)
         self._batcher = self._committer(self._commit_batch, self.stats)
         self._batcher.start()
-        self.checkpointer = Checkpointer(self.path, self.busy_timeout)
-        self.checkpointer.start()
 
     def _committer(self, commit: Any, stats: BatchStats) -> GroupCommitter[Any, Any]:
         return GroupCommitter(
@@ -139,8 +134,6 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
             if str(mode[0]).lower() != "wal":
                 raise StoreUnavailable(f"{self.path}: cannot switch to WAL (got {mode[0]})")
             conn.execute("PRAGMA synchronous = FULL")
-            # Checkpoints run on their own thread (sqlite_checkpoint); this is the backstop.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             conn.execute("PRAGMA foreign_keys = ON")
             migrate_sqlite(conn, load_migrations("relay.store", "sql", "sqlite"), self.clock())
         except BaseException:
@@ -153,9 +146,6 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
             if batcher is not None:
                 await batcher.close()
         self._batcher = self._finisher = self._completer = self._claimer = None
-        if self.checkpointer is not None:
-            await asyncio.to_thread(self.checkpointer.stop)
-            self.checkpointer = None
         await self._db.close()
         self._unlock_file()
 

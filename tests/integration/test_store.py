@@ -623,23 +623,3 @@ async def test_sqlite_one_process_per_file_and_recovery_of_orphaned_leases(
         )  # the dead holder's late answer is fenced off
     finally:
         await reopened.close()
-
-
-async def test_sqlite_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
-    """The writer's own checkpoint is only a far backstop; the checkpoint thread copies
-    the WAL into the database file while commits go on."""
-    path = tmp_path / "relay.db"
-    store = SQLiteStore(path)
-    await store.open()
-    try:
-        assert store.checkpointer is not None
-        pad = b"x" * 2048
-        await asyncio.gather(*(store.ingest(event(f"k{i}", body=pad)) for i in range(400)))
-        # Far below the writer's backstop (16,384 pages): only the thread copies them.
-        seen = store.checkpointer.checkpoints
-        async with asyncio.timeout(10):
-            while store.checkpointer.checkpoints < seen + 2 or path.stat().st_size < 400 * 2048:
-                await asyncio.sleep(0.02)
-    finally:
-        await store.close()
-    assert store.checkpointer is None
