@@ -34,6 +34,8 @@ from bench.targets import evaluate
 from bench.wrk import WrkMissing, ensure_wrk
 
 SETTLE_SECONDS = 60
+# Measured once per run, whatever the relay's workers setting.
+BASELINES = ("B0", "B1")
 Scenario = Callable[[Context], list[Row]]
 RUNNERS: dict[str, Scenario] = {
     "B0": scen_baseline.b0,
@@ -122,12 +124,17 @@ def _print_results(ctx: Context, header: str) -> None:
         print(text)
 
 
-def _write_json(path: Path, ctx: Context, header: str) -> None:
+def _write_json(path: Path, runs: list[tuple[Context, str]]) -> None:
     doc = {
-        "header": header,
-        "options": {k: str(v) for k, v in dataclasses.asdict(ctx.opts).items()},
-        "results": [dataclasses.asdict(r) for r in ctx.results.values()],
-        "targets": [dataclasses.asdict(t) for t in evaluate(ctx.results)],
+        "runs": [
+            {
+                "header": header,
+                "options": {k: str(v) for k, v in dataclasses.asdict(ctx.opts).items()},
+                "results": [dataclasses.asdict(r) for r in ctx.results.values()],
+                "targets": [dataclasses.asdict(t) for t in evaluate(ctx.results)],
+            }
+            for ctx, header in runs
+        ]
     }
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -141,23 +148,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)
     workdir = Path(tempfile.mkdtemp(prefix="webhook-relay-bench-"))
-    ctx = Context(opts=opts, wrk=wrk, script=lua.write_script(workdir), workdir=workdir)
-    header = _header(opts)
-    print(header, flush=True)
+    script = lua.write_script(workdir)
+    # One context per workers setting; the baselines run once and every table uses them.
+    runs: list[tuple[Context, str]] = []
     interrupted = False
     try:
-        for name in opts.only:
-            _run_one(ctx, name)
+        for i, workers in enumerate(opts.workers_list):
+            first = runs[0][0].results if runs else {}
+            ctx = Context(
+                opts=dataclasses.replace(opts, workers=workers),
+                wrk=wrk,
+                script=script,
+                workdir=workdir / f"w{workers}" if len(opts.workers_list) > 1 else workdir,
+                results={k: v for k, v in first.items() if k in BASELINES},
+            )
+            header = _header(ctx.opts)
+            runs.append((ctx, header))
+            print(header, flush=True)
+            for name in opts.only:
+                if i == 0 or name not in BASELINES:
+                    _run_one(ctx, name)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: processes stopped; results so far:", file=sys.stderr)
     finally:
-        failed = any(r.notes.startswith("FAILED") for r in ctx.results.values())
+        failed = any(r.notes.startswith("FAILED") for c, _ in runs for r in c.results.values())
         if opts.keep or failed:
             print(f"work directory kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    _print_results(ctx, header)
+    for ctx, header in runs:
+        _print_results(ctx, header)
     if opts.json_path is not None:
-        _write_json(opts.json_path, ctx, header)
+        _write_json(opts.json_path, runs)
     return 130 if interrupted else (1 if failed else 0)

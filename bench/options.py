@@ -41,7 +41,9 @@ class Options:
     keep: bool  # keep the work directory (configs, logs, databases)
     profile: bool  # record the relay with py-spy instead of reporting clean numbers
     json_path: Path | None
-    workers: int  # the relay's ``workers`` setting (0: one process)
+    workers: int  # the relay's ``workers`` setting in the scenarios running now (0: one process)
+    # Every setting to measure: the relay scenarios run once per value, the baselines once.
+    workers_list: tuple[int, ...] = (0,)
 
 
 def parse_duration(text: str) -> int:
@@ -60,6 +62,16 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {text!r}")
     return value
+
+
+def _workers(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(dict.fromkeys(int(v) for v in text.split(",") if v.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers such as 0,2, got {text!r}") from None
+    if not values or any(not 0 <= v <= 64 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers from 0 to 64, got {text!r}")
+    return values
 
 
 def _scenarios(text: str) -> tuple[str, ...]:
@@ -96,9 +108,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=int,
-        default=0,
-        help="the relay's workers setting (default 0: one process)",
+        type=_workers,
+        default=(0,),
+        help="the relay's workers setting; a list such as 0,2 measures each in one run"
+        " (default 0: one process)",
     )
     p.add_argument("--json", type=Path, dest="json_path", help="also write the results here")
     return p
@@ -125,5 +138,6 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         keep=a.keep,
         profile=a.profile,
         json_path=a.json_path,
-        workers=a.workers,
+        workers=a.workers[0],
+        workers_list=a.workers,
     )
