@@ -97,10 +97,15 @@ async def _worker_store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = relay.store
     assert isinstance(store, RemoteStore)
     await store.open()
+
     # The owner going away leaves nothing to store into: stop, do not answer 503 forever.
-    store.lost.add_done_callback(
-        lambda _: _fail(app, StoreUnavailable("the owner process is gone"))
-    )
+    # (Our own close at shutdown resolves ``lost`` too: by then we are draining.)
+    def owner_gone(_: object) -> None:
+        if not relay.draining:
+            log.error("owner_lost", hint="the store's owner process is gone; stopping")
+            _fail(app, StoreUnavailable("the owner process is gone"))
+
+    store.lost.add_done_callback(owner_gone)
     relay.undelivered = dict(await store.call("undelivered"))
     yield
     await store.close()
@@ -172,10 +177,12 @@ async def _refresh_backlog(app: web.Application) -> None:
     """Worker: the owner keeps the exact counts (it sees every ingest and finish); ours
     only add this worker's own ingests between two refreshes."""
     relay = app[RELAY]
+    store = relay.store
+    assert isinstance(store, RemoteStore)
     while True:
         await asyncio.sleep(BACKLOG_REFRESH)
         try:
-            relay.undelivered = dict(await relay.store.call("undelivered"))  # type: ignore[attr-defined]
+            relay.undelivered = dict(await store.call("undelivered"))
         except StoreError as exc:
             log.error("backlog_refresh_failed", error=str(exc))
 

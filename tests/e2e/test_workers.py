@@ -141,6 +141,7 @@ async def test_owner_killed_takes_the_workers_down(relays: Any, start_backend: A
     await relay.kill()
     # The workers lose their store connection and exit instead of answering 503 forever.
     await wait_for(lambda: not any(alive(p) for p in pids), 10, "the workers to exit")
+    assert len(relay.logged("owner_lost")) == WORKERS
     await relay.start()  # the file lock was the dead owner's: free again
     async with aiohttp.ClientSession() as session:
         status, _, _ = await post(session, relay.url("/q"), "after")
