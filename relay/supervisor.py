@@ -220,6 +220,10 @@ async def _supervise(
         admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
         await admin_runner.setup()
         await group.start()
+        # The workers hold the listener now. Our copy would keep the port open after
+        # the last worker stops accepting: senders would queue there, unanswered.
+        listener.close()
+        listener = None
         ready = asyncio.ensure_future(group.all_ready.wait())
         exited = asyncio.ensure_future(group.exited.wait())
         await asyncio.wait([ready, exited], timeout=READY_TIMEOUT, return_when="FIRST_COMPLETED")
