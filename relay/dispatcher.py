@@ -52,6 +52,8 @@ class _Worker:
     upstream: str
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    # Answered attempts whose outcome is still being recorded (still leased).
+    finishing: set[asyncio.Task[None]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     retired: bool = False  # its route was removed or changed by a reload
 
@@ -162,7 +164,10 @@ class Dispatcher:
         while not w.retired:
             w.wake.clear()
             rt = w.rt
-            free = rt.cfg.concurrency - len(w.inflight)
+            # Past `concurrency` outcomes still being recorded, they hold slots too: the
+            # leases one process holds (a crash's re-forwards) stay under 2 x concurrency.
+            backlog = max(0, len(w.finishing) - rt.cfg.concurrency)
+            free = rt.cfg.concurrency - len(w.inflight) - backlog
             if free <= 0 or (
                 w.inflight and free < max(1, rt.cfg.concurrency // LEASE_BATCH_DIVISOR)
             ):
@@ -284,13 +289,9 @@ class Dispatcher:
         if decision.state == "delivered":
             rt.log.info("delivery_succeeded", **log_fields)
         elif decision.state == "pending":
-            rt.log.info(
-                "delivery_retry",
-                retry_in=round(outcome.next_attempt_at - now, 3)
-                if outcome.next_attempt_at
-                else None,
-                **log_fields,
-            )
+            at = outcome.next_attempt_at
+            retry_in = None if at is None else round(at - now, 3)
+            rt.log.info("delivery_retry", retry_in=retry_in, **log_fields)
         else:
             rt.log.warning("delivery_dead", reason=decision.reason, **log_fields)
             if cfg.ordering is not None and lease.ordering_key is not None:
@@ -308,13 +309,19 @@ class Dispatcher:
         # delivery stays in flight in the store until then, so nothing re-leases it.
         task = asyncio.create_task(self._finish(lease, attempt, outcome), name="finish")
         self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        w.finishing.add(task)
+        task.add_done_callback(functools.partial(self._finish_done, w))
+
+    def _finish_done(self, w: _Worker, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        if len(w.finishing) > w.rt.cfg.concurrency:
+            w.wake.set()  # the backlog held a slot: it is free now
+        w.finishing.discard(task)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: labels() takes a lock each call."""
         key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
+        if (child := self._children.get(key)) is None:
             child = self._children[key] = metric.labels(*labels)
         return child
 
