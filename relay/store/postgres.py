@@ -75,6 +75,7 @@ from relay.store.base import (
     SyncClaim,
 )
 from relay.store.batch import BatchStats, GroupCommitter
+from relay.store.ingest_batch import IngestBatch
 from relay.store.postgres_ops import PostgresOperations
 from relay.store.postgres_pool import Database, affected
 
@@ -160,62 +161,28 @@ class PostgresStore(PostgresOperations):
         return await self._batcher.submit(event)
 
     async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
-        now, token = self.clock(), _token()
-        # Copies of one (route, key) in the batch: the first is claimed, the
-        # rest are its duplicates (one upsert cannot touch a row twice).
-        groups: dict[tuple[str, str], list[int]] = {}
-        for index, event in enumerate(events):
-            groups.setdefault((event.route, event.key), []).append(index)
-        rows_in = []
-        for indexes in groups.values():
-            first, rest = events[indexes[0]], [events[i] for i in indexes[1:]]
-            rows_in.append(
-                (first, len(rest), sum(e.fingerprint != first.fingerprint for e in rest))
-            )
-        params = q.ingest_params(rows_in, now, token)
+        now = self.clock()
+        batch = IngestBatch(events, _token())
+        params = q.ingest_params(batch.upserts(), now, batch.token)
 
         async def work(conn: Any) -> tuple[dict[tuple[str, str], Any], dict[int, int]]:
             rows = await conn.fetch(q.INGEST_EVENTS, *params)
             by_key = {(str(r["route"]), str(r["key"])): r for r in rows}
-            new: list[tuple[int, str, str, str | None]] = []
-            revive: list[int] = []
-            fixups: tuple[list[int], list[int]] = ([], [])
-            for (route, key), indexes in groups.items():
-                row, first = by_key[(route, key)], events[indexes[0]]
-                if row["claim_token"] == token:
-                    new += [
-                        (int(row["id"]), route, up, first.ordering_key) for up in first.upstreams
-                    ]
-                    continue
-                if first.revive_dead:
-                    revive.append(int(row["id"]))
-                # The upsert compared only the first copy with the stored fingerprint.
-                extra = sum(events[i].fingerprint != row["fingerprint"] for i in indexes[1:])
-                if extra:
-                    fixups[0].append(int(row["id"]))
-                    fixups[1].append(extra)
-            if new:
-                await conn.execute(
-                    q.INSERT_DELIVERIES, *(list(c) for c in zip(*new, strict=True)), now
-                )
+            todo = batch.followups(by_key)
+            if todo.deliveries:
+                columns = (list(c) for c in zip(*todo.deliveries, strict=True))
+                await conn.execute(q.INSERT_DELIVERIES, *columns, now)
             revived: dict[int, int] = {}
-            if revive:
-                for r in await conn.fetch(q.REVIVE, now, revive):
+            if todo.revive:
+                for r in await conn.fetch(q.REVIVE, now, todo.revive):
                     revived[int(r[0])] = revived.get(int(r[0]), 0) + 1
-            if fixups[0]:
-                await conn.execute(q.ADD_MISMATCHES, *fixups)
+            if todo.mismatches:
+                ids, counts = zip(*todo.mismatches, strict=True)
+                await conn.execute(q.ADD_MISMATCHES, list(ids), list(counts))
             return by_key, revived
 
         by_key, revived = await self.db.tx(work)
-        results: dict[int, Ingested] = {}
-        for (route, key), indexes in groups.items():
-            row = by_key[(route, key)]
-            event_id, stored = int(row["id"]), str(row["fingerprint"])
-            claimed = row["claim_token"] == token
-            results[indexes[0]] = Ingested(event_id, claimed, stored, revived.get(event_id, 0))
-            for index in indexes[1:]:
-                results[index] = Ingested(event_id, False, stored)
-        return [results[index] for index in range(len(events))]
+        return batch.results(by_key, revived)
 
     async def undelivered_counts(self) -> dict[str, int]:
         async with self.db.acquire() as conn:

@@ -33,6 +33,7 @@ from relay.store.base import (
     Outcome,
 )
 from relay.store.batch import BatchStats, GroupCommitter
+from relay.store.ingest_batch import IngestBatch
 from relay.store.migrate import load_migrations, migrate_sqlite
 from relay.store.sqlite_ops import SQLiteOperations
 from relay.store.sqlite_sync import SQLiteSyncMode
@@ -185,60 +186,30 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
 
     async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
         now = self.clock()
-        token = _token()
-        # Copies of one (route, key) in the same batch: the first is claimed,
-        # the rest are its duplicates (one upsert cannot touch a row twice).
-        groups: dict[tuple[str, str], list[int]] = {}
-        for index, event in enumerate(events):
-            groups.setdefault((event.route, event.key), []).append(index)
+        batch = IngestBatch(events, _token())
         params: list[Any] = []
-        for indexes in groups.values():
-            first, rest = events[indexes[0]], [events[i] for i in indexes[1:]]
-            mismatched = sum(e.fingerprint != first.fingerprint for e in rest)
-            params += q.event_params(first, now, len(rest), mismatched, token)
+        for first, copies, mismatched in batch.upserts():
+            params += q.event_params(first, now, copies, mismatched, batch.token)
 
         def run(c: sqlite3.Connection) -> tuple[dict[tuple[str, str], Any], dict[int, int]]:
-            rows = c.execute(q.ingest_events(len(groups)), params).fetchall()
+            rows = c.execute(q.ingest_events(len(batch.groups)), params).fetchall()
             # RETURNING order is unspecified: map back by (route, key).
             by_key = {(str(r["route"]), str(r["key"])): r for r in rows}
-            deliveries: list[tuple[int, str, str, str | None]] = []
-            revive: list[int] = []
-            fixups: list[tuple[int, int]] = []
-            for (route, key), indexes in groups.items():
-                row, first = by_key[(route, key)], events[indexes[0]]
-                if row["claim_token"] == token:
-                    deliveries += [
-                        (row["id"], route, up, first.ordering_key) for up in first.upstreams
-                    ]
-                    continue
-                if first.revive_dead:
-                    revive.append(int(row["id"]))
-                # The upsert compared only the first copy with the stored fingerprint.
-                extra = sum(events[i].fingerprint != row["fingerprint"] for i in indexes[1:])
-                if extra:
-                    fixups.append((extra, int(row["id"])))
+            todo = batch.followups(by_key)
             step = _MAX_VARIABLES // q.DELIVERY_PARAMS
-            for start in range(0, len(deliveries), step):
-                chunk = deliveries[start : start + step]
+            for start in range(0, len(todo.deliveries), step):
+                chunk = todo.deliveries[start : start + step]
                 c.execute(q.insert_deliveries(len(chunk)), q.delivery_params(chunk, now))
             revived: dict[int, int] = {}
-            if revive:
-                for r in c.execute(q.revive(len(revive)), [now, now, now, *revive]):
+            if todo.revive:
+                for r in c.execute(q.revive(len(todo.revive)), [now, now, now, *todo.revive]):
                     revived[int(r[0])] = revived.get(int(r[0]), 0) + 1
-            if fixups:
-                c.executemany(q.ADD_MISMATCHES, fixups)
+            if todo.mismatches:
+                c.executemany(q.ADD_MISMATCHES, [(n, eid) for eid, n in todo.mismatches])
             return by_key, revived
 
         by_key, revived = await self._tx(run)
-        results: dict[int, Ingested] = {}
-        for (route, key), indexes in groups.items():
-            row = by_key[(route, key)]
-            event_id, stored = int(row["id"]), str(row["fingerprint"])
-            claimed = row["claim_token"] == token
-            results[indexes[0]] = Ingested(event_id, claimed, stored, revived.get(event_id, 0))
-            for index in indexes[1:]:
-                results[index] = Ingested(event_id, False, stored)
-        return [results[index] for index in range(len(events))]
+        return batch.results(by_key, revived)
 
     async def undelivered_counts(self) -> dict[str, int]:
         rows = await self._rows(q.UNDELIVERED_COUNTS)
