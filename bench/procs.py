@@ -26,28 +26,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def proc_status_kib(pid: int, field: str) -> int | None:
-    """A ``kB`` field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current)."""
+def _kib(path: str, field: str) -> int | None:
+    """A ``Name:  123 kB`` line of a /proc file, in KiB."""
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def proc_status_kib(pid: int, field: str) -> int | None:
+    """A field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current)."""
+    return _kib(f"/proc/{pid}/status", field)
 
 
 def smaps_kib(pid: int, field: str) -> int | None:
-    """A ``kB`` field of /proc/PID/smaps_rollup (Pss: this process's share of its pages)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    """A field of /proc/PID/smaps_rollup (Pss: this process's share of its pages)."""
+    return _kib(f"/proc/{pid}/smaps_rollup", field)
 
 
 @dataclass(slots=True)

@@ -200,6 +200,48 @@ async def _on_shutdown(app: web.Application) -> None:
         app[DISPATCHER].begin_stop(app[RELAY].config.shutdown_grace)
 
 
+async def start_public(app: web.Application) -> web.AppRunner | None:
+    """Set up the public app (its cleanup_ctx opens the store and starts the dispatcher)
+    and guard its server; None, logged and cleaned up, if that fails."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        # Past our own cut-off (see _on_shutdown), so aiohttp never waits twice.
+        shutdown_timeout=app[RELAY].config.shutdown_grace + CUT_OFF_MARGIN,
+    )
+    try:
+        await runner.setup()
+    except (RelayError, OSError) as exc:
+        log.error("startup_failed", error=str(exc))
+        await runner.cleanup()
+        return None
+    assert runner.server is not None
+    app[GUARD].install(runner.server)  # before a listener accepts its first connection
+    settle_heap()
+    return runner
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM and SIGINT set: the start of the shutdown sequence."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def log_started(config: Config, **extra: Any) -> None:
+    log.info(
+        "relay_started",
+        listen=str(config.listen),
+        admin=str(config.admin.listen),
+        routes=[r.name for r in config.routes],
+        storage=config.storage.url.split("://", 1)[0],
+        **extra,
+    )
+
+
 async def serve(config: Config, config_path: Path | None = None) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if a background task died."""
     loop = asyncio.get_running_loop()
@@ -209,23 +251,10 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     except (RelayError, ValueError) as exc:
         log.error("startup_failed", error=str(exc))
         return 1
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        # Past our own cut-off (see _on_shutdown), so aiohttp never waits twice.
-        shutdown_timeout=config.shutdown_grace + CUT_OFF_MARGIN,
-    )
-    try:
-        await runner.setup()  # opens the store, starts the dispatcher
-    except (RelayError, OSError) as exc:
-        log.error("startup_failed", error=str(exc))
-        await runner.cleanup()
+    runner = await start_public(app)
+    if runner is None:
         return 1
     relay = app[RELAY]
-    assert runner.server is not None
-    app[GUARD].install(runner.server)  # before the listener accepts its first connection
-    settle_heap()
     admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
     await admin_runner.setup()
     # Work stored for a route this config no longer has: reported, kept pending.
@@ -239,19 +268,11 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
         await runner.cleanup()
         return 1
 
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     if config_path is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, config_path, notifier))
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_app(app, config_path, notifier))
     watchdog = start_watchdog(notifier)
-    log.info(
-        "relay_started",
-        listen=str(config.listen),
-        admin=str(config.admin.listen),
-        routes=[r.name for r in config.routes],
-        storage=config.storage.url.split("://", 1)[0],
-    )
+    log_started(config)
     notifier.ready(f"serving {len(config.routes)} routes")
 
     stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
@@ -292,7 +313,8 @@ def start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
     return asyncio.create_task(ping(), name="watchdog")
 
 
-def _reload(app: web.Application, path: Path, notifier: Notifier) -> None:
+def reload_app(app: web.Application, path: Path, notifier: Notifier) -> None:
+    """SIGHUP for a process with a public app: its routes, then its dispatcher's."""
     reload(
         app[RELAY],
         path,

@@ -41,7 +41,7 @@ from relay.metrics import Metrics, worker_env
 from relay.reload import reload
 from relay.runtime import Relay
 from relay.sdnotify import Notifier
-from relay.service import settle_heap, start_watchdog
+from relay.service import log_started, settle_heap, start_watchdog, stop_on_signals
 from relay.store import open_store_for_url
 from relay.store.base import Ingested, Lease, Outcome
 from relay.store.rpc import StoreServer
@@ -253,9 +253,7 @@ async def _supervise(
         tasks.append(watchdog)
     background(report_orphans(relay, "startup_orphaned_events"))
 
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
 
     def on_hup() -> None:
         # Each worker re-reads the same file; the owner's copy serves the admin API.
@@ -263,14 +261,7 @@ async def _supervise(
             group.signal(signal.SIGHUP)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    log.info(
-        "relay_started",
-        listen=str(config.listen),
-        admin=str(config.admin.listen),
-        routes=[r.name for r in config.routes],
-        storage=config.storage.url.split("://", 1)[0],
-        workers=config.workers,
-    )
+    log_started(config, workers=config.workers)
     notifier.ready(f"serving {len(config.routes)} routes with {config.workers} workers")
 
     waits = [

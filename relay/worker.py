@@ -23,20 +23,19 @@ from aiohttp import web
 
 from relay import config as config_mod
 from relay import logging as relay_logging
-from relay.errors import ConfigError, RelayError
+from relay.config import Config
+from relay.errors import ConfigError
 from relay.logging import get_logger
 from relay.metrics import Metrics
-from relay.reload import reload
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
 from relay.service import (
-    CUT_OFF_MARGIN,
-    DISPATCHER,
     FAILED,
-    GUARD,
     build_app,
+    reload_app,
     run_loop,
-    settle_heap,
+    start_public,
+    stop_on_signals,
 )
 from relay.store.remote import RemoteStore
 
@@ -48,15 +47,11 @@ ENV_INDEX: Final = "RELAY_WORKER_INDEX"
 log = get_logger()
 
 
-async def serve_worker(config_path: Path, store_socket: str, listen_fd: int, index: int) -> int:
+async def serve_worker(
+    config: Config, config_path: Path, store_socket: str, listen_fd: int, index: int
+) -> int:
     """Serve until SIGTERM/SIGINT; 0 on a clean stop, 1 on a failure (the owner stops all)."""
     structlog.contextvars.bind_contextvars(worker=index)
-    try:
-        config = config_mod.load(config_path)
-    except ConfigError as exc:
-        # The owner validated this file a moment ago: it changed under us.
-        log.error("startup_failed", error=str(exc))
-        return 1
     loop = asyncio.get_running_loop()
     app: web.Application | None = None
 
@@ -67,37 +62,16 @@ async def serve_worker(config_path: Path, store_socket: str, listen_fd: int, ind
 
     store = RemoteStore(store_socket, on_push=on_push)
     app = build_app(config, store=store, metrics=Metrics(), worker=True)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None,
-        shutdown_timeout=config.shutdown_grace + CUT_OFF_MARGIN,
-    )  # fmt: skip
-    try:
-        await runner.setup()  # connects to the owner, starts the dispatcher
-    except (RelayError, OSError) as exc:
-        log.error("startup_failed", error=str(exc))
-        await runner.cleanup()
+    runner = await start_public(app)  # connects to the owner, starts the dispatcher
+    if runner is None:
         return 1
     relay = app[RELAY]
-    assert runner.server is not None
-    app[GUARD].install(runner.server)
-    settle_heap()
     listener = socket.socket(fileno=listen_fd)
     await web.SockSite(runner, listener, backlog=1024).start()
 
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     quiet = Notifier("")  # systemd hears from the owner only
-
-    def on_hup() -> None:
-        reload(
-            relay,
-            config_path,
-            quiet,
-            lambda: app[DISPATCHER].set_routes(list(relay.routes.values())),
-        )
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_app(app, config_path, quiet))
     log.info("worker_started", pid=os.getpid())
     relay_logging.flush()  # in the log before the owner reports the group ready
     await store.call("ready", index, os.getpid())
@@ -131,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
+        # The owner validated this file a moment ago: it changed under us.
         print(exc, file=sys.stderr)
         return 2
     relay_logging.configure(cfg.log.level, cfg.log.format)
-    return run_loop(serve_worker(args.config, store_socket, listen_fd, index))
+    return run_loop(serve_worker(cfg, args.config, store_socket, listen_fd, index))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from relay.admin import build_admin_app
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
-from relay.service import _reload
+from relay.service import reload_app
 from tests.integration.conftest import Backend, RelayFactory
 
 Client = TestClient[web.Request, web.Application]
@@ -466,7 +466,7 @@ async def test_reload_keeps_a_removed_routes_events_pending_and_reports_them(
 
     path = tmp_path / "reload.yaml"
     path.write_text(yaml.safe_dump({"routes": [keep, route(upstream, "new")]}), encoding="utf-8")
-    _reload(public.app, path, Notifier(""))
+    reload_app(public.app, path, Notifier(""))
 
     # The new route serves at once; the removed one is gone from the listener.
     assert await send(public, "n1", name="new") > 0
@@ -489,7 +489,7 @@ async def test_reload_keeps_a_removed_routes_events_pending_and_reports_them(
 
     # A bad file is refused: the routes stay, the status says why.
     path.write_text("routes:\n  - name: broken\n    path: nope\n", encoding="utf-8")
-    _reload(public.app, path, Notifier(""))
+    reload_app(public.app, path, Notifier(""))
     assert await send(public, "n2", name="new") > 0
     status = await (await admin.get("/api/v1/status")).json()
     assert [r["name"] for r in status["routes"]] == ["keep", "new"]
@@ -512,7 +512,7 @@ async def test_reload_applies_routes_and_names_what_needs_a_restart(
     path = tmp_path / "reload.yaml"
     doc = {"routes": [a, route(upstream, "b")], "limits": {"max_body": "64KiB"}}
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    _reload(public.app, path, Notifier(""))
+    reload_app(public.app, path, Notifier(""))
     assert await send(public, "b1", name="b") > 0  # the routes did reload
     # The body cap is aiohttp's, fixed at start: the old limit stays, whole and stated.
     assert relay.config.limits.max_body == 1024
