@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import sqlite3
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from bench import procs
+from bench.context import Context
 from bench.payload import ROUTE, ROUTE_PATH
 from relay import config
 from relay.errors import ConfigError
@@ -125,4 +127,13 @@ def start(workdir: Path, spec: RouteSpec, db: Path | None = None, *, workers: in
     except BaseException:
         proc.stop()
         raise
+    return relay
+
+
+def start_in(
+    stack: ExitStack, ctx: Context, folder: Path, spec: RouteSpec, db: Path | None = None
+) -> Relay:
+    """``start`` with the run's workers setting, stopped when ``stack`` closes."""
+    relay = start(folder, spec, db, workers=ctx.opts.workers)
+    stack.callback(relay.proc.stop)
     return relay

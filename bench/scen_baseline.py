@@ -13,8 +13,7 @@ from bench.results import Row
 def b0(ctx: Context) -> list[Row]:
     folder = ctx.folder("B0")
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
+        backend = servers.backend_in(stack, folder)
         load = wrk.Load(backend.url(SINK_PATH), prefix=ctx.prefix("B0"))
         result = loadgen.measure(ctx, "B0", load)
         return [rows.from_wrk("B0", result, backend.proc, "RSS: the backend")]
@@ -23,8 +22,7 @@ def b0(ctx: Context) -> list[Row]:
 def b1(ctx: Context) -> list[Row]:
     folder = ctx.folder("B1")
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
+        backend = servers.backend_in(stack, folder)
         proxy = servers.start_proxy(folder, backend.url(""))
         stack.callback(proxy.proc.stop)
         load = wrk.Load(proxy.url(SINK_PATH), prefix=ctx.prefix("B1"))

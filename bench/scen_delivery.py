@@ -19,12 +19,10 @@ def growing(pending_start: int, pending_end: int, ingested: float) -> bool:
 def _q3_run(ctx: Context, name: str, rate: float | None) -> Row:
     folder = ctx.folder(name)
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
-        relay = relayproc.start(
-            folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)), workers=ctx.opts.workers
+        backend = servers.backend_in(stack, folder)
+        relay = relayproc.start_in(
+            stack, ctx, folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH))
         )
-        stack.callback(relay.proc.stop)
         load = wrk.Load(relay.url, prefix=ctx.prefix(name))
         # Sustained: twice the other runs (but --quick only checks the harness works).
         duration = ctx.opts.duration * (1 if ctx.opts.quick else 2)
@@ -79,18 +77,12 @@ def d1(ctx: Context) -> list[Row]:
     n = ctx.opts.drain
     folder = ctx.folder("D1")
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
+        backend = servers.backend_in(stack, folder)
         db = folder / "relay.db"
         prefill.build(db, n, "pending", backend.url(SINK_PATH), prefix=ctx.prefix("D1"))
         started = time.monotonic()
-        relay = relayproc.start(
-            folder,
-            relayproc.RouteSpec("queue", backend.url(SINK_PATH)),
-            db,
-            workers=ctx.opts.workers,
-        )
-        stack.callback(relay.proc.stop)
+        spec = relayproc.RouteSpec("queue", backend.url(SINK_PATH))
+        relay = relayproc.start_in(stack, ctx, folder, spec, db)
         out = folder / "py-spy.raw"
         spy = profile.start(relay.proc.pid, ctx.opts.duration, out) if ctx.opts.profile else None
         # Bounded: a drain slower than 200/s is stopped and reported as far as it got.

@@ -18,12 +18,9 @@ def hanging_relay(ctx: Context, name: str, stack: ExitStack) -> relayproc.Relay:
     """A queue route whose upstream holds every request: the dispatcher's 16
     attempts wait, so the relay spends its time on ingest alone."""
     folder = ctx.folder(name)
-    backend = servers.start_backend(folder)
-    stack.callback(backend.proc.stop)
+    backend = servers.backend_in(stack, folder)
     spec = relayproc.RouteSpec("queue", backend.url(HANG_PATH), timeout_total="1h")
-    relay = relayproc.start(folder, spec, workers=ctx.opts.workers)
-    stack.callback(relay.proc.stop)
-    return relay
+    return relayproc.start_in(stack, ctx, folder, spec)
 
 
 def _batch_note(relay: relayproc.Relay) -> str:
@@ -71,12 +68,10 @@ def _post(url: str, event_id: str) -> None:
 def q2(ctx: Context) -> list[Row]:
     folder = ctx.folder("Q2")
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
-        relay = relayproc.start(
-            folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)), workers=ctx.opts.workers
+        backend = servers.backend_in(stack, folder)
+        relay = relayproc.start_in(
+            stack, ctx, folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH))
         )
-        stack.callback(relay.proc.stop)
         prefix = ctx.prefix("Q2")
         for i in range(DUP_KEYS):
             _post(relay.url, f"{prefix}-{i}")
@@ -95,12 +90,10 @@ def q2(ctx: Context) -> list[Row]:
 def s1(ctx: Context) -> list[Row]:
     folder = ctx.folder("S1")
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
-        relay = relayproc.start(
-            folder, relayproc.RouteSpec("sync", backend.url(SINK_PATH)), workers=ctx.opts.workers
+        backend = servers.backend_in(stack, folder)
+        relay = relayproc.start_in(
+            stack, ctx, folder, relayproc.RouteSpec("sync", backend.url(SINK_PATH))
         )
-        stack.callback(relay.proc.stop)
         load = wrk.Load(relay.url, prefix=ctx.prefix("S1"))
         result = loadgen.measure(ctx, "S1", load, profiled=relay.proc)
         return [rows.from_wrk("S1", result, relay.proc)]

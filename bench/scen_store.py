@@ -16,15 +16,13 @@ def g1(ctx: Context) -> list[Row]:
     n = ctx.opts.rows
     folder = ctx.folder("G1")
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
+        backend = servers.backend_in(stack, folder)
         # Delivered rows never go upstream again: their upstream URL does not matter.
         db, meta = prefill.cached_store(n, "http://127.0.0.1:9/prefill")
         spec = relayproc.RouteSpec("queue", backend.url(HANG_PATH), timeout_total="1h")
         # Registered before the relay's stop, so it runs after it (LIFO).
         stack.callback(prefill.revert, db, meta)
-        relay = relayproc.start(folder, spec, db, workers=ctx.opts.workers)
-        stack.callback(relay.proc.stop)
+        relay = relayproc.start_in(stack, ctx, folder, spec, db)
         load = wrk.Load(relay.url, prefix=ctx.prefix("G1"))
         result = loadgen.measure(ctx, "G1", load, profiled=relay.proc)
         size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*")) / 2**30
@@ -37,19 +35,13 @@ def m1(ctx: Context) -> list[Row]:
     n = ctx.opts.pending
     folder = ctx.folder("M1")
     with ExitStack() as stack:
-        backend = servers.start_backend(folder)
-        stack.callback(backend.proc.stop)
+        backend = servers.backend_in(stack, folder)
         db = folder / "relay.db"
         started = time.monotonic()
         prefill.build(db, n, "pending", backend.url(SINK_PATH), prefix=ctx.prefix("M1"))
         print(f"  M1: {n:,} pending events written in {time.monotonic() - started:.0f}s")
-        relay = relayproc.start(
-            folder,
-            relayproc.RouteSpec("queue", backend.url(SINK_PATH)),
-            db,
-            workers=ctx.opts.workers,
-        )
-        stack.callback(relay.proc.stop)
+        spec = relayproc.RouteSpec("queue", backend.url(SINK_PATH))
+        relay = relayproc.start_in(stack, ctx, folder, spec, db)
         load = wrk.Load(relay.url, prefix=ctx.prefix("M1"))
         result = loadgen.measure(ctx, "M1", load, profiled=relay.proc)
         pending = relay.pending()

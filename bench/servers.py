@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,34 +34,30 @@ class Server:
         return BackendStats(int(d["count"]), int(d["unique"]), d["first"], d["last"])
 
 
-def start_backend(folder: Path) -> Server:
+def _start(name: str, folder: Path, module: str, *args: str) -> Server:
     port = procs.free_port()
-    proc = procs.spawn(
-        "backend",
-        procs.python_module("bench.backend", "--port", str(port)),
-        folder / "backend.log",
-    )
+    argv = procs.python_module(module, "--port", str(port), *args)
+    proc = procs.spawn(name, argv, folder / f"{name.split('-')[-1]}.log")
     server = Server(proc, port)
     try:
+        # Ready end to end: the proxy forwards this to the backend's stats.
         procs.wait_http(proc, server.url(STATS_PATH))
     except BaseException:
         proc.stop()
         raise
     return server
+
+
+def start_backend(folder: Path) -> Server:
+    return _start("backend", folder, "bench.backend")
 
 
 def start_proxy(folder: Path, upstream: str) -> Server:
-    port = procs.free_port()
-    proc = procs.spawn(
-        "naive-proxy",
-        procs.python_module("bench.naive_proxy", "--port", str(port), "--upstream", upstream),
-        folder / "proxy.log",
-    )
-    server = Server(proc, port)
-    try:
-        # The proxy forwards this to the backend's stats: ready end to end.
-        procs.wait_http(proc, server.url(STATS_PATH))
-    except BaseException:
-        proc.stop()
-        raise
-    return server
+    return _start("naive-proxy", folder, "bench.naive_proxy", "--upstream", upstream)
+
+
+def backend_in(stack: ExitStack, folder: Path) -> Server:
+    """``start_backend``, stopped when ``stack`` closes."""
+    backend = start_backend(folder)
+    stack.callback(backend.proc.stop)
+    return backend
