@@ -19,7 +19,7 @@ import uvloop
 
 from bench.groupcommit import _event
 from relay.store.remote import RemoteStore
-from relay.store.rpc import StoreServer
+from relay.store.remote.server import StoreServer
 from relay.store.sqlite import SQLiteStore
 
 Row = tuple[str, int, float, float, float]

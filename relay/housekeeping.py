@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Final
 
-from relay.admin_api import find_orphans
+from relay.admin.api import find_orphans
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import Relay

@@ -1,6 +1,6 @@
 """Prometheus metrics, each process (and each test) with its own registry.
 
-Multi-process mode (relay/metrics_workers.py): workers record the worker families into
+Multi-process mode (relay/workers/metrics.py): workers record the worker families into
 files; the owner's registry exposes those, summed, next to its own (owner) families.
 """
 
@@ -15,10 +15,10 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from relay import __version__
-from relay.metrics_workers import WorkerFamilies, forget_worker, in_worker_process
-from relay.metrics_workers import worker_env as worker_env  # the supervisor's entry point
 from relay.store.base import RouteBacklog
 from relay.store.batch import BatchStats
+from relay.workers.metrics import WorkerFamilies, forget_worker, in_worker_process
+from relay.workers.metrics import worker_env as worker_env  # the supervisor's entry point
 
 # The *_created series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

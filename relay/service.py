@@ -52,7 +52,7 @@ def build_app(
 ) -> web.Application:
     """The public app; its cleanup_ctx owns the store, the client session and the dispatcher.
 
-    ``worker``: one of several worker processes (``relay.worker``). The store is
+    ``worker``: one of several worker processes (``relay.workers.worker``). The store is
     the owner's, reached over RPC: the owner recovers leases and does the
     housekeeping, the worker only refreshes its backpressure counts from it.
     """
@@ -335,7 +335,7 @@ def settle_heap() -> None:
 
 def run(config: Config, config_path: Path | None = None) -> int:
     if config.workers:
-        from relay.supervisor import supervise
+        from relay.workers.owner import supervise
 
         return run_loop(supervise(config, config_path))
     return run_loop(serve(config, config_path))

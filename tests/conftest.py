@@ -97,7 +97,7 @@ async def _postgres(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMake
 async def _remote(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
     """SQLite behind the store RPC: one owner for the test, a new client per call."""
     from relay.store.remote import RemoteStore
-    from relay.store.rpc import StoreServer
+    from relay.store.remote.server import StoreServer
     from relay.store.sqlite import SQLiteStore
 
     owner = SQLiteStore(tmp_path / "relay.db", clock=clock)

@@ -25,7 +25,7 @@ import yaml
 from aiohttp import web
 
 from relay.config import Config
-from relay.validate import parse_duration
+from relay.config.validate import parse_duration
 
 from .support import HOST, Backend, Relay, free_port, post, queue_route, wait_for
 

@@ -232,7 +232,7 @@ async def test_migrations_once_and_schema_too_new(make_store: StoreMaker) -> Non
     db = stores[0].db  # type: ignore[attr-defined]
     async with db.acquire() as conn:
         rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
-        shipped = [m.version for m in load_migrations("relay.store", "sql", "postgres")]
+        shipped = [m.version for m in load_migrations("relay.store.postgres", "migrations")]
         assert [r[0] for r in rows] == shipped
         await conn.execute("INSERT INTO schema_migrations VALUES (9999, 'future', 0)")
     for s in stores:

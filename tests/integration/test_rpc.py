@@ -24,7 +24,7 @@ import uvloop
 from relay.errors import SchemaTooNew, StoreError, StoreUnavailable
 from relay.store.base import EventFilter, Ingested
 from relay.store.remote import RemoteStore
-from relay.store.rpc import STORE_CALLS, StoreServer, peer_uid
+from relay.store.remote.server import STORE_CALLS, StoreServer, peer_uid
 from relay.store.sqlite import SQLiteStore
 from tests.integration.test_store import event, lease_one
 

@@ -561,7 +561,7 @@ async def test_sqlite_pragmas_and_idempotent_migrations(tmp_path: Path) -> None:
         await store.close()
     with _raw(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        shipped = [(m.version,) for m in load_migrations("relay.store", "sql", "sqlite")]
+        shipped = [(m.version,) for m in load_migrations("relay.store.sqlite", "migrations")]
         assert raw.execute("SELECT version FROM schema_migrations").fetchall() == shipped
         assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 2
 

@@ -98,7 +98,7 @@ class Database:
             raise self.unavailable(exc, "cannot connect") from exc
         try:
             async with pool.acquire(timeout=self.acquire_timeout) as conn:
-                await migrate(conn, load_migrations("relay.store", "sql", "postgres"), now)
+                await migrate(conn, load_migrations("relay.store.postgres", "migrations"), now)
         except BaseException as exc:
             pool.terminate()
             if isinstance(exc, DRIVER_ERRORS):

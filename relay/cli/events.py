@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import yaml
 
-from relay.cli_render import render_event, render_list, render_status
+from relay.cli.render import render_event, render_list, render_status
 
 DEFAULT_ADMIN: Final = "127.0.0.1:9090"
 TOKEN_ENV: Final = "RELAY_ADMIN_TOKEN"

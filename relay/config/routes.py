@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from yarl import URL
 
-from relay.config_types import (
+from relay.config.types import (
     DEFAULT_METHODS,
     HEADER_NAME,
     ROUTE_NAME,
@@ -22,9 +22,9 @@ from relay.config_types import (
     Timeouts,
     VerifyConfig,
 )
+from relay.config.validate import Section, Skip, show
 from relay.keys import PRESETS, KeySource, parse_source
 from relay.retry import RetryPolicy
-from relay.validate import Section, Skip, show
 
 _DEFAULT_KEYS: tuple[KeySource, ...] = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
 

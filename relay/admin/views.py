@@ -12,6 +12,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 from relay import signatures
+from relay.config.validate import parse_duration
 from relay.store.base import (
     DELIVERY_STATES,
     AttemptInfo,
@@ -19,7 +20,6 @@ from relay.store.base import (
     EventFilter,
     EventInfo,
 )
-from relay.validate import parse_duration
 
 DEFAULT_LIMIT: Final = 50
 # list_events loads each event's body: a page stays small.

@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from relay.store.base import EventFilter
-from relay.store.sqlite_sql import marks
+from relay.store.sqlite.sql import marks
 
 # --- operations ---------------------------------------------------------------
 

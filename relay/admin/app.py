@@ -10,8 +10,8 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay.admin_api import add_api_routes
-from relay.admin_views import ApiError
+from relay.admin.api import add_api_routes
+from relay.admin.views import ApiError
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay

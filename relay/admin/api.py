@@ -16,7 +16,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from relay import __version__
-from relay.admin_views import (
+from relay.admin.views import (
     DEFAULT_LIMIT,
     FILTER_FIELDS,
     MAX_LIMIT,

@@ -10,10 +10,11 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay import __version__, cli_events
+from relay import __version__
 from relay import config as config_mod
+from relay.cli import events as cli_events
+from relay.config.validate import format_duration
 from relay.errors import ConfigError
-from relay.validate import format_duration
 
 DEFAULT_CONFIG = os.environ.get("WEBHOOK_RELAY_CONFIG", "config.yaml")
 
@@ -85,7 +86,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_echo_backend(args: argparse.Namespace) -> int:
-    from relay.echo import run_echo
+    from relay.cli.echo import run_echo
 
     return run_echo(args.listen)
 

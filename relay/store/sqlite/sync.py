@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from relay.errors import StoreUnavailable
 from relay.store import rows as rowmap
-from relay.store import sqlite_sql as q
 from relay.store.base import Acquired, NewEvent, StoredResponse, SyncClaim
 from relay.store.batch import GroupCommitter
-from relay.store.sqlite_thread import SQLiteAccess
+from relay.store.sqlite import sql as q
+from relay.store.sqlite.thread import SQLiteAccess
 
 Claim = tuple[NewEvent, float]
 Complete = tuple[int, str, StoredResponse]

@@ -78,7 +78,7 @@ CREATE INDEX deliveries_ordering_dead ON deliveries (route, upstream, ordering_k
     WHERE ordering_key IS NOT NULL AND state = 'dead';
 -- "Is a delivery of this key in flight?" UNIQUE: at most one delivery of a key
 -- and upstream is leased at any time, whichever replica leased it. lease_due
--- keeps this by itself (see relay/store/postgres.py); the index makes a
+-- keeps this by itself (see relay/store/postgres/store.py); the index makes a
 -- second lease impossible rather than merely unlikely.
 CREATE UNIQUE INDEX deliveries_ordering_leased ON deliveries (route, upstream, ordering_key)
     WHERE ordering_key IS NOT NULL AND state = 'in_flight';

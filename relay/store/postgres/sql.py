@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from relay.store import sqlite_sql
 from relay.store.base import Attempt, Lease, NewEvent, Outcome
 from relay.store.rows import headers_json
+from relay.store.sqlite import sql as sqlite_sql
 
 
 def text(value: str) -> str:

@@ -23,7 +23,6 @@ from typing import Any
 from relay import versions
 from relay.errors import StoreUnavailable
 from relay.store import rows as rowmap
-from relay.store import sqlite_sql as q
 from relay.store.base import (
     Attempt,
     Clock,
@@ -32,11 +31,11 @@ from relay.store.base import (
     NewEvent,
     Outcome,
 )
-from relay.store.batch import BatchStats, GroupCommitter
-from relay.store.ingest_batch import IngestBatch
+from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.migrate import load_migrations, migrate_sqlite
-from relay.store.sqlite_ops import SQLiteOperations
-from relay.store.sqlite_sync import SQLiteSyncMode
+from relay.store.sqlite import sql as q
+from relay.store.sqlite.ops import SQLiteOperations
+from relay.store.sqlite.sync import SQLiteSyncMode
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
 # for RETURNING).
@@ -136,7 +135,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
                 raise StoreUnavailable(f"{self.path}: cannot switch to WAL (got {mode[0]})")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            migrate_sqlite(conn, load_migrations("relay.store", "sql", "sqlite"), self.clock())
+            migrate_sqlite(conn, load_migrations("relay.store.sqlite", "migrations"), self.clock())
         except BaseException:
             conn.close()
             raise

@@ -6,9 +6,9 @@ import sqlite3
 from typing import Any
 
 from relay.store import rows as rowmap
-from relay.store import sqlite_ops_sql as q
 from relay.store.base import EventFilter, EventInfo, RouteBacklog
-from relay.store.sqlite_thread import SQLiteAccess
+from relay.store.sqlite import ops_sql as q
+from relay.store.sqlite.thread import SQLiteAccess
 
 
 class SQLiteOperations(SQLiteAccess):

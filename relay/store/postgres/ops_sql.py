@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.store import sqlite_ops_sql
 from relay.store.base import EventFilter
+from relay.store.sqlite import ops_sql as sqlite_ops_sql
 
 # --- operations ---------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """One worker process of a multi-process relay (``workers: N``).
 
-Started by the owner (``relay.supervisor``) as ``python -m relay.worker``. It
+Started by the owner (``relay.workers.owner``) as ``python -m relay.workers.worker``. It
 serves the public listener on a socket the owner bound and passed down, and
 delivers queued events; every store call goes to the owner over RPC
 (``relay.store.remote``). It has no admin listener and never talks to systemd:
@@ -92,7 +92,7 @@ async def serve_worker(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m relay.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m relay.workers.worker", description=__doc__)
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         listen_fd = int(os.environ[ENV_LISTEN_FD])
         index = int(os.environ.get(ENV_INDEX, "0"))
     except (KeyError, ValueError):
-        print("relay.worker is started by `webhook-relay serve` (workers: N)", file=sys.stderr)
+        print(
+            "relay.workers.worker is started by `webhook-relay serve` (workers: N)", file=sys.stderr
+        )
         return 2
     try:
         cfg = config_mod.load(args.config)

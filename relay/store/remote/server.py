@@ -5,7 +5,7 @@ mode one *owner* process holds the real store and serves it here, and each
 *worker* reaches it through ``relay.store.remote.RemoteStore``.
 
 Messages travel in batches, one frame per event-loop iteration
-(``relay.store.rpc_wire``):
+(``relay.store.remote.wire``):
 
 * client -> server: ``(id, name, args, kwargs | None)``, ``id`` >= 1
 * server -> client: ``(id, True, result)``, ``(id, False, (exception type,
@@ -36,7 +36,7 @@ from typing import Any, Final, cast
 from relay.errors import RelayError, StoreError, StoreUnavailable
 from relay.logging import get_logger
 from relay.store.base import Store
-from relay.store.rpc_wire import FrameProtocol
+from relay.store.remote.wire import FrameProtocol
 
 log = get_logger()
 

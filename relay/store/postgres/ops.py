@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.store import postgres_ops_sql as q
 from relay.store import rows as rowmap
 from relay.store.base import Clock, EventFilter, EventInfo, RouteBacklog
-from relay.store.postgres_pool import Database, affected
+from relay.store.postgres import ops_sql as q
+from relay.store.postgres.pool import Database, affected
 
 
 class PostgresOperations:

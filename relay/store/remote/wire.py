@@ -1,4 +1,4 @@
-"""The store RPC's framing (``relay.store.rpc``), shared by both ends.
+"""The store RPC's framing (``relay.store.remote.server``), shared by both ends.
 
 A frame is a 4-byte big-endian length and a pickle (highest protocol) of a
 *list* of messages: everything one side has to say during one event-loop

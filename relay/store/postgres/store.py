@@ -61,7 +61,6 @@ from typing import Any
 
 from relay import versions
 from relay.errors import StoreUnavailable
-from relay.store import postgres_sql as q
 from relay.store import rows as rowmap
 from relay.store.base import (
     Acquired,
@@ -74,10 +73,10 @@ from relay.store.base import (
     StoredResponse,
     SyncClaim,
 )
-from relay.store.batch import BatchStats, GroupCommitter
-from relay.store.ingest_batch import IngestBatch
-from relay.store.postgres_ops import PostgresOperations
-from relay.store.postgres_pool import Database, affected
+from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
+from relay.store.postgres import sql as q
+from relay.store.postgres.ops import PostgresOperations
+from relay.store.postgres.pool import Database, affected
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
@@ -91,7 +90,7 @@ class PostgresStore(PostgresOperations):
 
     ``tuning``: ``max_batch`` (group commit) and the pool's ``min_size``,
     ``max_size``, ``connect_timeout``, ``command_timeout``, ``acquire_timeout``
-    and ``server_settings`` (``relay.store.postgres_pool.Database``).
+    and ``server_settings`` (``relay.store.postgres.pool.Database``).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""A worker's store: every call forwarded to the owner process (``relay.store.rpc``).
+"""A worker's store: every call forwarded to the owner process (``relay.store.remote.server``).
 
 ``RemoteStore`` is a ``Store``, so ingress, sync mode and the dispatcher run on
 it unchanged. It never opens or closes the owner's store, only its connection.
@@ -32,8 +32,8 @@ from relay.store.base import (
     StoredResponse,
     SyncClaim,
 )
-from relay.store.rpc import HELLO, VERSION
-from relay.store.rpc_wire import FrameProtocol, rebuild_error
+from relay.store.remote.server import HELLO, VERSION
+from relay.store.remote.wire import FrameProtocol, rebuild_error
 
 log = get_logger()
 

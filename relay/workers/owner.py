@@ -5,9 +5,9 @@ One Python event loop tops out at a few thousand webhooks a second. With
 
 - the owner holds the store (the only SQLite writer: several writer processes
   on one file contend for its lock and are slower than one), serves it to the
-  workers over a private Unix socket (``relay.store.rpc``), recovers leases at
+  workers over a private Unix socket (``relay.store.remote.server``), recovers leases at
   start-up, runs housekeeping, the admin listener and the systemd protocol;
-- each worker (``relay.worker``) accepts on the public socket the owner bound,
+- each worker (``relay.workers.worker``) accepts on the public socket the owner bound,
   ingests, and delivers.
 
 A worker that dies stops the whole group with a non-zero exit, as a dead
@@ -44,8 +44,8 @@ from relay.sdnotify import Notifier
 from relay.service import log_started, settle_heap, start_watchdog, stop_on_signals
 from relay.store import open_store_for_url
 from relay.store.base import Ingested, Lease, Outcome
-from relay.store.rpc import StoreServer
-from relay.worker import ENV_INDEX, ENV_LISTEN_FD, ENV_SOCKET
+from relay.store.remote.server import StoreServer
+from relay.workers.worker import ENV_INDEX, ENV_LISTEN_FD, ENV_SOCKET
 
 # Workers import aiohttp and connect back; far longer than this means they are stuck.
 READY_TIMEOUT: Final = 60.0
@@ -76,7 +76,7 @@ class Group:
         for index in range(self.count):
             env = {**self.env, ENV_INDEX: str(index)}
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "relay.worker", "--config", str(self.config_path),
+                sys.executable, "-m", "relay.workers.worker", "--config", str(self.config_path),
                 env=env, pass_fds=(self.listen_fd,),
             )  # fmt: skip
             self.procs[index] = proc

@@ -1,4 +1,4 @@
-"""Configuration: YAML into frozen dataclasses; every error names its path."""
+"""The config file: YAML into a ``Config``; every error names its path."""
 
 from __future__ import annotations
 
@@ -9,49 +9,18 @@ from typing import Any
 
 import yaml
 
-from relay.config_routes import parse_route, read_secrets
-from relay.config_types import (
-    DEFAULT_METHODS,
-    SCHEMES,
-    AckConfig,
+from relay.config.routes import parse_route, read_secrets
+from relay.config.types import (
     AdminConfig,
     Config,
     Limits,
     Listen,
     LogConfig,
-    Mode,
-    OrderingConfig,
     Route,
-    StaleConfig,
     StorageConfig,
-    SyncConfig,
-    Timeouts,
-    VerifyConfig,
 )
+from relay.config.validate import MISSING, Section, Skip, show
 from relay.errors import ConfigError
-from relay.validate import MISSING, Section, Skip, show
-
-__all__ = [
-    "DEFAULT_METHODS",
-    "SCHEMES",
-    "AckConfig",
-    "AdminConfig",
-    "Config",
-    "Limits",
-    "Listen",
-    "LogConfig",
-    "Mode",
-    "OrderingConfig",
-    "Route",
-    "StaleConfig",
-    "StorageConfig",
-    "SyncConfig",
-    "Timeouts",
-    "VerifyConfig",
-    "from_mapping",
-    "load",
-    "parse_listen",
-]
 
 _STORAGE = StorageConfig()
 _LIMITS = Limits()

@@ -1,0 +1,49 @@
+"""Configuration: YAML into frozen dataclasses; every error names its path.
+
+``loader`` reads the document, ``routes`` and ``validate`` check it piece by
+piece, ``types`` holds the records. May import the pure domain modules only.
+"""
+
+from __future__ import annotations
+
+from relay.config.loader import from_mapping, load, parse_listen
+from relay.config.types import (
+    DEFAULT_METHODS,
+    SCHEMES,
+    AckConfig,
+    AdminConfig,
+    Config,
+    Limits,
+    Listen,
+    LogConfig,
+    Mode,
+    OrderingConfig,
+    Route,
+    StaleConfig,
+    StorageConfig,
+    SyncConfig,
+    Timeouts,
+    VerifyConfig,
+)
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "SCHEMES",
+    "AckConfig",
+    "AdminConfig",
+    "Config",
+    "Limits",
+    "Listen",
+    "LogConfig",
+    "Mode",
+    "OrderingConfig",
+    "Route",
+    "StaleConfig",
+    "StorageConfig",
+    "SyncConfig",
+    "Timeouts",
+    "VerifyConfig",
+    "from_mapping",
+    "load",
+    "parse_listen",
+]
