@@ -1,6 +1,6 @@
 """Queue-mode delivery: lease due deliveries, forward them, record the outcome.
 
-One worker task per (route, upstream). A worker is woken in process when an
+One delivery loop per (route, upstream). A loop is woken in process when an
 event is stored (no polling latency); a slow poll remains as a safety net and
 for work other replicas stored. Concurrency per upstream is bounded by the
 route's ``concurrency``.
@@ -24,12 +24,13 @@ from typing import Any, Final
 import aiohttp
 
 from relay import forward, versions
+from relay.backlog import Backlog
 from relay.config import Route
 from relay.errors import StoreError
 from relay.metrics import Metrics, status_class
 from relay.retry import decide, parse_retry_after
 from relay.runtime import RouteRuntime
-from relay.store.base import Attempt, Lease, Outcome, Store
+from relay.store.base import Attempt, DeliveryStore, Lease, Outcome
 
 # Safety-net poll: finds work stored by other replicas and due retries we were not told of.
 POLL_INTERVAL: Final = 5.0
@@ -42,12 +43,12 @@ LEASE_MARGIN: Final = 30.0
 SEND_MARGIN: Final = 5.0
 # While attempts are in flight, wait until a quarter of the slots are free to lease.
 LEASE_BATCH_DIVISOR: Final = 4
-# Back-off after a store error inside a worker, so a broken disk does not spin.
+# Back-off after a store error inside a delivery loop, so a broken disk does not spin.
 STORE_ERROR_PAUSE: Final = 1.0
 
 
 @dataclass(slots=True)
-class _Worker:
+class _UpstreamLoop:
     rt: RouteRuntime
     upstream: str
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -61,11 +62,12 @@ class _Worker:
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         session: aiohttp.ClientSession,
         metrics: Metrics,
         log: Any,
         *,
+        backlog: Backlog | None = None,
         poll_interval: float = POLL_INTERVAL,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -75,19 +77,19 @@ class Dispatcher:
         self.log = log
         self.poll_interval = poll_interval
         self.rand = rand
-        self._workers: dict[tuple[str, str], _Worker] = {}
+        self._loops: dict[tuple[str, str], _UpstreamLoop] = {}
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        # Told of every delivery that reached a final state (backpressure counts).
-        self.settled: Callable[[str], None] = lambda route: None
+        # Told of every outcome recorded (backpressure counts).
+        self.backlog = backlog if backlog is not None else Backlog()
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     # --- lifecycle ------------------------------------------------------------
 
     def set_routes(self, routes: list[RouteRuntime], start: bool = True) -> None:
-        """Start workers for queue routes; retire those of removed or changed routes.
+        """Start delivery loops for queue routes; retire those of removed or changed routes.
 
         With ``start=False`` no task runs: ``burst()`` drives delivery instead.
         """
@@ -97,24 +99,24 @@ class Dispatcher:
             if rt.cfg.mode == "queue"
             for up in rt.cfg.upstreams
         }
-        for ident, worker in list(self._workers.items()):
+        for ident, loop in list(self._loops.items()):
             if ident not in wanted:
-                worker.retired = True
-                worker.wake.set()
-                del self._workers[ident]
+                loop.retired = True
+                loop.wake.set()
+                del self._loops[ident]
         for ident, rt in wanted.items():
-            existing = self._workers.get(ident)
+            existing = self._loops.get(ident)
             if existing is not None:
                 existing.rt = rt  # new limits apply from the next lease on
                 existing.wake.set()
                 continue
-            worker = _Worker(rt, ident[1])
+            loop = _UpstreamLoop(rt, ident[1])
             if start:
-                worker.task = asyncio.create_task(
-                    self._run(worker), name=f"dispatch:{ident[0]}->{ident[1]}"
+                loop.task = asyncio.create_task(
+                    self._run(loop), name=f"dispatch:{ident[0]}->{ident[1]}"
                 )
-                worker.task.add_done_callback(self._watch)
-            self._workers[ident] = worker
+                loop.task.add_done_callback(self._watch)
+            self._loops[ident] = loop
 
     def _watch(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stopping:
@@ -125,10 +127,10 @@ class Dispatcher:
             self.failed.set_result(exc)
 
     def notify(self, route: str) -> None:
-        """An event was stored on ``route``: wake its workers now."""
-        for (name, _), worker in self._workers.items():
+        """An event was stored on ``route``: wake its delivery loops now."""
+        for (name, _), loop in self._loops.items():
             if name == route:
-                worker.wake.set()
+                loop.wake.set()
 
     def begin_stop(self, grace: float) -> asyncio.Task[None]:
         """Start ``stop`` once; every caller awaits the same task."""
@@ -139,15 +141,15 @@ class Dispatcher:
     async def stop(self, grace: float) -> None:
         """Stop leasing; let attempts in flight finish within ``grace``; cancel the rest."""
         self._stopping = True
-        workers = list(self._workers.values())
-        for w in workers:
+        loops = list(self._loops.values())
+        for w in loops:
             w.retired = True
             w.wake.set()
-        loops = [w.task for w in workers if w.task is not None]
-        await asyncio.gather(*loops, return_exceptions=True)
+        tasks = [w.task for w in loops if w.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
         # Only now: a loop that was inside lease_due when told to stop may still
         # have started attempts, and they must be finished or cancelled too.
-        attempts = [t for w in workers for t in w.inflight]
+        attempts = [t for w in loops for t in w.inflight]
         if attempts:
             _, late = await asyncio.wait(attempts, timeout=grace)
             for t in late:
@@ -156,11 +158,11 @@ class Dispatcher:
             await asyncio.gather(*late, return_exceptions=True)
         # Outcomes still being recorded: short, and each one saves a re-forward.
         await asyncio.gather(*self._finishing, return_exceptions=True)
-        self._workers.clear()
+        self._loops.clear()
 
-    # --- the worker loop ------------------------------------------------------
+    # --- the delivery loop ---------------------------------------------------
 
-    async def _run(self, w: _Worker) -> None:
+    async def _run(self, w: _UpstreamLoop) -> None:
         while not w.retired:
             w.wake.clear()
             rt = w.rt
@@ -199,7 +201,7 @@ class Dispatcher:
                 continue  # maybe more due; the next round leases what slots remain
             await self._sleep(w, full=free <= 0)
 
-    async def _sleep(self, w: _Worker, full: bool) -> None:
+    async def _sleep(self, w: _UpstreamLoop, full: bool) -> None:
         timeout = self.poll_interval
         if not full:
             try:
@@ -216,13 +218,13 @@ class Dispatcher:
         except TimeoutError:
             pass
 
-    def _attempt_done(self, w: _Worker, task: asyncio.Task[None]) -> None:
+    def _attempt_done(self, w: _UpstreamLoop, task: asyncio.Task[None]) -> None:
         w.inflight.discard(task)
         w.wake.set()  # a slot is free
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.log.error("attempt_crashed", route=w.rt.cfg.name, error=repr(exc))
 
-    async def _attempt(self, w: _Worker, lease: Lease) -> None:
+    async def _attempt(self, w: _UpstreamLoop, lease: Lease) -> None:
         rt = w.rt
         cfg = rt.cfg
         now = self.store.clock()
@@ -259,10 +261,9 @@ class Dispatcher:
             )
             raise
         now = self.store.clock()
-        attempts = lease.attempts + 1
         decision = decide(
             status=result.status,
-            attempts=attempts,
+            attempts=lease.attempts + 1,
             received_at=lease.received_at,
             now=now,
             policy=cfg.retry,
@@ -270,8 +271,22 @@ class Dispatcher:
             rand=self.rand,
         )
         attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error)
-        outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)  # type: ignore[arg-type]
-        result_label = {"delivered": "delivered", "pending": "retry"}.get(decision.state, "dead")
+        outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)
+        self._report(rt, lease, result, outcome, now)
+        # The upstream's slot is free once it has answered: recording the outcome
+        # (a group commit, an fsync away) goes on without holding the slot. The
+        # delivery stays in flight in the store until then, so nothing re-leases it.
+        task = asyncio.create_task(self._finish(lease, attempt, outcome), name="finish")
+        self._finishing.add(task)
+        w.finishing.add(task)
+        task.add_done_callback(functools.partial(self._finish_done, w))
+
+    def _report(
+        self, rt: RouteRuntime, lease: Lease, result: forward.Result, outcome: Outcome, now: float
+    ) -> None:
+        """An answered attempt's metrics and log line."""
+        cfg = rt.cfg
+        result_label = {"delivered": "delivered", "pending": "retry"}.get(outcome.state, "dead")
         self._child(
             self.metrics.attempts, cfg.name, result_label, status_class(result.status)
         ).inc()
@@ -281,19 +296,19 @@ class Dispatcher:
             event_id=lease.event_id,
             key=lease.key,
             upstream=lease.upstream,
-            attempt=attempts,
+            attempt=lease.attempts + 1,
             status=result.status,
             error=result.error,
             ms=round(result.duration_ms, 2),
         )
-        if decision.state == "delivered":
+        if outcome.state == "delivered":
             rt.log.info("delivery_succeeded", **log_fields)
-        elif decision.state == "pending":
+        elif outcome.state == "pending":
             at = outcome.next_attempt_at
             retry_in = None if at is None else round(at - now, 3)
             rt.log.info("delivery_retry", retry_in=retry_in, **log_fields)
         else:
-            rt.log.warning("delivery_dead", reason=decision.reason, **log_fields)
+            rt.log.warning("delivery_dead", reason=outcome.reason, **log_fields)
             if cfg.ordering is not None and lease.ordering_key is not None:
                 on_dead = cfg.ordering.on_dead
                 self.metrics.ordering_dead_heads.labels(cfg.name, on_dead).inc()
@@ -304,15 +319,8 @@ class Dispatcher:
                     event_id=lease.event_id,
                     upstream=lease.upstream,
                 )
-        # The upstream's slot is free once it has answered: recording the outcome
-        # (a group commit, an fsync away) goes on without holding the slot. The
-        # delivery stays in flight in the store until then, so nothing re-leases it.
-        task = asyncio.create_task(self._finish(lease, attempt, outcome), name="finish")
-        self._finishing.add(task)
-        w.finishing.add(task)
-        task.add_done_callback(functools.partial(self._finish_done, w))
 
-    def _finish_done(self, w: _Worker, task: asyncio.Task[None]) -> None:
+    def _finish_done(self, w: _UpstreamLoop, task: asyncio.Task[None]) -> None:
         self._finishing.discard(task)
         if len(w.finishing) > w.rt.cfg.concurrency:
             w.wake.set()  # the backlog held a slot: it is free now
@@ -360,26 +368,27 @@ class Dispatcher:
 
     async def _finish(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> None:
         try:
-            if not await self.store.finish_attempt(lease, attempt, outcome):
-                self.log.warning("lease_lost", delivery_id=lease.delivery_id)
-            elif outcome.state != "pending":
-                self.settled(lease.route)
+            recorded = await self.store.finish_attempt(lease, attempt, outcome)
         except StoreError as exc:
             # The lease expires and the delivery is retried: at-least-once, never lost.
             self.log.error("finish_failed", delivery_id=lease.delivery_id, error=str(exc))
+            return
+        self.backlog.finished(lease, outcome, recorded)
+        if not recorded:
+            self.log.warning("lease_lost", delivery_id=lease.delivery_id)
 
     # --- tests and tools --------------------------------------------------------
 
     async def burst(self) -> int:
         """Deliver everything due now, round after round, then return the attempts made.
 
-        For tests and tools: runs to completion instead of sleeping (workers
+        For tests and tools: runs to completion instead of sleeping (loops
         must have been registered with ``start=False``).
         """
         made = 0
         while True:
             leased = 0
-            for w in list(self._workers.values()):
+            for w in list(self._loops.values()):
                 cfg = w.rt.cfg
                 leases = await self.store.lease_due(
                     cfg.name,

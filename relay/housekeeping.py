@@ -1,16 +1,20 @@
 """Housekeeping on the store's owner: backpressure counts, expired leases,
-retention; and the orphan report that start-up and reloads run in the background."""
+retention; and the orphan report that start-up and reloads run in the background.
+
+Runs in the process that holds the full store: the single process, or the
+owner of a worker group (never a worker: it has only the hot path).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, Final
+from collections.abc import Iterable, Mapping
+from typing import Final
 
-from relay.admin.api import find_orphans
 from relay.errors import StoreError
 from relay.logging import get_logger
-from relay.runtime import Relay
+from relay.runtime import Relay, RouteRuntime
+from relay.store.base import Store
 
 # Backpressure counts are kept in memory and re-read from the store this often:
 # a COUNT over a million pending rows is not free (it holds the store's thread).
@@ -22,7 +26,7 @@ PURGE_BATCH: Final = 500
 log = get_logger()
 
 
-async def housekeeping(relay: Relay) -> None:
+async def housekeeping(relay: Relay, store: Store) -> None:
     """Backpressure counts, expired leases, retention: small steps, never a long lock."""
     loop = asyncio.get_running_loop()
     next_sweep = next_purge = next_count = loop.time()
@@ -31,28 +35,25 @@ async def housekeeping(relay: Relay) -> None:
         try:
             if loop.time() >= next_count:
                 next_count = loop.time() + COUNT_INTERVAL
-                counts = await relay.store.undelivered_counts()
-                relay.undelivered = {route: float(n) for route, n in counts.items()}
+                await relay.backlog.refresh(store.undelivered_counts)
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + LEASE_SWEEP_INTERVAL
-                if n := await relay.store.release_expired_leases():
+                if n := await store.release_expired_leases():
                     log.warning("leases_recovered", deliveries=n)
             if loop.time() >= next_purge:
                 next_purge = loop.time() + relay.config.storage.cleanup_interval
-                await purge_once(relay)
+                await purge_once(relay, store)
         except StoreError as exc:
             log.error("housekeeping_failed", error=str(exc))
 
 
-async def purge_once(relay: Relay) -> int:
+async def purge_once(relay: Relay, store: Store) -> int:
     """One retention pass in bounded batches, yielding between them so ingest keeps going."""
     st = relay.config.storage
-    now = relay.store.clock()
+    now = store.clock()
     total = 0
     while (
-        n := await relay.store.purge_expired(
-            now - st.dedupe_window, now - st.dead_retention, PURGE_BATCH
-        )
+        n := await store.purge_expired(now - st.dedupe_window, now - st.dead_retention, PURGE_BATCH)
     ) > 0:
         total += n
         if n < PURGE_BATCH:
@@ -60,7 +61,7 @@ async def purge_once(relay: Relay) -> int:
         await asyncio.sleep(0)
     if st.payload_retention is not None:
         while (
-            n := await relay.store.drop_payloads(now - st.payload_retention, PURGE_BATCH)
+            n := await store.drop_payloads(now - st.payload_retention, PURGE_BATCH)
         ) == PURGE_BATCH:
             await asyncio.sleep(0)
     if total:
@@ -68,33 +69,38 @@ async def purge_once(relay: Relay) -> int:
     return total
 
 
-_TASKS: set[asyncio.Task[None]] = set()
+def orphans(
+    routes: Iterable[RouteRuntime], opened: Mapping[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
+    """Of the open deliveries per (route, upstream), those no delivery loop serves:
+    their route or upstream left the config."""
+    served = {
+        (rt.cfg.name, up) for rt in routes if rt.cfg.mode == "queue" for up in rt.cfg.upstreams
+    }
+    return {k: n for k, n in sorted(opened.items()) if k not in served}
 
 
-def background(coro: Coroutine[Any, Any, None]) -> None:
-    """A fire-and-forget task, referenced until done so it is not collected."""
-    task = asyncio.ensure_future(coro)
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
+async def find_orphans(relay: Relay, store: Store) -> dict[tuple[str, str], int]:
+    return orphans(relay.routes.values(), await store.open_deliveries())
 
 
-async def report_orphans(relay: Relay, event: str) -> None:
+async def report_orphans(relay: Relay, store: Store, event: str) -> None:
     """Log (and gauge) deliveries left pending by routes or upstreams no longer configured."""
     try:
-        orphans = await find_orphans(relay)
+        found = await find_orphans(relay, store)
     except StoreError as exc:
         log.error("orphan_count_failed", error=str(exc))
         return
-    relay.metrics.set_orphans(orphans)
-    if not orphans:
+    relay.metrics.set_orphans(found)
+    if not found:
         return
     per_route: dict[str, int] = {}
-    for (route, _), n in orphans.items():
+    for (route, _), n in found.items():
         per_route[route] = per_route.get(route, 0) + n
     log.warning(
         event,
-        deliveries=sum(orphans.values()),
+        deliveries=sum(found.values()),
         routes=per_route,
-        upstreams=[{"route": r, "upstream": u, "deliveries": n} for (r, u), n in orphans.items()],
+        upstreams=[{"route": r, "upstream": u, "deliveries": n} for (r, u), n in found.items()],
         hint="they stay pending: restore the route or upstream to deliver them, or purge them",
     )

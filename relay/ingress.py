@@ -25,7 +25,9 @@ from relay.runtime import (
     Relay,
     Reply,
     RouteRuntime,
+    duplicate,
     error,
+    mismatch,
     reject,
 )
 from relay.store.base import NewEvent
@@ -80,7 +82,7 @@ def _version(cfg: Route, payload: keys.Payload) -> str | None:
 
 async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply:
     cfg = rt.cfg
-    if cfg.mode == "queue" and relay.undelivered.get(cfg.name, 0) >= cfg.max_pending:
+    if cfg.mode == "queue" and relay.backlog.full(cfg.name, cfg.max_pending):
         return reject(
             503, "backpressure", "too many undelivered events", retry_after=BACKPRESSURE_RETRY_AFTER
         )
@@ -146,16 +148,13 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
     except StoreUnavailable as exc:
         rt.log.error("store_unavailable", key=event.key, error=str(exc))
         return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
+    relay.backlog.ingested(cfg.name, got)
     if got.first:
-        relay.undelivered[cfg.name] = relay.undelivered.get(cfg.name, 0) + 1
         relay.wake(cfg.name)
         return Reply(_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
-    if got.mismatch(event.fingerprint):
-        relay.metrics.mismatches.labels(cfg.name).inc()
-        rt.log.warning("payload_mismatch", key=event.key, event_id=got.event_id)
-        if cfg.on_payload_mismatch == "reject":
-            return reject(422, "payload_mismatch", "this key was used with a different body")
-    relay.metrics.duplicates.labels(cfg.name, event.key_source.partition(":")[0]).inc()
+    if (refused := mismatch(relay, rt, event, got.event_id, got.stored_fingerprint)) is not None:
+        return refused
+    duplicate(relay, rt, event)
     if got.revived:
         rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
         relay.wake(cfg.name)

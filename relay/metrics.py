@@ -1,24 +1,32 @@
 """Prometheus metrics, each process (and each test) with its own registry.
 
-Multi-process mode (relay/workers/metrics.py): workers record the worker families into
-files; the owner's registry exposes those, summed, next to its own (owner) families.
+Multi-process mode (``relay.workers.metrics``): worker processes record the serving
+families into files; the owner's registry exposes those, summed, next to its own
+families. This module only knows that the serving families may be exposed by a
+collector someone else provides.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    values,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from relay import __version__
 from relay.store.base import RouteBacklog
 from relay.store.batch import BatchStats
-from relay.workers.metrics import WorkerFamilies, forget_worker, in_worker_process
-from relay.workers.metrics import worker_env as worker_env  # the supervisor's entry point
 
 # The *_created series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -26,14 +34,22 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def recording_to_files() -> bool:
+    """Whether this process records into multiprocess files (it was started with
+    ``PROMETHEUS_MULTIPROC_DIR``). prometheus_client fixed its value class at import,
+    so the environment variable now may lie."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
 def status_class(status: int | None) -> str:
     return "error" if status is None else f"{status // 100}xx"
 
 
-# The families a worker process writes: everything the public listener and delivery record.
-# In multi-process mode the owner exposes these from the workers' files and every other
-# family (store backlog, orphans, commits, reloads, build info) from its own registry.
-WORKER_FAMILIES: Final[tuple[str, ...]] = (
+# The serving families: everything the public listener and delivery record. In
+# multi-process mode the worker processes write them and the owner exposes them from
+# the workers' files; every other family (store backlog, orphans, commits, reloads,
+# build info) comes from the owner's own registry.
+SERVING_FAMILIES: Final[tuple[str, ...]] = (
     "relay_webhooks_received",
     "relay_webhooks_rejected",
     "relay_duplicates",
@@ -62,23 +78,22 @@ class ReloadInfo:
 class Metrics:
     """Every metric of the relay, registered in ``registry`` (a fresh one by default).
 
-    ``workers_dir`` makes this the owner's Metrics in multi-process mode: the worker
-    families are exposed from the workers' files in that directory, and the owner's own
-    copies of them (kept so shared code can still record) go to a registry nobody scrapes.
-    A worker process (started with ``worker_env``) builds a plain ``Metrics()``.
+    ``serving`` builds the collector that exposes the serving families instead of this
+    process (the owner's, in multi-process mode: ``relay.workers.metrics``); it is handed
+    this process's own copies of them, which are kept so shared code can still record,
+    in a registry nobody scrapes. A worker process builds a plain ``Metrics()``.
     """
 
     def __init__(
         self,
         registry: CollectorRegistry | None = None,
         *,
-        workers_dir: str | os.PathLike[str] | None = None,
+        serving: Callable[[Sequence[Metric]], Collector] | None = None,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.workers_dir = None if workers_dir is None else os.fspath(workers_dir)
-        # --- worker families (WORKER_FAMILIES), registered in w ---
-        w = r if self.workers_dir is None else CollectorRegistry()
+        # --- serving families (SERVING_FAMILIES), registered in w ---
+        w = r if serving is None else CollectorRegistry()
         self.received = Counter(
             "relay_webhooks_received_total",
             "Webhooks received, by outcome (accepted, duplicate, rejected).",
@@ -149,7 +164,7 @@ class Metrics:
             ["route", "result"],
             registry=w,
         )
-        worker_mode = self.workers_dir is not None or in_worker_process()
+        worker_mode = serving is not None or recording_to_files()
         self.worker_processes = Gauge(
             "relay_worker_processes",
             "Worker processes alive (multi-process mode).",
@@ -158,8 +173,8 @@ class Metrics:
             # Single-process mode keeps today's exposition: the family is not registered.
             registry=w if worker_mode else None,
         )
-        if self.workers_dir is not None:
-            self._expose_workers(r, w, self.workers_dir)
+        if serving is not None:
+            self._expose_serving(r, w, serving)
         # --- owner families: the store, its backlog, reloads, build info ---
         self.events = Gauge(
             "relay_events",
@@ -215,28 +230,26 @@ class Metrics:
         self.info.labels(__version__).set(1)
         self.last_reload: ReloadInfo | None = None
         self.orphans: dict[tuple[str, str], int] = {}
-        if self.workers_dir is None and in_worker_process():
+        if serving is None and recording_to_files():
             self.worker_processes.set(1)
 
     # --- multi-process mode ---------------------------------------------------
 
     @staticmethod
-    def _expose_workers(r: CollectorRegistry, w: CollectorRegistry, workers_dir: str) -> None:
-        """Register the collector over the workers' files in ``r``, described by the
-        owner's unexposed copies in ``w`` (registered before the owner families: the
-        exposition keeps the single-process order)."""
+    def _expose_serving(
+        r: CollectorRegistry,
+        w: CollectorRegistry,
+        serving: Callable[[Sequence[Metric]], Collector],
+    ) -> None:
+        """Register the serving families' collector in ``r``, described by this process's
+        unexposed copies in ``w`` (registered before the owner families: the exposition
+        keeps the single-process order)."""
         described = list(w.collect())
-        if sorted(m.name for m in described) != sorted(WORKER_FAMILIES):
+        if sorted(m.name for m in described) != sorted(SERVING_FAMILIES):
             # Someone added a metric to one group and not the other: the scrape would
             # lose that family or show it twice.
-            raise RuntimeError("WORKER_FAMILIES does not match the worker metrics built")
-        r.register(WorkerFamilies(workers_dir, described))
-
-    def worker_exited(self, pid: int) -> None:
-        """A worker process ended (reaped): its live gauges leave the scrape; its counters
-        and histograms stay in the totals. No-op outside multi-process mode."""
-        if self.workers_dir is not None:
-            forget_worker(self.workers_dir, pid)
+            raise RuntimeError("SERVING_FAMILIES does not match the serving metrics built")
+        r.register(serving(described))
 
     # --- feeding the gauges ---------------------------------------------------
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from relay import config as config_mod
 from relay.errors import ConfigError
-from relay.housekeeping import background, report_orphans
 from relay.logging import get_logger
 from relay.runtime import Relay
 from relay.sdnotify import Notifier
@@ -21,8 +20,9 @@ def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], N
 
     Runs between two event-loop steps, so no request sees half a reload: one
     that started keeps the route it matched, the next one matches the new set.
-    Events of a removed route stay pending in the store and are reported.
-    ``applied`` runs once the new routes are in (the dispatcher follows them).
+    Events of a removed route stay pending in the store (the role that holds
+    the store reports them). ``applied`` runs once the new routes are in (the
+    dispatcher follows them); True if they are.
     """
     notifier.reloading()
     before = relay.routes
@@ -51,7 +51,6 @@ def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], N
     relay.metrics.record_reload(True)
     log.info("config_reloaded", routes=[r.name for r in new.routes])
     notifier.ready(f"serving {len(new.routes)} routes")
-    background(report_orphans(relay, "reload_orphaned_events"))
     return True
 
 

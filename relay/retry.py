@@ -7,7 +7,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 # DESIGN.md: retry on 408, 425, 429 and 5xx; every other status is final.
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429})
@@ -54,7 +54,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    state: str  # "delivered" | "pending" | "dead"
+    state: Literal["delivered", "pending", "dead"]
     next_attempt_at: float | None = None
     reason: str | None = None
 

@@ -1,4 +1,4 @@
-"""State shared by the public app's handlers: routes, store, session, replies."""
+"""A process's runtime state: routes, store, session, backlog, and the replies of the public app."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from relay import signatures
+from relay.backlog import Backlog
 from relay.config import Config, Route
 from relay.forward import Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
-from relay.store.base import Store
+from relay.store.base import DeliveryStore, NewEvent
 
 REPLAYED: Final = "Idempotent-Replayed"
 STORE_RETRY_AFTER: Final = 5
@@ -89,24 +90,16 @@ class RouteRuntime:
 
 @dataclass(slots=True)
 class Relay:
-    """State shared by every request of the public app."""
+    """State shared by every request of the public app, and by admin and housekeeping."""
 
     config: Config
-    store: Store
+    # The hot path only: in a worker process that is all there is (the owner keeps
+    # inspection and maintenance); the roles hand the full store to admin themselves.
+    store: DeliveryStore
     metrics: Metrics
-    routes: dict[str, RouteRuntime]  # by path
+    routes: dict[str, RouteRuntime] = field(default_factory=dict)  # by path
     session: aiohttp.ClientSession | None = None
-    # Undelivered events by route name, for backpressure: counted up at ingest and
-    # down as deliveries settle, and re-read from the store now and then (drift,
-    # other replicas). Fractional: an event with two upstreams settles in halves.
-    undelivered: dict[str, float] = field(default_factory=dict)
-
-    def settled(self, route: str) -> None:
-        """One delivery of ``route`` reached a final state."""
-        rt = next((r for r in self.routes.values() if r.cfg.name == route), None)
-        share = 1.0 / len(rt.cfg.upstreams) if rt is not None and rt.cfg.upstreams else 1.0
-        self.undelivered[route] = max(0.0, self.undelivered.get(route, 0.0) - share)
-
+    backlog: Backlog = field(default_factory=Backlog)
     wake: Callable[[str], None] = lambda route: None
     draining: bool = False
     # Called after every request (the connection guard re-arms its header deadline).
@@ -131,6 +124,7 @@ class Relay:
                 rt.waiters = prev.waiters  # in-flight sync keys keep their waiters
             fresh[r.path] = rt
         self.routes = fresh
+        self.backlog.set_routes((r.name, len(r.upstreams)) for r in routes)
 
 
 RELAY: Final = web.AppKey("relay", Relay)
@@ -151,3 +145,22 @@ def error(status: int, reason: str, message: str, retry_after: float | None = No
 
 def reject(status: int, reason: str, message: str, retry_after: float | None = None) -> Reply:
     return Reply(error(status, reason, message, retry_after), "rejected", reason=reason)
+
+
+def mismatch(
+    relay: Relay, rt: RouteRuntime, event: NewEvent, event_id: int, stored_fingerprint: str
+) -> Reply | None:
+    """A copy whose body differs from the first one's: counted and logged; refused (422)
+    when the route says ``on_payload_mismatch: reject``, else None (a duplicate)."""
+    if stored_fingerprint == event.fingerprint:
+        return None
+    relay.metrics.mismatches.labels(rt.cfg.name).inc()
+    rt.log.warning("payload_mismatch", key=event.key, event_id=event_id)
+    if rt.cfg.on_payload_mismatch == "reject":
+        return reject(422, "payload_mismatch", "this key was used with a different body")
+    return None
+
+
+def duplicate(relay: Relay, rt: RouteRuntime, event: NewEvent) -> None:
+    """A copy absorbed (acked again or replayed), counted by the kind of key that caught it."""
+    relay.metrics.duplicates.labels(rt.cfg.name, event.key_source.partition(":")[0]).inc()

@@ -19,7 +19,16 @@ from relay import forward
 from relay.errors import StoreUnavailable
 from relay.metrics import status_class
 from relay.retry import is_retryable_status
-from relay.runtime import REPLAYED, STORE_RETRY_AFTER, Relay, Reply, RouteRuntime, reject
+from relay.runtime import (
+    REPLAYED,
+    STORE_RETRY_AFTER,
+    Relay,
+    Reply,
+    RouteRuntime,
+    duplicate,
+    mismatch,
+    reject,
+)
 from relay.store.base import Acquired, Busy, Completed, NewEvent, StoredResponse
 
 # A duplicate whose original is held by another replica polls the store; it
@@ -74,19 +83,15 @@ async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forw
             return reject(503, "store_unavailable", "could not claim the key", STORE_RETRY_AFTER)
         if isinstance(claim, Acquired):
             return await _forward(relay, rt, event, claim, via)
-        if claim.fingerprint != event.fingerprint:
-            relay.metrics.mismatches.labels(cfg.name).inc()
-            rt.log.warning("payload_mismatch", key=event.key, event_id=claim.event_id)
-            if cfg.on_payload_mismatch == "reject":
-                return reject(422, "payload_mismatch", "this key was used with a different body")
-        source = event.key_source.partition(":")[0]
+        if (refused := mismatch(relay, rt, event, claim.event_id, claim.fingerprint)) is not None:
+            return refused
         if isinstance(claim, Completed):
-            relay.metrics.duplicates.labels(cfg.name, source).inc()
+            duplicate(relay, rt, event)
             return Reply(_replay(claim.response), "replayed", event.key)
         # Busy: the original is in flight, here or on another replica.
         waited = await _wait(relay, rt, event, claim, deadline, delay)
         if isinstance(waited, Reply):
-            relay.metrics.duplicates.labels(cfg.name, source).inc()
+            duplicate(relay, rt, event)
             return waited
         if waited is None:
             relay.metrics.sync_waits.labels(cfg.name, "timeout").inc()

@@ -30,10 +30,12 @@ from relay.admin.views import (
     parse_flag,
     parse_int,
 )
+from relay.housekeeping import find_orphans
 from relay.runtime import RELAY, Relay
-from relay.store.base import (
-    EventFilter,
-)
+from relay.store.base import EventFilter, Store
+
+# The full store (inspection and replay): the role that serves admin hands it over.
+STORE: Final = web.AppKey("store", Store)
 
 
 def _route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
@@ -76,7 +78,7 @@ _LIST_PARAMS: Final = frozenset({"route", "state", "key", "since", "until", "lim
 
 
 async def list_events(request: web.Request) -> web.Response:
-    relay = request.app[RELAY]
+    store = request.app[STORE]
     q = request.rel_url.query
     unknown = sorted(set(q) - _LIST_PARAMS)
     if unknown:
@@ -85,11 +87,11 @@ async def list_events(request: web.Request) -> web.Response:
             "unknown_parameter",
             f"unknown parameter(s): {', '.join(unknown)}; expected {', '.join(sorted(_LIST_PARAMS))}",
         )
-    flt = parse_filter({k: q[k] for k in FILTER_FIELDS if k in q}, relay.store.clock())
+    flt = parse_filter({k: q[k] for k in FILTER_FIELDS if k in q}, store.clock())
     limit = parse_int("limit", q.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
     before = parse_int("before_id", q["before_id"], 1) if "before_id" in q else None
     # One more than asked tells whether another page exists, without an empty last page.
-    rows = await relay.store.list_events(flt, limit + 1, before)
+    rows = await store.list_events(flt, limit + 1, before)
     page, more = rows[:limit], len(rows) > limit
     next_link = None
     if more:
@@ -105,8 +107,9 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def show_event(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
+    store = request.app[STORE]
     event_id = _event_id(request)
-    event = await relay.store.get_event(event_id)
+    event = await store.get_event(event_id)
     if event is None:
         raise ApiError(404, "not_found", f"no event {event_id}")
     return web.json_response(event_detail(event, _route_secret_headers(relay, event.route)))
@@ -118,12 +121,13 @@ def _route_active(relay: Relay, route: str) -> bool:
 
 async def replay_event(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
+    store = request.app[STORE]
     event_id = _event_id(request)
     unknown = sorted(set(request.rel_url.query) - {"force"})
     if unknown:
         raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
     force = parse_flag("force", request.rel_url.query.get("force", "0"))
-    event = await relay.store.get_event(event_id)
+    event = await store.get_event(event_id)
     if event is None:
         raise ApiError(404, "not_found", f"no event {event_id}")
     if event.sync_state is not None:
@@ -135,10 +139,10 @@ async def replay_event(request: web.Request) -> web.Response:
     if force and event.body is None:
         raise ApiError(409, "payload_dropped", "the payload was dropped by payload retention")
     flt = EventFilter(ids=(event_id,))
-    n = await (relay.store.requeue_all(flt) if force else relay.store.requeue(flt))
+    n = await (store.requeue_all(flt) if force else store.requeue(flt))
     if n:
         relay.wake(event.route)
-    after = await relay.store.get_event(event_id)
+    after = await store.get_event(event_id)
     out: dict[str, Any] = {
         "event_id": event_id,
         "requeued": n,
@@ -164,10 +168,11 @@ _BULK_FIELDS: Final = (*FILTER_FIELDS, "all")
 
 async def replay_bulk(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
+    store = request.app[STORE]
     doc = await _json_body(request, (*_BULK_FIELDS, "force"))
-    flt = _bulk_filter(doc, relay)
+    flt = _bulk_filter(doc, store)
     force = parse_flag("force", doc.get("force", False))
-    n = await (relay.store.requeue_all(flt) if force else relay.store.requeue(flt))
+    n = await (store.requeue_all(flt) if force else store.requeue(flt))
     if n:
         for name in {flt.route} if flt.route else {rt.cfg.name for rt in relay.routes.values()}:
             relay.wake(name)
@@ -175,15 +180,15 @@ async def replay_bulk(request: web.Request) -> web.Response:
 
 
 async def purge(request: web.Request) -> web.Response:
-    relay = request.app[RELAY]
+    store = request.app[STORE]
     doc = await _json_body(request, _BULK_FIELDS)
-    flt = _bulk_filter(doc, relay)
-    n = await relay.store.purge(flt)
+    flt = _bulk_filter(doc, store)
+    n = await store.purge(flt)
     return web.json_response({"purged": n})
 
 
-def _bulk_filter(doc: Mapping[str, object], relay: Relay) -> EventFilter:
-    flt = parse_filter(doc, relay.store.clock())
+def _bulk_filter(doc: Mapping[str, object], store: Store) -> EventFilter:
+    flt = parse_filter(doc, store.clock())
     everything = parse_flag("all", doc.get("all", False))
     if is_empty_filter(flt) and not everything:
         raise ApiError(
@@ -194,23 +199,12 @@ def _bulk_filter(doc: Mapping[str, object], relay: Relay) -> EventFilter:
     return flt
 
 
-async def find_orphans(relay: Relay) -> dict[tuple[str, str], int]:
-    """Open deliveries no worker serves: their route or upstream left the config."""
-    served = {
-        (rt.cfg.name, up)
-        for rt in relay.routes.values()
-        if rt.cfg.mode == "queue"
-        for up in rt.cfg.upstreams
-    }
-    opened = await relay.store.open_deliveries()
-    return {k: n for k, n in sorted(opened.items()) if k not in served}
-
-
 async def status(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
-    now = relay.store.clock()
-    backlog = await relay.store.backlog()
-    orphans = await find_orphans(relay)
+    store = request.app[STORE]
+    now = store.clock()
+    backlog = await store.backlog()
+    orphans = await find_orphans(relay, store)
     relay.metrics.set_orphans(orphans)
     routes = []
     for rt in relay.routes.values():

@@ -10,11 +10,12 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay.admin.api import add_api_routes
+from relay.admin.api import STORE, add_api_routes
 from relay.admin.views import ApiError
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
+from relay.store.base import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes must work without a token: container runtimes and load balancers have none.
@@ -77,10 +78,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
+    store = request.app[STORE]
     if relay.draining:
         return web.json_response({"status": "draining"}, status=503)
     try:
-        ok = await relay.store.ping()
+        ok = await store.ping()
     except Exception:
         ok = False
     if not ok:
@@ -93,18 +95,18 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def refresh_gauges(relay: Relay) -> None:
+async def refresh_gauges(relay: Relay, store: Store) -> None:
     """The backlog gauges, from one cheap grouped count in the store."""
-    backlog = await relay.store.backlog()
+    backlog = await store.backlog()
     names = [rt.cfg.name for rt in relay.routes.values() if rt.cfg.mode == "queue"]
-    relay.metrics.set_backlog(backlog, names, relay.store.clock())
+    relay.metrics.set_backlog(backlog, names, store.clock())
 
 
 async def metrics(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     try:
         async with asyncio.timeout(GAUGE_REFRESH_TIMEOUT):
-            await refresh_gauges(relay)
+            await refresh_gauges(relay, request.app[STORE])
     except (StoreError, TimeoutError) as exc:
         log.warning("metrics_gauges_stale", error=str(exc) or type(exc).__name__)
     body = generate_latest(relay.metrics.registry)
@@ -113,10 +115,12 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
-def build_admin_app(relay: Relay) -> web.Application:
+def build_admin_app(relay: Relay, store: Store) -> web.Application:
+    """The admin listener's app, on the process's runtime state and its full store."""
     app = web.Application(middlewares=[json_errors, require_token])
     app[RELAY] = relay
-    relay.metrics.bind_store(relay.store)
+    app[STORE] = store
+    relay.metrics.bind_store(store)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -59,10 +59,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     from relay import logging as relay_logging
-    from relay import service
+    from relay.lifecycle import run_loop
 
     relay_logging.configure(cfg.log.level, cfg.log.format)
-    return service.run(cfg, Path(args.config))
+    # The role is picked here, at the top: neither role imports the other.
+    if cfg.workers:
+        from relay.workers.owner import supervise
+
+        return run_loop(supervise(cfg, Path(args.config)))
+    from relay.serve import serve
+
+    return run_loop(serve(cfg, Path(args.config)))
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:

@@ -225,8 +225,9 @@ class EventFilter:
     ids: tuple[int, ...] | None = None
 
 
-class Store(Protocol):
-    """Durable home of events, deliveries and sync claims."""
+class DeliveryStore(Protocol):
+    """The hot path: what a process that ingests and delivers calls, and all that a
+    worker process (``relay.store.remote``) can reach."""
 
     clock: Clock
 
@@ -236,7 +237,10 @@ class Store(Protocol):
     async def close(self) -> None:
         """Flush pending batches and close; safe to call twice."""
 
-    # --- queue mode: ingest -------------------------------------------------
+    async def ping(self) -> bool:
+        """True if the store answers."""
+
+    # --- queue mode -----------------------------------------------------------
 
     async def ingest(self, event: NewEvent) -> Ingested:
         """Claim (route, key) and persist the event and its deliveries; return after commit.
@@ -244,11 +248,6 @@ class Store(Protocol):
         Concurrent callers may share one transaction (group commit). Raises
         ``StoreUnavailable`` when the commit fails: the caller must not ack.
         """
-
-    async def undelivered_counts(self) -> dict[str, int]:
-        """Per route, events with a delivery still pending or in flight."""
-
-    # --- queue mode: delivery -----------------------------------------------
 
     async def lease_due(
         self, route: str, upstream: str, limit: int, lease_ttl: float, *, hold_dead: bool = False
@@ -278,17 +277,7 @@ class Store(Protocol):
         raises the key's remembered highest version in the same transaction.
         """
 
-    async def recover(self) -> int:
-        """At start-up: return to pending every lease no live process can hold; how many.
-
-        A backend that is shared by replicas can only tell by expiry; SQLite is
-        one process per file (it holds a lock), so every lease in it is orphaned.
-        """
-
-    async def release_expired_leases(self) -> int:
-        """Return deliveries whose lease expired to ``pending``; how many."""
-
-    # --- sync mode ----------------------------------------------------------
+    # --- sync mode ------------------------------------------------------------
 
     async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
         """Claim the key for forwarding now, or report who has it."""
@@ -302,7 +291,27 @@ class Store(Protocol):
     async def release_sync(self, event_id: int, token: str) -> bool:
         """Forget the claim so the sender's retry is processed afresh."""
 
-    # --- operations ---------------------------------------------------------
+
+class Store(DeliveryStore, Protocol):
+    """Durable home of events, deliveries and sync claims: the hot path, and the
+    inspection and maintenance that only the store's owner does."""
+
+    # --- recovery and backpressure ----------------------------------------------
+
+    async def recover(self) -> int:
+        """At start-up: return to pending every lease no live process can hold; how many.
+
+        A backend that is shared by replicas can only tell by expiry; SQLite is
+        one process per file (it holds a lock), so every lease in it is orphaned.
+        """
+
+    async def release_expired_leases(self) -> int:
+        """Return deliveries whose lease expired to ``pending``; how many."""
+
+    async def undelivered_counts(self) -> dict[str, int]:
+        """Per route, events with a delivery still pending or in flight."""
+
+    # --- inspection and replay ----------------------------------------------------
 
     async def get_event(self, event_id: int) -> EventInfo | None: ...
 
@@ -325,6 +334,8 @@ class Store(Protocol):
     async def purge(self, flt: EventFilter) -> int:
         """Delete matching events that have nothing pending or in flight; how many."""
 
+    # --- retention ----------------------------------------------------------------
+
     async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
         """Delete up to ``limit`` finished events past retention; how many.
 
@@ -337,10 +348,7 @@ class Store(Protocol):
     async def drop_payloads(self, delivered_before: float, limit: int) -> int:
         """Drop bodies of events fully delivered before the given time; how many."""
 
-    async def ping(self) -> bool:
-        """True if the store answers."""
-
-    # --- observability --------------------------------------------------------
+    # --- observability ------------------------------------------------------------
 
     async def backlog(self) -> dict[str, RouteBacklog]:
         """Per route with any: events pending, in flight and dead, and the oldest
@@ -361,6 +369,7 @@ __all__ = [
     "Completed",
     "DeliveryInfo",
     "DeliveryState",
+    "DeliveryStore",
     "EventFilter",
     "EventInfo",
     "Header",

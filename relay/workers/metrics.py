@@ -2,9 +2,9 @@
 
 Worker processes are started with ``PROMETHEUS_MULTIPROC_DIR`` set (``worker_env``), so
 prometheus_client backs every value they record with a per-process mmap file in that
-directory. The owner process (started without it: plain in-memory values) adds a
-``WorkerFamilies`` collector to its registry, which merges those files with
-prometheus_client's own ``MultiProcessCollector`` and keeps only the worker families.
+directory. The owner process (started without it: plain in-memory values) builds
+``OwnerMetrics``: its registry exposes the serving families through ``WorkerFamilies``,
+which merges those files with prometheus_client's own ``MultiProcessCollector``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from prometheus_client import values
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from relay.metrics import Metrics
 
 # prometheus_client reads this once, at import, to pick its value class.
 ENV_VAR: Final = "PROMETHEUS_MULTIPROC_DIR"
@@ -32,14 +34,8 @@ def worker_env(multiproc_dir: str | os.PathLike[str]) -> dict[str, str]:
     return {ENV_VAR: path}
 
 
-def in_worker_process() -> bool:
-    """Whether this process records into multiprocess files (it was started by
-    ``worker_env``). The value class was fixed at import, so the env var now may lie."""
-    return bool(getattr(values.ValueClass, "_multiprocess", False))
-
-
 class WorkerFamilies:
-    """Collector for the owner's registry: the worker families, summed over the files of
+    """Collector for the owner's registry: the serving families, summed over the files of
     every worker (live or dead: a dead worker's counts stay in the totals).
 
     The workers' files hold every family a worker's ``Metrics`` created, the owner-side
@@ -52,10 +48,6 @@ class WorkerFamilies:
         self._described = tuple(described)
         # Exposition order follows ``described``, not the order of the files on disk.
         self._order = {m.name: i for i, m in enumerate(self._described)}
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._order)
 
     def describe(self) -> Iterable[Metric]:
         # The registry checks these names against every other collector's at register():
@@ -72,3 +64,22 @@ def forget_worker(path: str | os.PathLike[str], pid: int) -> None:
     """Drop a dead worker's live gauges (``multiprocess_mode`` live*); its counters and
     histograms stay, so totals never go backwards when a worker is replaced."""
     mark_process_dead(pid, os.fspath(path))  # type: ignore[no-untyped-call]
+
+
+class OwnerMetrics(Metrics):
+    """The owner's ``Metrics``: the serving families come from the workers' files in
+    ``workers_dir``; the owner's own families from its registry."""
+
+    def __init__(
+        self, workers_dir: str | os.PathLike[str], registry: CollectorRegistry | None = None
+    ) -> None:
+        self.workers_dir = os.fspath(workers_dir)
+        # Raises ValueError when the directory is missing: better at start-up than at a scrape.
+        super().__init__(
+            registry, serving=lambda described: WorkerFamilies(self.workers_dir, described)
+        )
+
+    def worker_exited(self, pid: int) -> None:
+        """A worker process ended (reaped): its live gauges leave the scrape; its counters
+        and histograms stay in the totals."""
+        forget_worker(self.workers_dir, pid)

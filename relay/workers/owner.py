@@ -5,10 +5,12 @@ One Python event loop tops out at a few thousand webhooks a second. With
 
 - the owner holds the store (the only SQLite writer: several writer processes
   on one file contend for its lock and are slower than one), serves it to the
-  workers over a private Unix socket (``relay.store.remote.server``), recovers leases at
-  start-up, runs housekeeping, the admin listener and the systemd protocol;
-- each worker (``relay.workers.worker``) accepts on the public socket the owner bound,
-  ingests, and delivers.
+  workers over a private Unix socket (``relay.store.remote``), recovers
+  leases at start-up, runs housekeeping, the admin listener and the systemd protocol;
+- each worker (``relay.workers.worker``) accepts on the public socket the
+  owner bound, ingests, and delivers.
+
+The two share ``relay.workers.protocol`` and never import each other.
 
 A worker that dies stops the whole group with a non-zero exit, as a dead
 dispatcher does in one process: the service manager restarts it, and start-up
@@ -35,17 +37,25 @@ from relay import logging as relay_logging
 from relay.admin import build_admin_app
 from relay.config import Config
 from relay.errors import RelayError
-from relay.housekeeping import background, housekeeping, report_orphans
+from relay.housekeeping import housekeeping, report_orphans
+from relay.lifecycle import (
+    background,
+    begin_shutdown,
+    log_started,
+    on_reload_signal,
+    settle_heap,
+    start_watchdog,
+    stop_on_signals,
+    until_stopped,
+)
 from relay.logging import get_logger
-from relay.metrics import Metrics, worker_env
 from relay.reload import reload
 from relay.runtime import Relay
 from relay.sdnotify import Notifier
-from relay.service import log_started, settle_heap, start_watchdog, stop_on_signals
 from relay.store import open_store_for_url
-from relay.store.base import Ingested, Lease, Outcome
-from relay.store.remote.server import StoreServer
-from relay.workers.worker import ENV_INDEX, ENV_LISTEN_FD, ENV_SOCKET
+from relay.store.remote import StoreServer
+from relay.workers import protocol
+from relay.workers.metrics import OwnerMetrics, worker_env
 
 # Workers import aiohttp and connect back; far longer than this means they are stuck.
 READY_TIMEOUT: Final = 60.0
@@ -74,9 +84,9 @@ class Group:
 
     async def start(self) -> None:
         for index in range(self.count):
-            env = {**self.env, ENV_INDEX: str(index)}
+            env = {**self.env, protocol.ENV_INDEX: str(index)}
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "relay.workers.worker", "--config", str(self.config_path),
+                sys.executable, "-m", protocol.WORKER_MODULE, "--config", str(self.config_path),
                 env=env, pass_fds=(self.listen_fd,),
             )  # fmt: skip
             self.procs[index] = proc
@@ -114,22 +124,6 @@ class Group:
                 self.signal(signal.SIGKILL)
                 await asyncio.wait(late)
         return self.dead()
-
-
-def _counting(relay: Relay) -> Any:
-    """Keep the group's backpressure counts exact: the owner sees every ingest and finish."""
-
-    def after(name: str, args: tuple[Any, ...], result: Any) -> None:
-        if name == "ingest" and isinstance(result, Ingested) and result.first:
-            route = args[0].route
-            relay.undelivered[route] = relay.undelivered.get(route, 0.0) + 1
-        elif name == "finish_attempt" and result is True:
-            lease, outcome = args[0], args[2]
-            final = isinstance(outcome, Outcome) and outcome.state != "pending"
-            if final and isinstance(lease, Lease):
-                relay.settled(lease.route)
-
-    return after
 
 
 async def _listen(config: Config) -> socket.socket:
@@ -183,7 +177,8 @@ async def _supervise(
     except (RelayError, ValueError) as exc:
         log.error("startup_failed", error=str(exc))
         return 1
-    relay = Relay(config=config, store=store, metrics=Metrics(workers_dir=metrics_dir), routes={})
+    metrics = OwnerMetrics(metrics_dir)
+    relay = Relay(config=config, store=store, metrics=metrics)
     relay.set_routes(config.routes)
     server: StoreServer | None = None
     admin_runner: web.AppRunner | None = None
@@ -195,29 +190,24 @@ async def _supervise(
         # Leases left by a crashed group: no worker runs yet, so all of them are stale.
         if returned := await store.recover():
             log.warning("leases_recovered", deliveries=returned)
-        counts = await store.undelivered_counts()
-        relay.undelivered = {r: float(n) for r, n in counts.items()}
-
-        async def undelivered() -> dict[str, float]:
-            return dict(relay.undelivered)
-
+        await relay.backlog.refresh(store.undelivered_counts)
         listener = await _listen(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env.update(worker_env(metrics_dir))
-        env[ENV_SOCKET] = str(workdir / "store.sock")
-        env[ENV_LISTEN_FD] = str(listener.fileno())
+        env[protocol.ENV_SOCKET] = str(workdir / "store.sock")
+        env[protocol.ENV_LISTEN_FD] = str(listener.fileno())
         group = Group(config.workers, config_path, env, listener.fileno())
         server = StoreServer(
             store,
             workdir / "store.sock",
-            after=_counting(relay),
-            extras={"undelivered": undelivered, "ready": group.ready},
+            extras=protocol.owner_calls(store, relay.backlog, group.ready),
         )
         await server.start()
         # Admin replays wake the workers' dispatchers, not a local one.
         srv = server
-        relay.wake = lambda route: srv.push("wake", route)
-        admin_runner = web.AppRunner(build_admin_app(relay), handle_signals=False, access_log=None)
+        relay.wake = lambda route: protocol.wake_workers(srv, route)
+        admin_app = build_admin_app(relay, store)
+        admin_runner = web.AppRunner(admin_app, handle_signals=False, access_log=None)
         await admin_runner.setup()
         await group.start()
         # The workers hold the listener now. Our copy would keep the port open after
@@ -243,15 +233,15 @@ async def _supervise(
         return 1
     finally:
         if failed:
-            await _close(group, server, admin_runner, listener, relay, tasks)
+            await _close(group, server, admin_runner, listener, relay, metrics, tasks)
 
     settle_heap()
-    house = asyncio.create_task(housekeeping(relay), name="housekeeping")
+    house = asyncio.create_task(housekeeping(relay, store), name="housekeeping")
     tasks.append(house)
     watchdog = start_watchdog(notifier)
     if watchdog is not None:
         tasks.append(watchdog)
-    background(report_orphans(relay, "startup_orphaned_events"))
+    background(report_orphans(relay, store, "startup_orphaned_events"), "orphan-report")
 
     stop = stop_on_signals()
 
@@ -259,33 +249,23 @@ async def _supervise(
         # Each worker re-reads the same file; the owner's copy serves the admin API.
         if reload(relay, config_path, notifier, lambda: None):
             group.signal(signal.SIGHUP)
+            background(report_orphans(relay, store, "reload_orphaned_events"), "orphan-report")
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    on_reload_signal(on_hup)
     log_started(config, workers=config.workers)
     notifier.ready(f"serving {len(config.routes)} routes with {config.workers} workers")
 
-    waits = [
-        asyncio.ensure_future(stop.wait()),
-        asyncio.ensure_future(group.exited.wait()),
-        house,
-    ]
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for w in waits[:2]:
-        w.cancel()
-    if not stop.is_set():
-        failed = True
+    if failed := await until_stopped(stop, group.exited.wait(), house):
         why = "housekeeping_died" if house.done() else "worker_exited"
         log.error(why, exited=group.dead(), error=_task_error(house))
 
     # Shutdown, in order:
     # 1. tell systemd and load balancers we are going (readyz answers 503);
-    notifier.stopping("draining: finishing requests and attempts in flight")
-    relay.draining = True
-    log.info("relay_stopping", reason="task_failed" if failed else "signal")
+    begin_shutdown(relay, notifier, failed, "relay_stopping")
     # 2. the workers stop accepting and drain within the grace; the store stays up
     #    for them until the last one has exited;
     # 3. then the store, and the admin listener last.
-    codes = await _close(group, server, admin_runner, listener, relay, tasks)
+    codes = await _close(group, server, admin_runner, listener, relay, metrics, tasks)
     if any(codes.values()):
         failed = True
     log.info("relay_stopped", worker_exit_codes=codes)
@@ -305,13 +285,14 @@ async def _close(
     admin_runner: web.AppRunner | None,
     listener: socket.socket | None,
     relay: Relay,
+    metrics: OwnerMetrics,
     tasks: list[asyncio.Task[Any]],
 ) -> dict[int, int]:
     codes: dict[int, int] = {}
     if group is not None:
         codes = await group.stop(relay.config.shutdown_grace)
         for proc in group.procs.values():
-            relay.metrics.worker_exited(proc.pid)
+            metrics.worker_exited(proc.pid)
     if listener is not None:
         listener.close()
     for task in tasks:

@@ -145,6 +145,9 @@ class Relay:
         self.stderr_path = tmp_path / "relay.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # What the process is started with: more environment, another interpreter line.
+        self.extra_env: dict[str, str] = {}
+        self.launcher: list[str] = [sys.executable]
         self._err: Any = None
         doc: dict[str, Any] = {
             "listen": f"{HOST}:{self.port}",
@@ -176,9 +179,9 @@ class Relay:
         self._err = open(self.stderr_path, "ab")  # noqa: SIM115 (closed in _close_err)
         self._err.write(f"--- start #{self.starts} ---\n".encode())
         self._err.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay", "serve", "-c", str(self.config_path)],
+            [*self.launcher, "-m", "relay", "serve", "-c", str(self.config_path)],
             cwd=self.dir,
             stdin=subprocess.DEVNULL,
             stdout=self._err,

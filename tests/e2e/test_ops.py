@@ -60,25 +60,8 @@ class OpsRelay(Relay):
     ) -> None:
         super().__init__(tmp_path, routes, **top)
         self.extra_env = env or {}
-        self.mdwe = mdwe
-
-    def _spawn(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.starts += 1
-        self._close_err()
-        self._err = open(self.stderr_path, "ab")  # noqa: SIM115 (closed in _close_err)
-        self._err.write(f"--- start #{self.starts} ---\n".encode())
-        self._err.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
-        launcher = [sys.executable, "-c", MDWE_WRAPPER] if self.mdwe else [sys.executable]
-        self.proc = subprocess.Popen(
-            [*launcher, "-m", "relay", "serve", "-c", str(self.config_path)],
-            cwd=self.dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._err,
-            stderr=self._err,
-            env=env,
-        )
+        if mdwe:
+            self.launcher = [sys.executable, "-c", MDWE_WRAPPER]
 
     def config(self) -> dict[str, Any]:
         doc = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))

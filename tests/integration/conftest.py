@@ -13,9 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from relay.admin import STORE, build_admin_app
+from relay.app import DISPATCHER, GUARD
 from relay.config import Config, from_mapping
 from relay.metrics import Metrics
-from relay.service import DISPATCHER, GUARD, build_app
+from relay.runtime import RELAY
+from relay.serve import single_process_app
 from relay.store.sqlite import SQLiteStore
 from tests.conftest import FakeClock
 
@@ -116,7 +119,9 @@ async def make_relay(tmp_path: Path, now_clock: FakeClock) -> AsyncIterator[Rela
         doc: dict[str, Any] = {"routes": list(routes), **top}
         config: Config = from_mapping(doc, env=env or {}, base=tmp_path)
         store = SQLiteStore(tmp_path / "relay.db", clock=now_clock)
-        app = build_app(config, store=store, metrics=Metrics(), start_dispatcher=start_dispatcher)
+        app = single_process_app(
+            config, store=store, metrics=Metrics(), start_dispatcher=start_dispatcher
+        )
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
         await client.start_server()
         assert client.server.runner.server is not None
@@ -131,3 +136,35 @@ async def make_relay(tmp_path: Path, now_clock: FakeClock) -> AsyncIterator[Rela
 
 def dispatcher_of(client: TestClient[web.Request, web.Application]) -> Any:
     return client.app[DISPATCHER]
+
+
+Client = TestClient[web.Request, web.Application]
+AdminFactory = Callable[[Client], Awaitable[Client]]
+
+
+@pytest.fixture
+async def make_admin() -> AsyncIterator[AdminFactory]:
+    """The admin app of a relay built by make_relay, on its own real socket."""
+    made: list[Client] = []
+
+    async def make(public: Client) -> Client:
+        client: Client = TestClient(
+            TestServer(build_admin_app(public.app[RELAY], public.app[STORE]))
+        )
+        await client.start_server()
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        await c.close()
+
+
+async def eventually(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    """Poll an async condition until true, bounded; fail with ``what``."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await cond():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None

@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from relay.admin import build_admin_app
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
-from relay.service import reload_app
-from tests.integration.conftest import Backend, RelayFactory
+from relay.serve import reload_app
+from tests.integration.conftest import AdminFactory, Backend, RelayFactory, eventually
 
 Client = TestClient[web.Request, web.Application]
-AdminFactory = Callable[[Client], Awaitable[Client]]
 TOKEN = "s3cret-admin-token-0123456789"
 WAIT = 10.0
-
-
-@pytest.fixture
-async def make_admin() -> AsyncIterator[AdminFactory]:
-    """The admin app of a relay built by make_relay, on its own real socket."""
-    made: list[Client] = []
-
-    async def make(public: Client) -> Client:
-        client: Client = TestClient(TestServer(build_admin_app(public.app[RELAY])))
-        await client.start_server()
-        made.append(client)
-        return client
-
-    yield make
-    for c in made:
-        await c.close()
 
 
 def route(upstream: Backend, name: str = "orders", **extra: Any) -> dict[str, Any]:
@@ -63,16 +44,6 @@ async def send(
     )
     assert resp.status == 202, await resp.text()
     return int((await resp.json())["event_id"])
-
-
-async def eventually(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT) -> None:
-    """Poll an async condition until true, bounded; fail with ``what``."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not await cond():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 async def state_of(admin: Client, event_id: int, **auth: str) -> str:

@@ -17,11 +17,12 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.app import GUARD
 from relay.config import from_mapping
 from relay.errors import ConfigError
 from relay.metrics import Metrics
 from relay.runtime import RELAY
-from relay.service import GUARD, build_app
+from relay.serve import single_process_app
 from relay.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -79,7 +80,7 @@ class RelayThread:
             env={},
         )
         self.store = SQLiteStore(self.tmp / "fuzz.db")
-        self.app = build_app(config, store=self.store, metrics=Metrics())
+        self.app = single_process_app(config, store=self.store, metrics=Metrics())
         self.server = TestServer(self.app)
         await self.server.start_server()
         assert self.server.runner.server is not None

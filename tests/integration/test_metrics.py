@@ -5,39 +5,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.admin import build_admin_app
 from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
 from relay.runtime import RELAY
 from relay.store.batch import BatchStats, GroupCommitter
-from tests.integration.conftest import Backend, RelayFactory
+from tests.integration.conftest import Backend, RelayFactory, eventually
 
 Client = TestClient[web.Request, web.Application]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 WAIT = 10.0
-
-
-@pytest.fixture
-async def make_admin() -> AsyncIterator[Callable[[Client], Awaitable[Client]]]:
-    made: list[Client] = []
-
-    async def make(public: Client) -> Client:
-        client: Client = TestClient(TestServer(build_admin_app(public.app[RELAY])))
-        await client.start_server()
-        made.append(client)
-        return client
-
-    yield make
-    for c in made:
-        await c.close()
 
 
 class Scrape:
@@ -80,15 +64,6 @@ def route(upstream: Backend, name: str, **extra: Any) -> dict[str, Any]:
     }
     r.update(extra)
     return r
-
-
-async def wait_until(cond: Callable[[], Awaitable[bool]], what: str) -> None:
-    try:
-        async with asyncio.timeout(WAIT):
-            while not await cond():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_a_short_run_with_duplicates_a_mismatch_and_a_dead_letter(
@@ -143,7 +118,7 @@ async def test_a_short_run_with_duplicates_a_mismatch_and_a_dead_letter(
             and not any(b.pending or b.in_flight for b in backlog.values())
         )
 
-    await wait_until(settled, "one dead letter and nothing open")
+    await eventually(settled, "one dead letter and nothing open")
     m = await scrape(admin)
 
     assert m("relay_webhooks_received_total", route="orders", outcome="accepted") == 3

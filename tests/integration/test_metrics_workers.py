@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.admin import build_admin_app
-from relay.metrics import WORKER_FAMILIES, Metrics, worker_env
+from relay.admin import STORE, build_admin_app
+from relay.metrics import SERVING_FAMILIES, Metrics
 from relay.runtime import RELAY
 from relay.store.base import RouteBacklog
+from relay.workers.metrics import OwnerMetrics, worker_env
 from tests.integration.conftest import Backend, RelayFactory
 from tests.integration.test_metrics import Scrape, route
 
@@ -73,7 +74,7 @@ SINGLE_PROCESS_FAMILIES = [
     "relay_config_last_reload_successful",
     "relay_build_info",
 ]
-OWNER_FAMILIES = [f for f in SINGLE_PROCESS_FAMILIES if f not in WORKER_FAMILIES]
+OWNER_FAMILIES = [f for f in SINGLE_PROCESS_FAMILIES if f not in SERVING_FAMILIES]
 
 
 def run_workers(workers_dir: Path, jobs: Sequence[tuple[str, int]]) -> list[int]:
@@ -103,7 +104,7 @@ def families(registry: CollectorRegistry) -> list[str]:
 
 def test_owner_scrape_sums_the_workers_and_shows_each_family_once(tmp_path: Path) -> None:
     pids = run_workers(tmp_path, [("orders", 3), ("orders", 5)])
-    owner = Metrics(workers_dir=tmp_path)
+    owner = OwnerMetrics(tmp_path)
     owner.set_backlog({"orders": RouteBacklog("orders", pending=2)}, ["orders"], 0.0)
     owner.record_reload(True)
     # The owner's own copy of a worker family is not exposed: the workers' files are.
@@ -113,7 +114,7 @@ def test_owner_scrape_sums_the_workers_and_shows_each_family_once(tmp_path: Path
     twice = [n for n, c in Counter(names).items() if c > 1]
     assert not twice, f"families exposed more than once: {twice}"
     assert set(OWNER_FAMILIES) <= set(names)
-    assert set(names) <= set(SINGLE_PROCESS_FAMILIES) | set(WORKER_FAMILIES)
+    assert set(names) <= set(SINGLE_PROCESS_FAMILIES) | set(SERVING_FAMILIES)
 
     m = Scrape(generate_latest(owner.registry).decode())
     assert m("relay_webhooks_received_total", route="orders", outcome="accepted") == 8
@@ -147,20 +148,20 @@ def test_owner_scrape_sums_the_workers_and_shows_each_family_once(tmp_path: Path
 def test_single_process_exposition_is_unchanged(tmp_path: Path) -> None:
     assert families(Metrics().registry) == SINGLE_PROCESS_FAMILIES
     # The owner, before any worker wrote: owner families in the same order, none twice.
-    assert families(Metrics(workers_dir=tmp_path).registry) == OWNER_FAMILIES
+    assert families(OwnerMetrics(tmp_path).registry) == OWNER_FAMILIES
 
 
 def test_worker_families_are_exactly_the_families_workers_write() -> None:
     # Every worker family but the worker gauge is in today's exposition: nothing renamed.
-    assert set(WORKER_FAMILIES) - set(SINGLE_PROCESS_FAMILIES) == {"relay_worker_processes"}
-    assert len(set(WORKER_FAMILIES)) == len(WORKER_FAMILIES)
+    assert set(SERVING_FAMILIES) - set(SINGLE_PROCESS_FAMILIES) == {"relay_worker_processes"}
+    assert len(set(SERVING_FAMILIES)) == len(SERVING_FAMILIES)
 
 
 def test_a_clashing_family_in_the_owner_registry_fails_at_construction(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     PromCounter("relay_webhooks_received_total", "someone else's", registry=registry)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
-        Metrics(registry, workers_dir=tmp_path)
+        OwnerMetrics(tmp_path, registry)
 
 
 def test_worker_env_wants_an_existing_directory(tmp_path: Path) -> None:
@@ -168,7 +169,7 @@ def test_worker_env_wants_an_existing_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a directory"):
         worker_env(tmp_path / "missing")
     with pytest.raises(ValueError):
-        Metrics(workers_dir=tmp_path / "missing")
+        OwnerMetrics(tmp_path / "missing")
 
 
 async def test_admin_metrics_endpoint_of_an_owner(
@@ -179,8 +180,8 @@ async def test_admin_metrics_endpoint_of_an_owner(
     run_workers(workers_dir, [("orders", 2), ("orders", 4)])
     public = await make_relay(route(upstream, "orders"), start_dispatcher=False)
     relay = public.app[RELAY]
-    relay.metrics = Metrics(workers_dir=workers_dir)
-    admin: Client = TestClient(TestServer(build_admin_app(relay)))
+    relay.metrics = OwnerMetrics(workers_dir)
+    admin: Client = TestClient(TestServer(build_admin_app(relay, public.app[STORE])))
     await admin.start_server()
     try:
         assert (await public.post("/hooks/orders", headers={"Idempotency-Key": "a"})).status == 202

@@ -6,15 +6,14 @@ import asyncio
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from relay.admin import build_admin_app
 from relay.dispatcher import LEASE_MARGIN, Dispatcher
 from relay.logging import get_logger
 from relay.runtime import RELAY
@@ -293,21 +292,6 @@ async def test_held_key_is_released_by_purging_its_dead_head(
 # --- stale suppression -----------------------------------------------------------
 
 
-@pytest.fixture
-async def make_admin() -> AsyncIterator[Callable[[Client], Awaitable[Client]]]:
-    made: list[Client] = []
-
-    async def make(public: Client) -> Client:
-        admin: Client = TestClient(TestServer(build_admin_app(public.app[RELAY])))
-        await admin.start_server()
-        made.append(admin)
-        return admin
-
-    yield make
-    for c in made:
-        await c.close()
-
-
 def versioned(upstream: Backend, action: str = "drop", **stale: Any) -> dict[str, Any]:
     return ordered_route(upstream, stale={"version": "json:$.v", "action": action, **stale})
 
@@ -517,10 +501,10 @@ async def test_a_lease_too_short_for_the_attempt_is_given_back_unused(
     relay = client.app[RELAY]
     event_id = await post(client, body("a", 0))
     dispatcher = dispatcher_of(client)
-    worker = dispatcher._workers[("orders", upstream.url("/orders"))]
+    loop = dispatcher._loops[("orders", upstream.url("/orders"))]
     # timeout.total is 2 s: a lease with less than 2 s + the send margin left is not used.
     (lease,) = await relay.store.lease_due("orders", upstream.url("/orders"), 10, lease_ttl=3)
-    await dispatcher._attempt(worker, lease)
+    await dispatcher._attempt(loop, lease)
     assert upstream.seen == []
     info = await relay.store.get_event(event_id)
     assert info is not None

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.admin import STORE
 from relay.housekeeping import purge_once
 from relay.runtime import RELAY
 from relay.store.base import EventFilter
@@ -209,7 +210,7 @@ async def test_backpressure_answers_503_past_max_pending(
     # The refused event was not stored: once drained (the counts follow the
     # deliveries as they settle), the sender's retry is accepted.
     await dispatcher_of(client).burst()
-    assert client.app[RELAY].undelivered == {"orders": 0.0}
+    assert client.app[RELAY].backlog.snapshot() == {"orders": 0.0}
     assert (await post(client, "k5")).status == 202
     assert len(upstream.seen) == 5
 
@@ -248,11 +249,11 @@ async def test_retention_keeps_the_store_bounded(
             assert (await post(client, f"c{cycle}-{i}")).status == 202
         await dispatcher_of(client).burst()
         now_clock.advance(120)
-        await purge_once(relay)
+        await purge_once(relay, client.app[STORE])
         events = await relay.store.list_events(EventFilter(), limit=1000)
         assert all(e.body is None for e in events)  # payloads dropped after a minute
         now_clock.advance(3600)
-        await purge_once(relay)
+        await purge_once(relay, client.app[STORE])
         assert await relay.store.list_events(EventFilter(), limit=1000) == []
     # Purged keys are accepted again: the dedupe window is over.
     assert (await post(client, "c0-0")).headers.get("Idempotent-Replayed") is None
@@ -267,7 +268,7 @@ async def test_pending_work_is_never_purged(
     relay = client.app[RELAY]
     await post(client, "waiting")
     now_clock.advance(30 * 86400)
-    await purge_once(relay)
+    await purge_once(relay, client.app[STORE])
     (event,) = await relay.store.list_events(EventFilter(), limit=10)
     assert event.deliveries[0].state == "pending"
     await dispatcher_of(client).burst()

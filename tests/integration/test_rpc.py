@@ -81,10 +81,11 @@ async def test_calls_round_trip_and_after_sees_each(owner: Owner) -> None:
     lease = await lease_one(client)
     assert lease.body == event("k1").body and lease.headers == event("k1").headers
     assert await client.lease_due("orders", lease.upstream, 5, 30, hold_dead=True) == []
-    info = await client.get_event(r.event_id)
+    assert await client.next_due_at("orders", lease.upstream) is None  # the one is leased
+    info = await owner.store.get_event(r.event_id)
     assert info is not None and info.deliveries[0].state == "in_flight"
     names = [name for name, _, _ in owner.calls]
-    assert names == ["ingest", "lease_due", "lease_due", "get_event"]
+    assert names == ["ingest", "lease_due", "lease_due", "next_due_at"]
     assert owner.calls[0] == ("ingest", (event("k1"),), r)
 
 
@@ -145,16 +146,21 @@ async def test_only_store_methods_and_extras_are_callable(owner: Owner) -> None:
     assert await owner.store.ping()
     assert await client.ping()
     assert "open" not in STORE_CALLS and "close" not in STORE_CALLS
-    assert {"ingest", "lease_due", "finish_attempt", "claim_sync", "backlog"} <= STORE_CALLS
+    assert {"ingest", "lease_due", "finish_attempt", "claim_sync", "next_due_at"} <= STORE_CALLS
+    # Inspection and maintenance stay with the owner: a worker cannot reach them.
+    for name in ("backlog", "list_events", "requeue", "purge", "recover", "purge_expired"):
+        assert name not in STORE_CALLS
+        with pytest.raises(StoreError, match="no such store call"):
+            await client.call(name)
 
 
 async def test_an_extra_replaces_a_store_method_of_its_name(owner: Owner) -> None:
-    async def recover() -> int:
-        return -1  # e.g. only the owner may recover, at start-up
+    async def next_due_at(route: str, upstream: str) -> float:
+        return -1.0  # e.g. the owner answers from what it keeps in memory
 
-    await owner.serve({"recover": recover})
+    await owner.serve({"next_due_at": next_due_at})
     client = await owner.client()
-    assert await client.recover() == -1
+    assert await client.next_due_at("orders", "http://u") == -1.0
 
 
 async def test_server_close_fails_pending_and_later_calls_and_resolves_lost(
@@ -200,7 +206,8 @@ async def test_client_close_finishes_calls_in_flight_and_leaves_the_store_open(
     with pytest.raises(StoreUnavailable, match="not open"):
         await first.ingest(event("late"))
     assert await owner.store.ping()
-    assert len(await second.list_events(EventFilter(), limit=50)) == 20
+    assert len(await owner.store.list_events(EventFilter(), limit=50)) == 20
+    assert await second.ping()
     assert owner.server is not None and owner.server.clients == 1
 
 
@@ -252,8 +259,8 @@ async def test_big_payloads_cross_in_pieces(owner: Owner) -> None:
     client = await owner.client()
     body = os.urandom(8 << 20)  # many socket reads per frame, both ways
     r = await client.ingest(event("big", body=body))
-    info = await client.get_event(r.event_id)
-    assert info is not None and info.body == body
+    lease = await lease_one(client)
+    assert lease.event_id == r.event_id and lease.body == body
 
 
 async def test_unpicklable_values_fail_only_their_own_call(owner: Owner) -> None:

@@ -1,11 +1,12 @@
-"""A worker's store: every call forwarded to the owner process (``relay.store.remote.server``).
+"""A worker's store: every call forwarded to the owner process (``server``).
 
-``RemoteStore`` is a ``Store``, so ingress, sync mode and the dispatcher run on
-it unchanged. It never opens or closes the owner's store, only its connection.
+``RemoteStore`` is a ``DeliveryStore`` (the hot path), so ingress, sync mode
+and the dispatcher run on it unchanged; inspection and maintenance stay with
+the owner. It never opens or closes the owner's store, only its connection.
 When the owner goes away every waiting call fails with ``StoreUnavailable``
 (the sender is answered 503 and retries, so nothing acked is lost), later
 calls fail at once, and ``lost`` resolves: the worker should then stop, as
-there is no store to come back to until the supervisor restarts the owner.
+there is no store to come back to until the service manager restarts the group.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ from relay.logging import get_logger
 from relay.store.base import (
     Attempt,
     Clock,
-    EventFilter,
-    EventInfo,
     Ingested,
     Lease,
     NewEvent,
     Outcome,
-    RouteBacklog,
     StoredResponse,
     SyncClaim,
 )
@@ -114,7 +112,8 @@ class RemoteStore:
     ) -> None:
         self.path = os.fspath(path)
         self.clock = clock
-        self._on_push = on_push
+        # Set before open(): the owner's pushes go here.
+        self.on_push = on_push
         self._conn: _Client | None = None
         self._lost: asyncio.Future[None] | None = None
 
@@ -134,7 +133,7 @@ class RemoteStore:
         lost = self._lost
         try:
             _, conn = await loop.create_unix_connection(
-                lambda: _Client(self._on_push, lost), self.path
+                lambda: _Client(self.on_push, lost), self.path
             )
         except OSError as exc:
             raise StoreUnavailable(f"cannot reach the store owner at {self.path}: {exc}") from exc
@@ -182,10 +181,6 @@ class RemoteStore:
         result: Ingested = await self._call("ingest", (event,))
         return result
 
-    async def undelivered_counts(self) -> dict[str, int]:
-        result: dict[str, int] = await self._call("undelivered_counts", ())
-        return result
-
     async def lease_due(
         self, route: str, upstream: str, limit: int, lease_ttl: float, *, hold_dead: bool = False
     ) -> list[Lease]:
@@ -209,14 +204,6 @@ class RemoteStore:
         result: bool = await self._call("finish_attempt", (slim, attempt, outcome))
         return result
 
-    async def recover(self) -> int:
-        result: int = await self._call("recover", ())
-        return result
-
-    async def release_expired_leases(self) -> int:
-        result: int = await self._call("release_expired_leases", ())
-        return result
-
     # --- sync mode ----------------------------------------------------------------
 
     async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
@@ -235,37 +222,7 @@ class RemoteStore:
         result: bool = await self._call("release_sync", (event_id, token))
         return result
 
-    # --- operations ---------------------------------------------------------------
-
-    async def get_event(self, event_id: int) -> EventInfo | None:
-        result: EventInfo | None = await self._call("get_event", (event_id,))
-        return result
-
-    async def list_events(
-        self, flt: EventFilter, limit: int, before_id: int | None = None
-    ) -> list[EventInfo]:
-        result: list[EventInfo] = await self._call("list_events", (flt, limit, before_id))
-        return result
-
-    async def requeue(self, flt: EventFilter) -> int:
-        result: int = await self._call("requeue", (flt,))
-        return result
-
-    async def requeue_all(self, flt: EventFilter) -> int:
-        result: int = await self._call("requeue_all", (flt,))
-        return result
-
-    async def purge(self, flt: EventFilter) -> int:
-        result: int = await self._call("purge", (flt,))
-        return result
-
-    async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
-        result: int = await self._call("purge_expired", (seen_before, dead_before, limit))
-        return result
-
-    async def drop_payloads(self, delivered_before: float, limit: int) -> int:
-        result: int = await self._call("drop_payloads", (delivered_before, limit))
-        return result
+    # --- health ------------------------------------------------------------------
 
     async def ping(self) -> bool:
         # Like the local stores: an unreachable store answers False, it does not raise.
@@ -275,19 +232,9 @@ class RemoteStore:
             return False
         return result
 
-    # --- observability ------------------------------------------------------------
-
-    async def backlog(self) -> dict[str, RouteBacklog]:
-        result: dict[str, RouteBacklog] = await self._call("backlog", ())
-        return result
-
-    async def open_deliveries(self) -> dict[tuple[str, str], int]:
-        result: dict[tuple[str, str], int] = await self._call("open_deliveries", ())
-        return result
-
 
 if TYPE_CHECKING:
-    from relay.store.base import Store
+    from relay.store.base import DeliveryStore
 
-    def _is_a_store(store: RemoteStore) -> Store:
+    def _is_a_store(store: RemoteStore) -> DeliveryStore:
         return store

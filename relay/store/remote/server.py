@@ -35,7 +35,7 @@ from typing import Any, Final, cast
 
 from relay.errors import RelayError, StoreError, StoreUnavailable
 from relay.logging import get_logger
-from relay.store.base import Store
+from relay.store.base import DeliveryStore
 from relay.store.remote.wire import FrameProtocol
 
 log = get_logger()
@@ -43,10 +43,11 @@ log = get_logger()
 VERSION: Final = 1
 # Answered by the server itself: the client's handshake in ``open()``.
 HELLO: Final = "__hello__"
-# Every Store method a client may call; open/close belong to the owner.
+# The hot path a client may call (inspection and maintenance stay with the
+# owner); open/close belong to the owner.
 STORE_CALLS: Final = frozenset(
     name
-    for name, member in vars(Store).items()
+    for name, member in vars(DeliveryStore).items()
     if inspect.iscoroutinefunction(member) and name not in ("open", "close")
 )
 # The store's own errors travel by type and message; anything else is a bug on
@@ -134,7 +135,7 @@ class StoreServer:
 
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         path: str | os.PathLike[str],
         *,
         after: Callable[[str, tuple[Any, ...], Any], None] | None = None,
