@@ -34,6 +34,9 @@ GUARD: Final = web.AppKey("guard", ConnectionGuard)
 FAILED: Final = web.AppKey("failed", asyncio.Future[BaseException])
 # aiohttp's own shutdown timeout sits past our cut-off (see _on_shutdown).
 CUT_OFF_MARGIN: Final = 1.0
+# Headers a request may carry (aiohttp's parser answers 400 past it). Senders use a
+# few dozen; CPython's http.client stops at 100.
+MAX_HEADERS: Final = 128
 
 # A cleanup context: set up before ``yield``, torn down after.
 Context = Callable[[web.Application], AsyncIterator[None]]
@@ -156,6 +159,7 @@ async def start_public(app: web.Application) -> web.AppRunner | None:
         access_log=None,
         # Past our own cut-off (see _on_shutdown), so aiohttp never waits twice.
         shutdown_timeout=app[RELAY].config.shutdown_grace + CUT_OFF_MARGIN,
+        max_headers=MAX_HEADERS,
     )
     try:
         await runner.setup()

@@ -36,10 +36,6 @@ class ConnectionGuard:
         # A head is cut between header_timeout and header_timeout + tick after it began.
         self.tick = min(1.0, max(0.01, header_timeout / 4))
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._since)
-
     def install(self, server: Server) -> None:
         """Hook a runner's server before its sites start accepting."""
         made, lost, factory = server.connection_made, server.connection_lost, server.request_factory

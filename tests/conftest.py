@@ -147,6 +147,26 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
+        for name in sorted(STORE_BACKENDS)
+        if name != "remote"
+    ]
+)
+def local_backend(request: pytest.FixtureRequest) -> str:
+    """The backends that own their database (tuning applies to them, not to a client)."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_local_store(
+    local_backend: str, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[StoreMaker]:
+    async with STORE_BACKENDS[local_backend](tmp_path, clock) as make:
+        yield make
+
+
 @pytest.fixture
 async def make_store(backend: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
     async with STORE_BACKENDS[backend](tmp_path, clock) as make:

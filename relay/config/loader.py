@@ -11,6 +11,7 @@ import yaml
 
 from relay.config.routes import parse_route, read_secrets
 from relay.config.types import (
+    LOG_FORMATS,
     AdminConfig,
     Config,
     Limits,
@@ -86,7 +87,7 @@ def from_mapping(
     lg = top.section("log")
     log = LogConfig(
         level=lg.text("level", "info", choices=("debug", "info", "warning", "error")),
-        format=lg.text("format", "auto", choices=("auto", "json", "console")),
+        format=lg.choice("format", "auto", LOG_FORMATS),
     )
     lg.finish()
     grace = top.duration("shutdown_grace", 25.0)

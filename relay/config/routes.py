@@ -11,9 +11,14 @@ from yarl import URL
 
 from relay.config.types import (
     DEFAULT_METHODS,
+    ENCODINGS,
     HEADER_NAME,
+    MODES,
+    ON_DEAD,
+    ON_MISMATCH,
     ROUTE_NAME,
     SCHEMES,
+    STALE_ACTIONS,
     AckConfig,
     OrderingConfig,
     Route,
@@ -82,7 +87,7 @@ def _verify(sec: Section, preset: str | None, env: Mapping[str, str], base: Path
         secrets=secrets,
         tolerance=sec.duration("tolerance", 300.0),
         header=header,
-        encoding=sec.text("encoding", "hex", choices=("hex", "base64")),
+        encoding=sec.choice("encoding", "hex", ENCODINGS),
         prefix=sec.text("prefix", ""),
     )
     sec.finish()
@@ -145,7 +150,7 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
                 sec.error("upstreams", "lists the same URL twice")
     else:
         sec.error("upstream", "required (or upstreams)")
-    mode = sec.text("mode", "queue", choices=("queue", "sync"))
+    mode = sec.choice("mode", "queue", MODES)
     if mode == "sync" and len(upstreams) > 1:
         sec.error("upstreams", "sync mode forwards to exactly one upstream")
     methods = tuple(m.upper() for m in sec.strings("methods", DEFAULT_METHODS))
@@ -162,7 +167,7 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
                 idem.error(f"key[{i}]", str(exc))
         keys = tuple(parsed) or keys
     require_key = idem.flag("require_key", False)
-    mismatch = idem.text("on_payload_mismatch", "accept", choices=("accept", "reject"))
+    mismatch = idem.choice("on_payload_mismatch", "accept", ON_MISMATCH)
     key_header = idem.text("header", "Idempotency-Key")
     if not HEADER_NAME.fullmatch(key_header):
         idem.error("header", f"invalid header name {show(key_header)}")
@@ -256,7 +261,7 @@ def _ordering(sec: Section, mode: str) -> OrderingConfig | None:
     keys = _sources(sec, "key")
     if sec.raw("key") == []:
         sec.error("key", "expected a key source, got an empty list")
-    on_dead = sec.text("on_dead", "skip", choices=("skip", "hold"))
+    on_dead = sec.choice("on_dead", "skip", ON_DEAD)
     if mode == "sync":
         sec.error(None, "only queue mode delivers in order (sync forwards at once)")
     sec.finish()
@@ -278,7 +283,7 @@ def _stale(sec: Section) -> StaleConfig | None:
             if version.kind == "sha256":
                 sec.error("version", "sha256 is a hash, not a version")
                 version = None
-    action = sec.text("action", "drop", choices=("drop", "deliver"))
+    action = sec.choice("action", "drop", STALE_ACTIONS)
     equal_is_stale = sec.flag("equal_is_stale", False)
     sec.finish()
     if version is None:

@@ -11,6 +11,18 @@ from relay.keys import KeySource
 from relay.retry import RetryPolicy
 
 Mode = Literal["queue", "sync"]
+OnDead = Literal["skip", "hold"]
+StaleAction = Literal["drop", "deliver"]
+Encoding = Literal["hex", "base64"]
+OnMismatch = Literal["accept", "reject"]
+LogFormat = Literal["auto", "json", "console"]
+# The choices each setting takes, typed as its Literal (the config reads them with these).
+MODES: tuple[Mode, ...] = ("queue", "sync")
+ON_DEAD: tuple[OnDead, ...] = ("skip", "hold")
+STALE_ACTIONS: tuple[StaleAction, ...] = ("drop", "deliver")
+ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
+ON_MISMATCH: tuple[OnMismatch, ...] = ("accept", "reject")
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
 SCHEMES = ("stripe", "github", "shopify", "slack", "standard-webhooks", "hmac-sha256")
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -84,7 +96,7 @@ class OrderingConfig:
     """Per-key ordering: deliveries sharing a key go one at a time, in arrival order."""
 
     keys: tuple[KeySource, ...]  # the first source present wins; none present: unordered
-    on_dead: Literal["skip", "hold"] = "skip"  # a dead head: go on, or hold the key
+    on_dead: OnDead = "skip"  # a dead head: go on, or hold the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +104,7 @@ class StaleConfig:
     """Stale suppression: an event not newer than the last delivered of its key is dropped."""
 
     version: KeySource
-    action: Literal["drop", "deliver"] = "drop"  # deliver: only log and count
+    action: StaleAction = "drop"  # deliver: only log and count
     equal_is_stale: bool = False
 
 
@@ -102,7 +114,7 @@ class VerifyConfig:
     secrets: tuple[str, ...] = field(repr=False)
     tolerance: float = 300.0
     header: str | None = None  # hmac-sha256 only
-    encoding: Literal["hex", "base64"] = "hex"
+    encoding: Encoding = "hex"
     prefix: str = ""
 
 
@@ -116,7 +128,7 @@ class Route:
     preset: str | None = None
     keys: tuple[KeySource, ...] = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
     require_key: bool = False
-    on_payload_mismatch: Literal["accept", "reject"] = "accept"
+    on_payload_mismatch: OnMismatch = "accept"
     key_header: str = "Idempotency-Key"  # the header carrying the key upstream
     ack: AckConfig = AckConfig()
     verify: VerifyConfig | None = None
@@ -134,7 +146,7 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
-    format: Literal["auto", "json", "console"] = "auto"
+    format: LogFormat = "auto"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 T = TypeVar("T")
+D = TypeVar("D")  # a default of another type (None, usually)
+L = TypeVar("L", bound=str)  # one of a setting's choices
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_UNITS: Final = {
@@ -136,6 +138,12 @@ class Section:
             raise _Skip
         return default  # type: ignore[return-value]
 
+    @overload
+    def text(self, key: str, default: _Missing = MISSING, choices: tuple[str, ...] = ()) -> str: ...
+
+    @overload
+    def text(self, key: str, default: D, choices: tuple[str, ...] = ()) -> str | D: ...
+
     def text(self, key: str, default: Any = MISSING, choices: tuple[str, ...] = ()) -> Any:
         def check(v: Any) -> str:
             if not isinstance(v, str):
@@ -146,6 +154,21 @@ class Section:
 
         what = f"one of {', '.join(choices)}" if choices else "a string"
         return self._typed(key, default, check, what)
+
+    def choice(self, key: str, default: L, choices: tuple[L, ...]) -> L:
+        """One of ``choices`` (typed as their Literal), or ``default`` when absent."""
+        value = self.text(key, default, choices=choices)
+        return next(c for c in choices if c == value)
+
+    @overload
+    def integer(
+        self, key: str, default: _Missing = MISSING, lo: int | None = None, hi: int | None = None
+    ) -> int: ...
+
+    @overload
+    def integer(
+        self, key: str, default: D, lo: int | None = None, hi: int | None = None
+    ) -> int | D: ...
 
     def integer(
         self, key: str, default: Any = MISSING, lo: int | None = None, hi: int | None = None
@@ -161,6 +184,12 @@ class Section:
 
         return self._typed(key, default, check, "an integer")
 
+    @overload
+    def flag(self, key: str, default: _Missing = MISSING) -> bool: ...
+
+    @overload
+    def flag(self, key: str, default: D) -> bool | D: ...
+
     def flag(self, key: str, default: Any = MISSING) -> Any:
         def check(v: Any) -> bool:
             if not isinstance(v, bool):
@@ -168,6 +197,12 @@ class Section:
             return v
 
         return self._typed(key, default, check, "true or false")
+
+    @overload
+    def duration(self, key: str, default: _Missing = MISSING, positive: bool = True) -> float: ...
+
+    @overload
+    def duration(self, key: str, default: D, positive: bool = True) -> float | D: ...
 
     def duration(self, key: str, default: Any = MISSING, positive: bool = True) -> Any:
         def check(v: Any) -> float:
@@ -179,6 +214,12 @@ class Section:
             return seconds
 
         return self._typed(key, default, check, "a duration")
+
+    @overload
+    def size(self, key: str, default: _Missing = MISSING) -> int: ...
+
+    @overload
+    def size(self, key: str, default: D) -> int | D: ...
 
     def size(self, key: str, default: Any = MISSING) -> Any:
         def check(v: Any) -> int:
@@ -193,6 +234,12 @@ class Section:
             return parse_size(v)
 
         return self._typed(key, default, check, 'a size like "1MiB"')
+
+    @overload
+    def strings(self, key: str, default: _Missing = MISSING) -> tuple[str, ...]: ...
+
+    @overload
+    def strings(self, key: str, default: D) -> tuple[str, ...] | D: ...
 
     def strings(self, key: str, default: Any = MISSING) -> Any:
         """A string or a list of strings, as a tuple."""

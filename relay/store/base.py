@@ -17,6 +17,7 @@ Invariants a backend must keep (DESIGN.md):
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -28,6 +29,11 @@ DELIVERY_STATES: tuple[DeliveryState, ...] = ("pending", "in_flight", "delivered
 # Sync-mode events carry their own state: claimed and being forwarded, or done.
 SyncState = Literal["in_flight", "completed"]
 Header = tuple[str, str]
+
+
+def new_token() -> str:
+    """A fencing token for a lease or a claim: random, so no two holders share one."""
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,4 +388,5 @@ __all__ = [
     "StoredResponse",
     "SyncClaim",
     "SyncState",
+    "new_token",
 ]

@@ -97,7 +97,7 @@ class Group:
         self.exited.set()
         return code
 
-    async def ready(self, index: int, pid: int) -> None:
+    async def ready(self, index: int) -> None:
         """A worker's RPC call once it accepts on the listener."""
         self.ready_indexes.add(index)
         if len(self.ready_indexes) == self.count:

@@ -26,7 +26,7 @@ WORKER_MODULE: Final = "relay.workers.worker"
 
 
 class OwnerCall(enum.StrEnum):
-    READY = "ready"  # (index, pid): this worker accepts on the listener
+    READY = "ready"  # (index): this worker accepts on the listener
     UNDELIVERED = "undelivered"  # (): the group's exact backpressure counts
 
 
@@ -37,8 +37,8 @@ class Push(enum.StrEnum):
 # --- the worker's side ------------------------------------------------------------
 
 
-async def report_ready(owner: RemoteStore, index: int, pid: int) -> None:
-    await owner.call(OwnerCall.READY.value, index, pid)
+async def report_ready(owner: RemoteStore, index: int) -> None:
+    await owner.call(OwnerCall.READY.value, index)
 
 
 async def undelivered(owner: RemoteStore) -> dict[str, float]:
@@ -65,7 +65,7 @@ def wake_workers(server: StoreServer, route: str) -> None:
 
 
 def owner_calls(
-    store: DeliveryStore, backlog: Backlog, ready: Callable[[int, int], Awaitable[None]]
+    store: DeliveryStore, backlog: Backlog, ready: Callable[[int], Awaitable[None]]
 ) -> dict[str, Callable[..., Awaitable[Any]]]:
     """The calls the owner serves besides its store's own.
 

@@ -102,7 +102,7 @@ async def serve_worker(
     on_reload_signal(lambda: apply_reload(app, config_path, quiet))
     log.info("worker_started", pid=os.getpid())
     relay_logging.flush()  # in the log before the owner reports the group ready
-    await protocol.report_ready(app[OWNER], index, os.getpid())
+    await protocol.report_ready(app[OWNER], index)
 
     failure = app[FAILED]
     failed = await until_stopped(stop, failure)

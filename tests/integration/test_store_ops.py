@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import pytest
-
 from relay.store.base import Attempt, EventFilter, Outcome, RouteBacklog, Store
 from tests.integration.test_store import UP_A, UP_B, attempt, deliver, event, kill, lease_one
 
@@ -173,10 +171,8 @@ async def test_revived_delivery_gets_a_fresh_retry_window(store: Store, clock: F
     assert (await lease_one(store)).received_at == clock.now
 
 
-async def test_max_batch_bounds_a_group_commit(backend: str, make_store: StoreMaker) -> None:
-    if backend == "remote":
-        pytest.skip("max_batch tunes the owner's store, not a RemoteStore")
-    store = make_store(max_batch=4)
+async def test_max_batch_bounds_a_group_commit(make_local_store: StoreMaker) -> None:
+    store = make_local_store(max_batch=4)
     await store.open()
     try:
         results = await asyncio.gather(*(store.ingest(event(f"k{i}")) for i in range(20)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.store import common_sql
 from relay.store import rows as rowmap
 from relay.store.base import Clock, EventFilter, EventInfo, RouteBacklog
 from relay.store.postgres import ops_sql as q
@@ -67,7 +68,7 @@ class PostgresOperations:
     async def purge(self, flt: EventFilter) -> int:
         params: list[Any] = []
         where = q.filter_sql(flt, params)
-        return await self.db.run(q.purge(where), *params)
+        return await self.db.run(common_sql.purge(where), *params)
 
     async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
         async with self.db.acquire() as conn:
@@ -82,7 +83,9 @@ class PostgresOperations:
 
     async def backlog(self) -> dict[str, RouteBacklog]:
         async def work(conn: Any) -> tuple[list[Any], list[Any]]:
-            return list(await conn.fetch(q.BACKLOG_COUNTS)), list(await conn.fetch(q.OLDEST_OPEN))
+            return list(await conn.fetch(common_sql.BACKLOG_COUNTS)), list(
+                await conn.fetch(common_sql.OLDEST_OPEN)
+            )
 
         counts, oldest = await self.db.tx(work, snapshot=True)
         by_route: dict[str, dict[str, Any]] = {}
@@ -94,5 +97,5 @@ class PostgresOperations:
 
     async def open_deliveries(self) -> dict[tuple[str, str], int]:
         async with self.db.acquire() as conn:
-            rows = await conn.fetch(q.OPEN_BY_UPSTREAM)
+            rows = await conn.fetch(common_sql.OPEN_BY_UPSTREAM)
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}

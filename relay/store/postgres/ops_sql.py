@@ -1,13 +1,13 @@
-"""SQL text of the PostgreSQL store's operations (``postgres_ops``): inspection,
+"""SQL text of the PostgreSQL store's operations (``ops``): inspection,
 replay, retention and the backlog figures. Each mirrors its SQLite twin in
-``sqlite_ops_sql.py``; the comments here say what differs."""
+``relay.store.sqlite.ops_sql``; the comments here say what differs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from relay.store.base import EventFilter
-from relay.store.sqlite import ops_sql as sqlite_ops_sql
+from relay.store.common_sql import NO_OPEN_WORK
 
 # --- operations ---------------------------------------------------------------
 
@@ -74,17 +74,6 @@ def requeue_all(where: str, now: str) -> str:
     )
 
 
-_NO_OPEN_WORK = (
-    "NOT EXISTS (SELECT 1 FROM deliveries AS d"
-    " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
-)
-
-
-# Portable SQL: the same statement as SQLite's (``where`` carries the dialect's
-# placeholders).
-purge = sqlite_ops_sql.purge
-
-
 PURGE_VERSIONS = (
     "DELETE FROM delivered_versions WHERE (route, upstream, ordering_key) IN"
     " (SELECT route, upstream, ordering_key FROM delivered_versions"
@@ -97,7 +86,7 @@ PURGE_VERSIONS = (
 PURGE_EXPIRED = (
     "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
     " WHERE e.last_seen_at < greatest($1::float8, $2::float8) AND ("
-    f"  (e.sync_state IS NULL AND {_NO_OPEN_WORK} AND ("
+    f"  (e.sync_state IS NULL AND {NO_OPEN_WORK} AND ("
     "   (e.last_seen_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
     "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale')))"
     "   OR (e.last_seen_at < $2 AND EXISTS (SELECT 1 FROM deliveries AS d"
@@ -120,6 +109,3 @@ DROP_PAYLOADS = (
 # --- observability ------------------------------------------------------------
 
 # Portable SQL, the same statements as SQLite's.
-BACKLOG_COUNTS = sqlite_ops_sql.BACKLOG_COUNTS
-OLDEST_OPEN = sqlite_ops_sql.OLDEST_OPEN
-OPEN_BY_UPSTREAM = sqlite_ops_sql.OPEN_BY_UPSTREAM

@@ -1,7 +1,7 @@
 """SQL text of the PostgreSQL store's ingest, delivery and sync mode (kept apart
-so ``postgres.py`` reads as the transaction logic; the operations' statements
-are in ``postgres_ops_sql``). Every statement mirrors its SQLite twin in
-``sqlite_sql.py`` (whose row mapping both stores share, so records come out
+so ``store.py`` reads as the transaction logic; the operations' statements
+are in ``ops_sql``). Every statement mirrors its SQLite twin in
+``relay.store.sqlite.sql`` (whose row mapping both stores share, so records come out
 alike); the comments there say why each statement is shaped as it is, the ones
 here what differs."""
 
@@ -12,8 +12,8 @@ from functools import lru_cache
 from typing import Any
 
 from relay.store.base import Attempt, Lease, NewEvent, Outcome
+from relay.store.common_sql import order_free
 from relay.store.rows import headers_json
-from relay.store.sqlite import sql as sqlite_sql
 
 
 def text(value: str) -> str:
@@ -114,7 +114,7 @@ UNDELIVERED_COUNTS = (
 # --- delivery -----------------------------------------------------------------
 
 # Serialises the leasing transactions of one (route, upstream) across replicas
-# until COMMIT (see "Per-key ordering across replicas" in postgres.py). Scoped
+# until COMMIT (see "Per-key ordering across replicas" in store.py). Scoped
 # by schema: two deployments sharing a database do not wait for each other. A
 # hash collision only makes two upstreams take turns.
 LEASE_LOCK = (
@@ -122,10 +122,6 @@ LEASE_LOCK = (
     "'webhook-relay.lease' || chr(10) || coalesce(current_schema(), '') || chr(10)"
     " || $1::text || chr(10) || $2::text, 0))"
 )
-
-# The per-key ordering predicate is portable SQL, shared with the SQLite store
-# (see sqlite_sql.order_free for what it enforces).
-order_free = sqlite_sql.order_free
 
 
 @lru_cache(maxsize=4)
@@ -224,8 +220,7 @@ UPDATE_DELIVERED_VERSION = (
 
 # Start-up recovery on a shared database: only leases that expired, since a
 # replica cannot tell a dead holder from a live one on another host. Like the
-# SQLite recovery the lost attempt is counted; release_expired_leases (the
-# periodic sweep) does not count it.
+# SQLite recovery, and like the periodic sweep below, the lost attempt counts.
 RECOVER_DELIVERIES = (
     "UPDATE deliveries SET state = 'pending', lease_token = NULL, lease_expires = NULL,"
     " attempts = attempts + 1, next_attempt_at = $1, updated_at = $1"

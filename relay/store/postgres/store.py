@@ -1,7 +1,7 @@
 """The PostgreSQL store: one database shared by several relay replicas.
 
-The semantics are the SQLite store's, statement for statement (``postgres_sql``
-mirrors ``sqlite_sql``); what differs is that other processes write the same
+The semantics are the SQLite store's, statement for statement (``sql``
+mirrors ``relay.store.sqlite.sql``); what differs is that other processes write the same
 rows at the same time:
 
 * **Claims** are the same ``INSERT ... ON CONFLICT (route, key)`` upserts,
@@ -49,12 +49,11 @@ rows at the same time:
 
 Needs PostgreSQL 11+ (``hashtextextended``). Prepared statements are cached
 per connection: a pooler in front must keep sessions (pgbouncer session mode).
-Inspection, replay and retention are in ``postgres_ops``.
+Inspection, replay and retention are in ``ops``.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -72,6 +71,7 @@ from relay.store.base import (
     Outcome,
     StoredResponse,
     SyncClaim,
+    new_token,
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.postgres import sql as q
@@ -79,10 +79,6 @@ from relay.store.postgres.ops import PostgresOperations
 from relay.store.postgres.pool import Database, affected
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
-
-
-def _token() -> str:
-    return secrets.token_hex(16)
 
 
 class PostgresStore(PostgresOperations):
@@ -161,7 +157,7 @@ class PostgresStore(PostgresOperations):
 
     async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
         now = self.clock()
-        batch = IngestBatch(events, _token())
+        batch = IngestBatch(events, new_token())
         params = q.ingest_params(batch.upserts(), now, batch.token)
 
         async def work(conn: Any) -> tuple[dict[tuple[str, str], Any], dict[int, int]]:
@@ -202,7 +198,7 @@ class PostgresStore(PostgresOperations):
             # Two statements: the lease's snapshot must postdate the lock (module doc).
             await conn.execute(q.LEASE_LOCK, route, upstream)
             return list(
-                await conn.fetch(sql, route, upstream, now, limit, _token(), now + lease_ttl)
+                await conn.fetch(sql, route, upstream, now, limit, new_token(), now + lease_ttl)
             )
 
         return [
@@ -293,7 +289,7 @@ class PostgresStore(PostgresOperations):
         raise StoreUnavailable(f"sync claim of {event.route}/{event.key} kept changing hands")
 
     async def _claim_round(self, conn: Any, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
-        now, token = self.clock(), _token()
+        now, token = self.clock(), new_token()
         params = q.sync_params(event, now, token)
         row = await conn.fetchrow(q.CLAIM_SYNC, *params, token, now + lease_ttl, now)
         if row is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from relay.store import common_sql
 from relay.store import rows as rowmap
 from relay.store.base import EventFilter, EventInfo, RouteBacklog
 from relay.store.sqlite import ops_sql as q
@@ -60,7 +61,7 @@ class SQLiteOperations(SQLiteAccess):
 
     async def purge(self, flt: EventFilter) -> int:
         where, params = q.filter_sql(flt)
-        return await self._one(q.purge(where), params)
+        return await self._one(common_sql.purge(where), params)
 
     async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
         args = {"seen": seen_before, "dead": dead_before, "limit": limit}
@@ -80,7 +81,9 @@ class SQLiteOperations(SQLiteAccess):
 
     async def backlog(self) -> dict[str, RouteBacklog]:
         def run(c: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            return c.execute(q.BACKLOG_COUNTS).fetchall(), c.execute(q.OLDEST_OPEN).fetchall()
+            return c.execute(common_sql.BACKLOG_COUNTS).fetchall(), c.execute(
+                common_sql.OLDEST_OPEN
+            ).fetchall()
 
         counts, oldest = await self._tx(run, begin="BEGIN")
         by_route: dict[str, dict[str, Any]] = {}
@@ -91,5 +94,5 @@ class SQLiteOperations(SQLiteAccess):
         return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
 
     async def open_deliveries(self) -> dict[tuple[str, str], int]:
-        rows = await self._rows(q.OPEN_BY_UPSTREAM)
+        rows = await self._rows(common_sql.OPEN_BY_UPSTREAM)
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}

@@ -1,6 +1,6 @@
-"""SQL text of the SQLite store's operations (``sqlite_ops``): inspection,
+"""SQL text of the SQLite store's operations (``ops``): inspection,
 replay, retention and the backlog figures. Ingest, delivery and sync-mode
-statements are in ``sqlite_sql``."""
+statements are in ``sql``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from relay.store.base import EventFilter
+from relay.store.common_sql import NO_OPEN_WORK
 from relay.store.sqlite.sql import marks
 
 # --- operations ---------------------------------------------------------------
@@ -80,19 +81,6 @@ def requeue_all(where: str) -> str:
     )
 
 
-_NO_OPEN_WORK = (
-    "NOT EXISTS (SELECT 1 FROM deliveries AS d"
-    " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
-)
-
-
-def purge(where: str) -> str:
-    return (
-        "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
-        f" WHERE {where} AND coalesce(e.sync_state, '') <> 'in_flight' AND {_NO_OPEN_WORK})"
-    )
-
-
 # The remembered versions live as long as the keys they order (dedupe_window).
 PURGE_VERSIONS = (
     "DELETE FROM delivered_versions WHERE (route, upstream, ordering_key) IN"
@@ -105,7 +93,7 @@ PURGE_VERSIONS = (
 PURGE_EXPIRED = (
     "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
     " WHERE e.last_seen_at < max(:seen, :dead) AND ("
-    f"  (e.sync_state IS NULL AND {_NO_OPEN_WORK} AND ("
+    f"  (e.sync_state IS NULL AND {NO_OPEN_WORK} AND ("
     "   (e.last_seen_at < :seen AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
     "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale')))"
     "   OR (e.last_seen_at < :dead AND EXISTS (SELECT 1 FROM deliveries AS d"
@@ -122,26 +110,4 @@ DROP_PAYLOADS = (
     " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id"
     "  AND (d.state <> 'delivered' OR d.delivered_at >= :before))"
     " LIMIT :limit)"
-)
-
-
-# --- observability ------------------------------------------------------------
-
-# Both scan only the (state, route, event_id) index over open and dead rows,
-# never the delivered history.
-BACKLOG_COUNTS = (
-    "SELECT route, state, count(DISTINCT event_id) FROM deliveries"
-    " WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, route"
-)
-
-# Ids grow with arrival, so the smallest open event id is the oldest open event.
-OLDEST_OPEN = (
-    "SELECT m.route, e.received_at FROM (SELECT route, min(event_id) AS first FROM deliveries"
-    " WHERE state IN ('pending', 'in_flight') GROUP BY route) AS m"
-    " JOIN events AS e ON e.id = m.first"
-)
-
-OPEN_BY_UPSTREAM = (
-    "SELECT route, upstream, count(*) FROM deliveries"
-    " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"
 )

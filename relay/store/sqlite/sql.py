@@ -1,6 +1,7 @@
 """SQL text and row mapping of the SQLite store's ingest, delivery and sync mode
-(kept apart so ``sqlite.py`` and ``sqlite_sync.py`` read as the transaction
-logic). The operations' statements are in ``sqlite_ops_sql``."""
+(kept apart so ``store.py`` and ``sync.py`` read as the transaction
+logic). The operations' statements are in ``ops_sql``; portable ones in
+``relay.store.common_sql``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from relay.store.base import (
     NewEvent,
     Outcome,
 )
+from relay.store.common_sql import order_free
 from relay.store.rows import headers_json
 
 
@@ -110,33 +112,6 @@ UNDELIVERED_COUNTS = (
 )
 
 # --- delivery -----------------------------------------------------------------
-
-# Per-key ordering: a delivery waits while an earlier event with the same
-# ordering key still has an open delivery to the same upstream, and while any
-# delivery of that key to that upstream is in flight (a revived or requeued
-# older event must not overlap a newer one being sent): at most one delivery
-# of a key is leased at a time. With on_dead: hold, an earlier dead delivery of
-# the key blocks it too, until revived, requeued or purged. Each NOT EXISTS is
-# answered from a partial index (deliveries_ordering, _leased, _dead).
-_ORDER_OPEN = (
-    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
-    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
-    " AND o.state IN ('pending', 'in_flight') AND o.event_id < d.event_id)"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
-    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
-    " AND o.state = 'in_flight')"
-)
-_ORDER_DEAD = (
-    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
-    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
-    " AND o.state = 'dead' AND o.event_id < d.event_id)"
-)
-
-
-def order_free(hold_dead: bool) -> str:
-    if hold_dead:
-        return f"(d.ordering_key IS NULL OR ({_ORDER_OPEN} AND {_ORDER_DEAD}))"
-    return f"(d.ordering_key IS NULL OR {_ORDER_OPEN})"
 
 
 @lru_cache(maxsize=4)

@@ -1,19 +1,18 @@
 """The SQLite store: the embedded default for a single relay process.
 
-One connection on one thread (``sqlite_thread``) in WAL mode with
+One connection on one thread (``thread``) in WAL mode with
 ``synchronous=FULL``, so a commit is on disk before the sender is acked. Each
 method's transaction is one function run on that thread, so transactions never
 interleave. Queue-mode ingests and delivery finishes are group-committed
 (``relay.store.batch``); leases and sync claims commit without an fsync,
 because start-up recovery rebuilds them anyway. Sync mode is in
-``sqlite_sync``, inspection and retention in ``sqlite_ops``.
+``sync``, inspection and retention in ``ops``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from relay.store.base import (
     Lease,
     NewEvent,
     Outcome,
+    new_token,
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.migrate import load_migrations, migrate_sqlite
@@ -44,10 +44,6 @@ _MAX_BATCH = _MAX_VARIABLES // q.EVENT_PARAMS
 
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
-
-
-def _token() -> str:
-    return secrets.token_hex(16)
 
 
 class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
@@ -185,7 +181,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
 
     async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
         now = self.clock()
-        batch = IngestBatch(events, _token())
+        batch = IngestBatch(events, new_token())
         params: list[Any] = []
         for first, copies, mismatched in batch.upserts():
             params += q.event_params(first, now, copies, mismatched, batch.token)
@@ -223,7 +219,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
             return []
         now = self.clock()
         args = {"route": route, "upstream": upstream, "now": now, "limit": limit}
-        lease_args = {**args, "token": _token(), "expires": now + lease_ttl}
+        lease_args = {**args, "token": new_token(), "expires": now + lease_ttl}
 
         def run(c: sqlite3.Connection) -> list[Lease]:
             leased = c.execute(q.lease_due(hold_dead), lease_args).fetchall()

@@ -1,0 +1,71 @@
+"""SQL both dialects run as written: the statements that use no placeholder
+and no dialect function. Each store's own ``sql`` and ``ops_sql`` import them
+from here; everything else is written once per dialect, side by side."""
+
+from __future__ import annotations
+
+# --- per-key ordering ------------------------------------------------------------
+
+# Per-key ordering: a delivery waits while an earlier event with the same
+# ordering key still has an open delivery to the same upstream, and while any
+# delivery of that key to that upstream is in flight (a revived or requeued
+# older event must not overlap a newer one being sent): at most one delivery
+# of a key is leased at a time. With on_dead: hold, an earlier dead delivery of
+# the key blocks it too, until revived, requeued or purged. Each NOT EXISTS is
+# answered from a partial index (deliveries_ordering, _leased, _dead).
+_ORDER_OPEN = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state IN ('pending', 'in_flight') AND o.event_id < d.event_id)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state = 'in_flight')"
+)
+_ORDER_DEAD = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS o"
+    " WHERE o.route = d.route AND o.upstream = d.upstream AND o.ordering_key = d.ordering_key"
+    " AND o.state = 'dead' AND o.event_id < d.event_id)"
+)
+
+
+def order_free(hold_dead: bool) -> str:
+    if hold_dead:
+        return f"(d.ordering_key IS NULL OR ({_ORDER_OPEN} AND {_ORDER_DEAD}))"
+    return f"(d.ordering_key IS NULL OR {_ORDER_OPEN})"
+
+
+# --- purge -------------------------------------------------------------------------
+
+NO_OPEN_WORK = (
+    "NOT EXISTS (SELECT 1 FROM deliveries AS d"
+    " WHERE d.event_id = e.id AND d.state IN ('pending', 'in_flight'))"
+)
+
+
+def purge(where: str) -> str:
+    return (
+        "DELETE FROM events WHERE id IN (SELECT e.id FROM events AS e"
+        f" WHERE {where} AND coalesce(e.sync_state, '') <> 'in_flight' AND {NO_OPEN_WORK})"
+    )
+
+
+# --- observability ------------------------------------------------------------
+
+# Both scan only the (state, route, event_id) index over open and dead rows,
+# never the delivered history.
+BACKLOG_COUNTS = (
+    "SELECT route, state, count(DISTINCT event_id) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY state, route"
+)
+
+# Ids grow with arrival, so the smallest open event id is the oldest open event.
+OLDEST_OPEN = (
+    "SELECT m.route, e.received_at FROM (SELECT route, min(event_id) AS first FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route) AS m"
+    " JOIN events AS e ON e.id = m.first"
+)
+
+OPEN_BY_UPSTREAM = (
+    "SELECT route, upstream, count(*) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"
+)
