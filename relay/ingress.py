@@ -25,9 +25,7 @@ from relay.runtime import (
     Relay,
     Reply,
     RouteRuntime,
-    duplicate,
     error,
-    mismatch,
     reject,
 )
 from relay.store.base import NewEvent
@@ -152,9 +150,11 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
     if got.first:
         relay.wake(cfg.name)
         return Reply(_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
-    if (refused := mismatch(relay, rt, event, got.event_id, got.stored_fingerprint)) is not None:
+    if (
+        refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint)
+    ) is not None:
         return refused
-    duplicate(relay, rt, event)
+    rt.duplicate(relay.metrics, event)
     if got.revived:
         rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
         relay.wake(cfg.name)

@@ -52,6 +52,23 @@ class RouteRuntime:
             self._children["/ingest_seconds"] = child
         return child
 
+    def mismatch(
+        self, metrics: Metrics, event: NewEvent, event_id: int, stored_fingerprint: str
+    ) -> Reply | None:
+        """A copy whose body differs from the first one's: counted and logged; refused
+        (422) when the route says ``on_payload_mismatch: reject``, else None (a duplicate)."""
+        if stored_fingerprint == event.fingerprint:
+            return None
+        metrics.mismatches.labels(self.cfg.name).inc()
+        self.log.warning("payload_mismatch", key=event.key, event_id=event_id)
+        if self.cfg.on_payload_mismatch == "reject":
+            return reject(422, "payload_mismatch", "this key was used with a different body")
+        return None
+
+    def duplicate(self, metrics: Metrics, event: NewEvent) -> None:
+        """A copy absorbed (acked again or replayed), counted by the kind of key that caught it."""
+        metrics.duplicates.labels(self.cfg.name, event.key_source.partition(":")[0]).inc()
+
     @classmethod
     def build(cls, cfg: Route) -> RouteRuntime:
         scheme: signatures.Scheme | None = None
@@ -145,22 +162,3 @@ def error(status: int, reason: str, message: str, retry_after: float | None = No
 
 def reject(status: int, reason: str, message: str, retry_after: float | None = None) -> Reply:
     return Reply(error(status, reason, message, retry_after), "rejected", reason=reason)
-
-
-def mismatch(
-    relay: Relay, rt: RouteRuntime, event: NewEvent, event_id: int, stored_fingerprint: str
-) -> Reply | None:
-    """A copy whose body differs from the first one's: counted and logged; refused (422)
-    when the route says ``on_payload_mismatch: reject``, else None (a duplicate)."""
-    if stored_fingerprint == event.fingerprint:
-        return None
-    relay.metrics.mismatches.labels(rt.cfg.name).inc()
-    rt.log.warning("payload_mismatch", key=event.key, event_id=event_id)
-    if rt.cfg.on_payload_mismatch == "reject":
-        return reject(422, "payload_mismatch", "this key was used with a different body")
-    return None
-
-
-def duplicate(relay: Relay, rt: RouteRuntime, event: NewEvent) -> None:
-    """A copy absorbed (acked again or replayed), counted by the kind of key that caught it."""
-    relay.metrics.duplicates.labels(rt.cfg.name, event.key_source.partition(":")[0]).inc()

@@ -25,8 +25,6 @@ from relay.runtime import (
     Relay,
     Reply,
     RouteRuntime,
-    duplicate,
-    mismatch,
     reject,
 )
 from relay.store.base import Acquired, Busy, Completed, NewEvent, StoredResponse
@@ -83,15 +81,17 @@ async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forw
             return reject(503, "store_unavailable", "could not claim the key", STORE_RETRY_AFTER)
         if isinstance(claim, Acquired):
             return await _forward(relay, rt, event, claim, via)
-        if (refused := mismatch(relay, rt, event, claim.event_id, claim.fingerprint)) is not None:
+        if (
+            refused := rt.mismatch(relay.metrics, event, claim.event_id, claim.fingerprint)
+        ) is not None:
             return refused
         if isinstance(claim, Completed):
-            duplicate(relay, rt, event)
+            rt.duplicate(relay.metrics, event)
             return Reply(_replay(claim.response), "replayed", event.key)
         # Busy: the original is in flight, here or on another replica.
         waited = await _wait(relay, rt, event, claim, deadline, delay)
         if isinstance(waited, Reply):
-            duplicate(relay, rt, event)
+            rt.duplicate(relay.metrics, event)
             return waited
         if waited is None:
             relay.metrics.sync_waits.labels(cfg.name, "timeout").inc()

@@ -1,4 +1,9 @@
-"""Event stores: SQLite (embedded default) and PostgreSQL (shared by replicas)."""
+"""Event stores: SQLite (embedded default), PostgreSQL (shared by replicas), and
+the remote store a worker process reaches its owner's store through.
+
+``base`` is the contract every backend keeps; ``batch``, ``rows``, ``migrate``
+and ``common_sql`` are shared by the SQL backends. Imports only the pure
+modules; no backend imports another."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from relay.app import FAILED, apply_reload, build_app, fail, start_public
 from relay.config import Config
 from relay.errors import ConfigError, StoreError, StoreUnavailable
 from relay.lifecycle import (
+    begin_shutdown,
     log_stopped,
     on_reload_signal,
     run_loop,
@@ -109,8 +110,7 @@ async def serve_worker(
     # Shutdown, in order: stop accepting and drain requests and attempts in
     # flight within the grace (the owner keeps the store up until we exit),
     # then the cleanup_ctx closes the session and the connection to the owner.
-    relay.draining = True
-    log.info("worker_stopping", reason="task_failed" if failed else "signal")
+    begin_shutdown(relay, quiet, failed, "worker_stopping")
     await runner.cleanup()
     log_stopped("worker_stopped")
     return 1 if failed else 0

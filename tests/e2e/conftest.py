@@ -34,13 +34,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 async def relays(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    """``relays(routes, **top)`` builds a Relay in tmp_path (not started)."""
+    """``relays(routes, kind=Relay, **top)`` builds a daemon in tmp_path (not started);
+    every one is reaped in teardown, and its stderr printed if the test failed."""
     made: list[Relay] = []
 
-    def make(routes: list[dict[str, Any]], **top: Any) -> Relay:
+    def make(routes: list[dict[str, Any]], kind: type[Relay] = Relay, **top: Any) -> Relay:
         sub = tmp_path / f"relay{len(made)}" if made else tmp_path
         sub.mkdir(exist_ok=True)
-        relay = Relay(sub, routes, **top)
+        relay = kind(sub, routes, **top)
         made.append(relay)
         return relay
 

@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,25 +76,14 @@ class OpsRelay(Relay):
 
 
 @pytest.fixture
-async def ops(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Callable[..., OpsRelay]]:
-    made: list[OpsRelay] = []
+def ops(relays: Any) -> Callable[..., OpsRelay]:
+    """The shared ``relays`` fixture, building OpsRelay daemons."""
 
     def make(routes: list[dict[str, Any]], **kw: Any) -> OpsRelay:
-        sub = tmp_path / f"relay{len(made)}"
-        sub.mkdir()
-        relay = OpsRelay(sub, routes, **kw)
-        made.append(relay)
+        relay: OpsRelay = relays(routes, kind=OpsRelay, **kw)
         return relay
 
-    yield make
-    for relay in made:
-        relay.reap()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is None or rep.failed:
-        for relay in made:
-            print(f"\n===== relay stderr ({relay.stderr_path}) =====\n{relay.stderr()}")
+    return make
 
 
 class FlakyBackend(Backend):

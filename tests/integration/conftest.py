@@ -35,6 +35,20 @@ class Seen:
         return dict((k.lower(), v) for k, v in self.headers).get("idempotency-key")
 
 
+def route(
+    upstream: Backend, name: str = "orders", path: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A route mapping to ``upstream``/NAME at ``path`` (``/hooks/NAME`` unless given),
+    with short timeouts; ``extra`` adds or replaces settings."""
+    return {
+        "name": name,
+        "path": path or f"/hooks/{name}",
+        "upstream": upstream.url(f"/{name}"),
+        "timeout": {"total": "2s", "connect": "1s"},
+        **extra,
+    }
+
+
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
 

@@ -18,22 +18,11 @@ from aiohttp.test_utils import TestClient
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
 from relay.serve import reload_app
-from tests.integration.conftest import AdminFactory, Backend, RelayFactory, eventually
+from tests.integration.conftest import AdminFactory, Backend, RelayFactory, eventually, route
 
 Client = TestClient[web.Request, web.Application]
 TOKEN = "s3cret-admin-token-0123456789"
 WAIT = 10.0
-
-
-def route(upstream: Backend, name: str = "orders", **extra: Any) -> dict[str, Any]:
-    r: dict[str, Any] = {
-        "name": name,
-        "path": f"/hooks/{name}",
-        "upstream": upstream.url(f"/{name}"),
-        "timeout": {"total": "2s", "connect": "1s"},
-    }
-    r.update(extra)
-    return r
 
 
 async def send(

@@ -17,7 +17,7 @@ from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
 from relay.runtime import RELAY
 from relay.store.batch import BatchStats, GroupCommitter
-from tests.integration.conftest import Backend, RelayFactory, eventually
+from tests.integration.conftest import Backend, RelayFactory, eventually, route
 
 Client = TestClient[web.Request, web.Application]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -53,17 +53,6 @@ async def scrape(admin: Client) -> Scrape:
     assert resp.status == 200
     assert resp.content_type == "text/plain"
     return Scrape(await resp.text())
-
-
-def route(upstream: Backend, name: str, **extra: Any) -> dict[str, Any]:
-    r: dict[str, Any] = {
-        "name": name,
-        "path": f"/hooks/{name}",
-        "upstream": upstream.url(f"/{name}"),
-        "timeout": {"total": "2s", "connect": "1s"},
-    }
-    r.update(extra)
-    return r
 
 
 async def test_a_short_run_with_duplicates_a_mismatch_and_a_dead_letter(

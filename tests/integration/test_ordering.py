@@ -20,7 +20,7 @@ from relay.runtime import RELAY
 from relay.store.base import Attempt, EventFilter, NewEvent, Outcome, Store
 from relay.store.sqlite import SQLiteStore
 from tests.conftest import FakeClock
-from tests.integration.conftest import Backend, RelayFactory, dispatcher_of
+from tests.integration.conftest import Backend, RelayFactory, dispatcher_of, route
 
 Client = TestClient[web.Request, web.Application]
 WAIT = 10.0
@@ -28,16 +28,8 @@ UP = "http://127.0.0.1:9/x"
 
 
 def ordered_route(upstream: Backend, name: str = "orders", **extra: Any) -> dict[str, Any]:
-    route: dict[str, Any] = {
-        "name": name,
-        "path": f"/webhooks/{name}",
-        "upstream": upstream.url(f"/{name}"),
-        "timeout": {"total": "2s", "connect": "1s"},
-        "idempotency": {"key": "json:$.id"},
-        "ordering": {"key": "json:$.k"},
-    }
-    route.update(extra)
-    return route
+    ordered = {"idempotency": {"key": "json:$.id"}, "ordering": {"key": "json:$.k"}}
+    return {**route(upstream, name, path=f"/webhooks/{name}", **ordered), **extra}
 
 
 def body(k: str, s: int, v: Any = None, **extra: Any) -> bytes:

@@ -11,20 +11,13 @@ from relay.admin import STORE
 from relay.housekeeping import purge_once
 from relay.runtime import RELAY
 from relay.store.base import EventFilter
-from tests.integration.conftest import Backend, RelayFactory, dispatcher_of
+from tests.integration.conftest import Backend, RelayFactory, dispatcher_of, route
 
 FAST_RETRY = {"initial": "10ms", "max": "50ms", "max_attempts": 5}
 
 
 def queue_route(upstream: Backend, **extra: Any) -> dict[str, Any]:
-    route: dict[str, Any] = {
-        "name": "orders",
-        "path": "/webhooks/orders",
-        "upstream": upstream.url("/orders"),
-        "timeout": {"total": "2s", "connect": "1s"},
-    }
-    route.update(extra)
-    return route
+    return {**route(upstream, path="/webhooks/orders"), **extra}
 
 
 async def post(client: Any, key: str, body: bytes = b"{}", path: str = "/webhooks/orders") -> Any:

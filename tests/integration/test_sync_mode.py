@@ -13,19 +13,11 @@ from yarl import URL
 
 from relay.runtime import RELAY
 from relay.store.base import Acquired, EventFilter, NewEvent
-from tests.integration.conftest import Backend, RelayFactory
+from tests.integration.conftest import Backend, RelayFactory, route
 
 
 def sync_route(upstream: Backend, **extra: Any) -> dict[str, Any]:
-    route: dict[str, Any] = {
-        "name": "pay",
-        "path": "/webhooks/pay",
-        "mode": "sync",
-        "upstream": upstream.url("/pay"),
-        "timeout": {"total": "2s", "connect": "1s"},
-    }
-    route.update(extra)
-    return route
+    return {**route(upstream, "pay", path="/webhooks/pay", mode="sync"), **extra}
 
 
 async def test_storm_of_200_identical_requests_reaches_upstream_once(
