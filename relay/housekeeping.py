@@ -26,6 +26,14 @@ PURGE_BATCH: Final = 500
 log = get_logger()
 
 
+async def take_over(relay: Relay, store: Store) -> None:
+    """Start-up, once the store is open: leases left by a crashed process go back
+    (deliveries to pending, sync claims free), and the backpressure counts are read."""
+    if returned := await store.recover():
+        log.warning("leases_recovered", deliveries=returned)
+    await relay.backlog.refresh(store.undelivered_counts)
+
+
 async def housekeeping(relay: Relay, store: Store) -> None:
     """Backpressure counts, expired leases, retention: small steps, never a long lock."""
     loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from relay.admin import STORE, build_admin_app
 from relay.app import FAILED, apply_reload, build_app, start_public
 from relay.config import Config
 from relay.errors import RelayError
-from relay.housekeeping import housekeeping, report_orphans
+from relay.housekeeping import housekeeping, report_orphans, take_over
 from relay.lifecycle import (
     background,
     begin_shutdown,
@@ -48,10 +48,7 @@ def single_process_app(
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.open()
-        # Leases left by a crashed process: deliveries go back to pending, sync claims free.
-        if returned := await store.recover():
-            log.warning("leases_recovered", deliveries=returned)
-        await relay.backlog.refresh(store.undelivered_counts)
+        await take_over(relay, store)
         yield
         await store.close()
 

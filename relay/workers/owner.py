@@ -37,7 +37,7 @@ from relay import logging as relay_logging
 from relay.admin import build_admin_app
 from relay.config import Config
 from relay.errors import RelayError
-from relay.housekeeping import housekeeping, report_orphans
+from relay.housekeeping import housekeeping, report_orphans, take_over
 from relay.lifecycle import (
     background,
     begin_shutdown,
@@ -150,12 +150,11 @@ async def supervise(config: Config, config_path: Path | None) -> int:
     if config_path is None:
         log.error("startup_failed", error="workers: N needs the config file (workers read it)")
         return 1
-    loop = asyncio.get_running_loop()
     notifier = Notifier()
     # Private to this user (mkdtemp makes it 0700): the RPC frames are pickles.
     workdir = Path(tempfile.mkdtemp(prefix="webhook-relay-"))
     try:
-        return await _supervise(config, config_path, loop, notifier, workdir)
+        return await _supervise(config, config_path, notifier, workdir)
     finally:
         notifier.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -165,7 +164,6 @@ async def supervise(config: Config, config_path: Path | None) -> int:
 async def _supervise(
     config: Config,
     config_path: Path,
-    loop: asyncio.AbstractEventLoop,
     notifier: Notifier,
     workdir: Path,
 ) -> int:
@@ -187,10 +185,8 @@ async def _supervise(
     tasks: list[asyncio.Task[Any]] = []
     failed = False
     try:
-        # Leases left by a crashed group: no worker runs yet, so all of them are stale.
-        if returned := await store.recover():
-            log.warning("leases_recovered", deliveries=returned)
-        await relay.backlog.refresh(store.undelivered_counts)
+        # No worker runs yet: every lease in the store was left by a crashed group.
+        await take_over(relay, store)
         listener = await _listen(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env.update(worker_env(metrics_dir))
