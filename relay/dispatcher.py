@@ -25,12 +25,14 @@ import aiohttp
 
 from relay import forward, versions
 from relay.backlog import Backlog
+from relay.breaker import State
 from relay.config import Route
 from relay.errors import StoreError
 from relay.metrics import Metrics, status_class
+from relay.protect import Hold, UpstreamGuard
 from relay.retry import decide, parse_retry_after
 from relay.runtime import RouteRuntime
-from relay.store.base import Attempt, DeliveryStore, Lease, Outcome
+from relay.store.base import Attempt, DeliveryStore, Lease, Outcome, Pause
 
 # Safety-net poll: finds work stored by other replicas and due retries we were not told of.
 POLL_INTERVAL: Final = 5.0
@@ -45,12 +47,18 @@ SEND_MARGIN: Final = 5.0
 LEASE_BATCH_DIVISOR: Final = 4
 # Back-off after a store error inside a delivery loop, so a broken disk does not spin.
 STORE_ERROR_PAUSE: Final = 1.0
+# How often the paused routes are re-read from the store (the lease itself checks
+# them too, so this only decides how soon a loop notices; replicas share the store).
+PAUSE_REFRESH: Final = 1.0
+# While deliveries are held back, how often the held count is re-read for the gauge.
+HELD_REFRESH: Final = 1.0
 
 
 @dataclass(slots=True)
 class _UpstreamLoop:
     rt: RouteRuntime
     upstream: str
+    guard: UpstreamGuard
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     # Answered attempts whose outcome is still being recorded (still leased).
@@ -68,6 +76,7 @@ class Dispatcher:
         log: Any,
         *,
         backlog: Backlog | None = None,
+        rate_share: float = 1.0,
         poll_interval: float = POLL_INTERVAL,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -84,6 +93,11 @@ class Dispatcher:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # Told of every outcome recorded (backpressure counts).
         self.backlog = backlog if backlog is not None else Backlog()
+        # This process's share of each upstream's rate limit (1 / workers).
+        self.rate_share = rate_share
+        self._pauses: list[Pause] = []
+        self._pause_task: asyncio.Task[None] | None = None
+        self._chores: set[asyncio.Task[None]] = set()
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     # --- lifecycle ------------------------------------------------------------
@@ -108,15 +122,50 @@ class Dispatcher:
             existing = self._loops.get(ident)
             if existing is not None:
                 existing.rt = rt  # new limits apply from the next lease on
+                if not existing.guard.follows(rt.cfg.breaker, rt.cfg.rate_limit):
+                    existing.guard = self._guard(rt, ident[1])
                 existing.wake.set()
                 continue
-            loop = _UpstreamLoop(rt, ident[1])
+            loop = _UpstreamLoop(rt, ident[1], self._guard(rt, ident[1]))
             if start:
                 loop.task = asyncio.create_task(
                     self._run(loop), name=f"dispatch:{ident[0]}->{ident[1]}"
                 )
                 loop.task.add_done_callback(self._watch)
             self._loops[ident] = loop
+        if start and self._pause_task is None:
+            self._pause_task = asyncio.create_task(self._follow_pauses(), name="pauses")
+            self._pause_task.add_done_callback(self._watch)
+
+    def _guard(self, rt: RouteRuntime, upstream: str) -> UpstreamGuard:
+        guard = UpstreamGuard(
+            rt.cfg.name,
+            upstream,
+            self.metrics,
+            rt.log,
+            breaker=rt.cfg.breaker,
+            rate_limit=rt.cfg.rate_limit,
+            share=self.rate_share,
+            now=asyncio.get_running_loop().time(),
+        )
+        guard.set_pauses(self._pauses)
+        return guard
+
+    async def _follow_pauses(self) -> None:
+        while not self._stopping:
+            await self.refresh_pauses()
+            await asyncio.sleep(PAUSE_REFRESH)
+
+    async def refresh_pauses(self) -> None:
+        """Re-read the paused routes; wake the loops whose pause changed."""
+        try:
+            self._pauses = await self.store.pauses()
+        except StoreError as exc:
+            self.log.error("pauses_unreadable", error=str(exc))
+            return
+        for loop in self._loops.values():
+            if loop.guard.set_pauses(self._pauses):
+                loop.wake.set()
 
     def _watch(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stopping:
@@ -141,6 +190,8 @@ class Dispatcher:
     async def stop(self, grace: float) -> None:
         """Stop leasing; let attempts in flight finish within ``grace``; cancel the rest."""
         self._stopping = True
+        if self._pause_task is not None:
+            self._pause_task.cancel()
         loops = list(self._loops.values())
         for w in loops:
             w.retired = True
@@ -163,34 +214,38 @@ class Dispatcher:
     # --- the delivery loop ---------------------------------------------------
 
     async def _run(self, w: _UpstreamLoop) -> None:
+        clock = asyncio.get_running_loop().time
         while not w.retired:
             w.wake.clear()
-            rt = w.rt
+            rt, now = w.rt, clock()
+            cap, hold, moved = w.guard.capacity(rt.cfg.concurrency, now)
+            if moved is not None:
+                self._breaker_moved(w, moved)
             # Past `concurrency` outcomes still being recorded, they hold slots too: the
             # leases one process holds (a crash's re-forwards) stay under 2 x concurrency.
             backlog = max(0, len(w.finishing) - rt.cfg.concurrency)
-            free = rt.cfg.concurrency - len(w.inflight) - backlog
-            if free <= 0 or (
-                w.inflight and free < max(1, rt.cfg.concurrency // LEASE_BATCH_DIVISOR)
-            ):
+            free = cap - len(w.inflight) - backlog
+            if free > 0 and (allowed := w.guard.tokens(free, now)) < free:
+                free, hold = allowed, hold or ("rate" if allowed == 0 else None)
+            await self._show_held(w, hold, now)
+            if free <= 0 or (w.inflight and free < max(1, cap // LEASE_BATCH_DIVISOR)):
                 # Busy: lease a few slots at a time, not one per finished attempt,
                 # so a lease transaction serves several deliveries.
                 await self._sleep(w, full=True)
                 continue
-            leases: list[Lease] = []
-            if free > 0:
-                try:
-                    leases = await self.store.lease_due(
-                        rt.cfg.name,
-                        w.upstream,
-                        free,
-                        rt.cfg.timeout.total + LEASE_MARGIN,
-                        hold_dead=_hold_dead(rt.cfg),
-                    )
-                except StoreError as exc:
-                    self.log.error("lease_failed", route=rt.cfg.name, error=str(exc))
-                    await asyncio.sleep(STORE_ERROR_PAUSE)
-                    continue
+            try:
+                leases = await self.store.lease_due(
+                    rt.cfg.name,
+                    w.upstream,
+                    free,
+                    rt.cfg.timeout.total + LEASE_MARGIN,
+                    hold_dead=_hold_dead(rt.cfg),
+                )
+            except StoreError as exc:
+                self.log.error("lease_failed", route=rt.cfg.name, error=str(exc))
+                await asyncio.sleep(STORE_ERROR_PAUSE)
+                continue
+            w.guard.started(len(leases), clock())
             for lease in leases:
                 task = asyncio.create_task(
                     self._attempt(w, lease), name=f"attempt:{lease.delivery_id}"
@@ -199,10 +254,15 @@ class Dispatcher:
                 task.add_done_callback(functools.partial(self._attempt_done, w))
             if leases and len(leases) == free:
                 continue  # maybe more due; the next round leases what slots remain
-            await self._sleep(w, full=free <= 0)
+            await self._sleep(w, full=False)
 
     async def _sleep(self, w: _UpstreamLoop, full: bool) -> None:
+        """Until woken, or something may be due: the next due delivery (unless every
+        slot is taken), a probe, a ramp step or a token; the poll at the latest."""
         timeout = self.poll_interval
+        now = asyncio.get_running_loop().time()
+        if (at := w.guard.wake_at(now)) is not None:
+            timeout = min(timeout, max(0.0, at - now))
         if not full:
             try:
                 due = await self.store.next_due_at(
@@ -217,6 +277,35 @@ class Dispatcher:
                 await w.wake.wait()
         except TimeoutError:
             pass
+
+    async def _show_held(self, w: _UpstreamLoop, hold: Hold | None, now: float) -> None:
+        guard = w.guard
+        if hold == guard.held and (hold is None or now - guard.held_counted_at < HELD_REFRESH):
+            return
+        count = 0
+        if hold is not None:
+            try:
+                count = await self.store.count_due(w.rt.cfg.name, w.upstream)
+            except StoreError:
+                return
+        guard.held_counted_at = now
+        guard.show_held(hold, count)
+
+    def _breaker_moved(self, w: _UpstreamLoop, to: State) -> None:
+        """Opened or closed: what was backed off before is due now (an open breaker probes
+        with it, a closed one ramps through it); nothing is charged an attempt."""
+        if to is State.HALF_OPEN:
+            return
+        task = asyncio.create_task(self._make_due(w), name=f"make-due:{w.upstream}")
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _make_due(self, w: _UpstreamLoop) -> None:
+        try:
+            await self.store.make_due(w.rt.cfg.name, w.upstream)
+        except StoreError as exc:
+            self.log.error("make_due_failed", route=w.rt.cfg.name, error=str(exc))
+        w.wake.set()
 
     def _attempt_done(self, w: _UpstreamLoop, task: asyncio.Task[None]) -> None:
         w.inflight.discard(task)
@@ -261,13 +350,17 @@ class Dispatcher:
             )
             raise
         now = self.store.clock()
+        retry_after = parse_retry_after(result.retry_after, time.time())
+        moved = w.guard.answered(result.status, retry_after, asyncio.get_running_loop().time())
+        if moved is not None:
+            self._breaker_moved(w, moved)
         decision = decide(
             status=result.status,
             attempts=lease.attempts + 1,
             received_at=lease.received_at,
             now=now,
             policy=cfg.retry,
-            retry_after=parse_retry_after(result.retry_after, time.time()),
+            retry_after=retry_after,
             rand=self.rand,
         )
         attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error)
@@ -388,18 +481,27 @@ class Dispatcher:
         made = 0
         while True:
             leased = 0
+            await self.refresh_pauses()
             for w in list(self._loops.values()):
                 cfg = w.rt.cfg
+                # The breaker holds here too (its probe time is real time); the rate
+                # limit does not: a burst is for tests and tools.
+                cap, _, moved = w.guard.capacity(cfg.concurrency, asyncio.get_running_loop().time())
+                if moved is not None:
+                    self._breaker_moved(w, moved)
+                if cap <= 0:
+                    continue
                 leases = await self.store.lease_due(
                     cfg.name,
                     w.upstream,
-                    cfg.concurrency,
+                    cap,
                     cfg.timeout.total + LEASE_MARGIN,
                     hold_dead=_hold_dead(cfg),
                 )
                 leased += len(leases)
                 await asyncio.gather(*(self._attempt(w, lease) for lease in leases))
                 await asyncio.gather(*self._finishing)
+                await asyncio.gather(*self._chores)
             if not leased:
                 return made
             made += leased

@@ -61,6 +61,9 @@ SERVING_FAMILIES: Final[tuple[str, ...]] = (
     "relay_ordering_dead_heads",
     "relay_signature_failures",
     "relay_sync_duplicate_waits",
+    "relay_upstream_breaker_state",
+    "relay_upstream_breaker_transitions",
+    "relay_deliveries_held",
     "relay_worker_processes",
 )
 
@@ -162,6 +165,28 @@ class Metrics:
             "relay_sync_duplicate_waits_total",
             "Sync-mode duplicates that arrived while the original was in flight, by how it ended.",
             ["route", "result"],
+            registry=w,
+        )
+        # Each delivering process has its own breaker per upstream: with workers the
+        # scrape shows the most alarmed one (open 1 < half-open 2 only by number).
+        self.breaker_state = Gauge(
+            "relay_upstream_breaker_state",
+            "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open (probing).",
+            ["route", "upstream"],
+            multiprocess_mode="livemax",
+            registry=w,
+        )
+        self.breaker_transitions = Counter(
+            "relay_upstream_breaker_transitions_total",
+            "Circuit breaker transitions per upstream, by the state entered.",
+            ["route", "upstream", "to"],
+            registry=w,
+        )
+        self.deliveries_held = Gauge(
+            "relay_deliveries_held",
+            "Deliveries due now that are held back: paused, breaker open, or rate limit.",
+            ["route", "upstream", "reason"],
+            multiprocess_mode="livemax",
             registry=w,
         )
         worker_mode = serving is not None or recording_to_files()

@@ -7,7 +7,7 @@ runtime, the store contract, config and housekeeping; never a process role.
 
 from __future__ import annotations
 
-from relay.admin.api import STORE
 from relay.admin.app import build_admin_app
+from relay.admin.control import STORE
 
 __all__ = ["STORE", "build_admin_app"]

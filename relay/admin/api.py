@@ -8,7 +8,6 @@ Authorization, cookies, and anything named like a token or a secret.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -16,6 +15,15 @@ from typing import Any, Final
 from aiohttp import web
 
 from relay import __version__
+from relay.admin.control import (
+    STORE,
+    audit,
+    breakers,
+    parse_reason,
+    pause_json,
+    preview_json,
+    read_json,
+)
 from relay.admin.views import (
     DEFAULT_LIMIT,
     FILTER_FIELDS,
@@ -34,35 +42,12 @@ from relay.housekeeping import find_orphans
 from relay.runtime import RELAY, Relay
 from relay.store.base import EventFilter, Store
 
-# The full store (inspection and replay): the role that serves admin hands it over.
-STORE: Final = web.AppKey("store", Store)
-
 
 def _route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
     for rt in relay.routes.values():
         if rt.cfg.name == route and rt.scheme is not None:
             return frozenset({rt.scheme.signature_header.lower()})
     return frozenset()
-
-
-async def _json_body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, "bad_json", "the body must be a JSON object")
-    unknown = sorted(set(doc) - set(allowed))
-    if unknown:
-        raise ApiError(
-            400,
-            "unknown_field",
-            f"unknown field(s): {', '.join(unknown)}; expected {', '.join(allowed)}",
-        )
-    return doc
 
 
 def _event_id(request: web.Request) -> int:
@@ -138,10 +123,12 @@ async def replay_event(request: web.Request) -> web.Response:
         )
     if force and event.body is None:
         raise ApiError(409, "payload_dropped", "the payload was dropped by payload retention")
+    reason = parse_reason(await read_json(request, ("reason",)), required=False)
     flt = EventFilter(ids=(event_id,))
     n = await (store.requeue_all(flt) if force else store.requeue(flt))
     if n:
         relay.wake(event.route)
+    await audit(request, "replay", {"event_id": event_id, "force": force}, n, reason)
     after = await store.get_event(event_id)
     out: dict[str, Any] = {
         "event_id": event_id,
@@ -169,22 +156,37 @@ _BULK_FIELDS: Final = (*FILTER_FIELDS, "all")
 async def replay_bulk(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     store = request.app[STORE]
-    doc = await _json_body(request, (*_BULK_FIELDS, "force"))
+    doc = await read_json(request, (*_BULK_FIELDS, "force", "preview", "reason"))
     flt = _bulk_filter(doc, store)
     force = parse_flag("force", doc.get("force", False))
+    if parse_flag("preview", doc.get("preview", False)):
+        preview = await store.preview_requeue(flt, force=force)
+        return web.json_response({**preview_json(preview, "would_requeue"), "force": force})
+    reason = parse_reason(doc, required=True)
     n = await (store.requeue_all(flt) if force else store.requeue(flt))
     if n:
+        # Paced like any delivery: by the routes' rate limits and breakers.
         for name in {flt.route} if flt.route else {rt.cfg.name for rt in relay.routes.values()}:
             relay.wake(name)
+    await audit(request, "replay_bulk", {**_target(doc), "force": force}, n, reason)
     return web.json_response({"requeued": n, "force": force})
 
 
 async def purge(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    doc = await _json_body(request, _BULK_FIELDS)
+    doc = await read_json(request, (*_BULK_FIELDS, "preview", "reason"))
     flt = _bulk_filter(doc, store)
+    if parse_flag("preview", doc.get("preview", False)):
+        return web.json_response(preview_json(await store.preview_purge(flt), "would_purge"))
+    reason = parse_reason(doc, required=True)
     n = await store.purge(flt)
+    await audit(request, "purge", _target(doc), n, reason)
     return web.json_response({"purged": n})
+
+
+def _target(doc: Mapping[str, object]) -> dict[str, object]:
+    """The filter as the operator gave it, for the audit log."""
+    return {k: doc[k] for k in _BULK_FIELDS if k in doc}
 
 
 def _bulk_filter(doc: Mapping[str, object], store: Store) -> EventFilter:
@@ -206,9 +208,11 @@ async def status(request: web.Request) -> web.Response:
     backlog = await store.backlog()
     orphans = await find_orphans(relay, store)
     relay.metrics.set_orphans(orphans)
+    pauses = await store.pauses()
     routes = []
     for rt in relay.routes.values():
         b = backlog.get(rt.cfg.name)
+        paused = [p for p in pauses if p.route == rt.cfg.name]
         routes.append(
             {
                 "name": rt.cfg.name,
@@ -221,6 +225,8 @@ async def status(request: web.Request) -> web.Response:
                 "oldest_open_age_seconds": round(now - b.oldest_open_at, 3)
                 if b and b.oldest_open_at is not None
                 else None,
+                "paused": any(not p.upstream for p in paused),
+                "paused_upstreams": sorted(p.upstream for p in paused if p.upstream),
             }
         )
     reload = relay.metrics.last_reload
@@ -232,6 +238,8 @@ async def status(request: web.Request) -> web.Response:
             "orphaned": [
                 {"route": r, "upstream": u, "deliveries": n} for (r, u), n in orphans.items()
             ],
+            "pauses": [pause_json(p) for p in pauses],
+            "breakers": breakers(relay),
             "last_reload": None
             if reload is None
             else {"ok": reload.ok, "at": iso(reload.at), "errors": list(reload.errors)},

@@ -10,7 +10,8 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay.admin.api import STORE, add_api_routes
+from relay.admin.api import add_api_routes
+from relay.admin.control import CREDENTIAL, STORE, add_control_routes
 from relay.admin.views import ApiError
 from relay.errors import StoreError
 from relay.logging import get_logger
@@ -59,6 +60,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[RELAY].config.admin.token
     if token is None or request.path in OPEN_PATHS:
+        request[CREDENTIAL] = "loopback"  # no token configured: the listener is loopback-only
         return await handler(request)
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
@@ -69,6 +71,7 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="webhook-relay"'},
         )
+    request[CREDENTIAL] = "admin_token"
     return await handler(request)
 
 
@@ -125,4 +128,5 @@ def build_admin_app(relay: Relay, store: Store) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_api_routes(app)
+    add_control_routes(app)
     return app

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from yarl import URL
 
+from relay.config import protection
 from relay.config.types import (
     DEFAULT_METHODS,
     ENCODINGS,
@@ -213,6 +214,10 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     if sec.has("stale") and not sec.has("ordering"):
         sec.error("stale", "needs ordering.key (the last delivered version is kept per key)")
 
+    breaker = protection.breaker(sec)
+    rate_limit = protection.rate_limit(sec)
+    if mode == "sync" and (sec.has("breaker") or sec.has("rate_limit")):
+        sec.error(None, "breaker and rate_limit pace queue-mode delivery (sync forwards at once)")
     concurrency = sec.integer("concurrency", 16, lo=1, hi=4096)
     max_pending = sec.integer("max_pending", 100_000, lo=1)
     revive_dead = sec.flag("revive_dead", True)
@@ -241,6 +246,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         sync=sync,
         ordering=ordering,
         stale=stale,
+        breaker=breaker,
+        rate_limit=rate_limit,
     )
 
 

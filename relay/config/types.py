@@ -92,6 +92,25 @@ class SyncConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """A circuit breaker per (route, upstream): after ``failures`` retryable failures in a
+    row nothing is sent but one probe per ``probe_interval``; once a probe succeeds the
+    allowed concurrency ramps from 1 to ``concurrency`` over ``ramp``."""
+
+    failures: int = 5
+    probe_interval: float = 5.0
+    ramp: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket per upstream: ``rate`` attempts a second, at most ``burst`` at once."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class OrderingConfig:
     """Per-key ordering: deliveries sharing a key go one at a time, in arrival order."""
 
@@ -141,6 +160,8 @@ class Route:
     sync: SyncConfig = SyncConfig()
     ordering: OrderingConfig | None = None
     stale: StaleConfig | None = None
+    breaker: BreakerConfig | None = BreakerConfig()  # None: off
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,41 @@ class RouteBacklog:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """A paused route (``upstream`` empty: all of its upstreams) or one upstream of it."""
+
+    route: str
+    upstream: str
+    since: float
+    reason: str | None = None
+
+    def covers(self, route: str, upstream: str) -> bool:
+        return self.route == route and self.upstream in ("", upstream)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change an operator made: a replay, a purge, a pause or a resume."""
+
+    at: float
+    action: str  # replay, replay_bulk, purge, pause, resume
+    target: str  # JSON: the event id, the filter, or route and upstream
+    affected: int  # deliveries requeued, events purged, pauses changed
+    credential: str  # admin_token, or loopback (no token configured)
+    reason: str | None = None
+    client: str | None = None  # the caller's User-Agent, as sent
+    id: int = 0  # given by the store
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a bulk change would do, counted by doing it and rolling it back."""
+
+    count: int  # deliveries requeued, or events purged: what the real call returns
+    routes: tuple[tuple[str, int], ...] = ()  # the same count per route
+
+
+@dataclass(frozen=True, slots=True)
 class EventFilter:
     route: str | None = None
     state: DeliveryState | None = None  # events with at least one delivery in this state
@@ -297,6 +332,19 @@ class DeliveryStore(Protocol):
     async def release_sync(self, event_id: int, token: str) -> bool:
         """Forget the claim so the sender's retry is processed afresh."""
 
+    # --- protecting the backend -----------------------------------------------
+
+    async def pauses(self) -> list[Pause]:
+        """Every paused route and upstream (``lease_due`` leaves their deliveries alone)."""
+
+    async def make_due(self, route: str, upstream: str) -> int:
+        """Pending deliveries of this upstream scheduled for later become due now (its
+        breaker opened or closed: the backoffs of single deliveries no longer say
+        anything); how many. Nothing is charged an attempt."""
+
+    async def count_due(self, route: str, upstream: str) -> int:
+        """Pending deliveries of this upstream that are due now."""
+
 
 class Store(DeliveryStore, Protocol):
     """Durable home of events, deliveries and sync claims: the hot path, and the
@@ -354,6 +402,27 @@ class Store(DeliveryStore, Protocol):
     async def drop_payloads(self, delivered_before: float, limit: int) -> int:
         """Drop bodies of events fully delivered before the given time; how many."""
 
+    async def preview_requeue(self, flt: EventFilter, *, force: bool = False) -> Preview:
+        """What ``requeue`` (``requeue_all`` with ``force``) would do now, done and rolled back."""
+
+    async def preview_purge(self, flt: EventFilter) -> Preview:
+        """What ``purge`` would do now, done and rolled back."""
+
+    # --- pauses and the audit log ---------------------------------------------------
+
+    async def pause(self, route: str, upstream: str, reason: str | None) -> bool:
+        """Pause a route (``upstream`` empty) or one upstream; False if it already was."""
+
+    async def resume(self, route: str, upstream: str) -> int:
+        """Resume one upstream, or (``upstream`` empty) the route and every upstream of
+        it; how many pauses ended."""
+
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Write one audit entry; its id."""
+
+    async def audit_log(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
+        """Newest first; ``before_id`` pages on."""
+
     # --- observability ------------------------------------------------------------
 
     async def backlog(self) -> dict[str, RouteBacklog]:
@@ -370,6 +439,7 @@ __all__ = [
     "Acquired",
     "Attempt",
     "AttemptInfo",
+    "AuditEntry",
     "Busy",
     "Clock",
     "Completed",
@@ -383,6 +453,8 @@ __all__ = [
     "Lease",
     "NewEvent",
     "Outcome",
+    "Pause",
+    "Preview",
     "RouteBacklog",
     "Store",
     "StoredResponse",

@@ -28,10 +28,23 @@ _ORDER_DEAD = (
 )
 
 
-def order_free(hold_dead: bool) -> str:
+# A paused route (upstream '') or upstream: its deliveries are not leased, by any
+# process or replica (the check is in the same statement that leases).
+NOT_PAUSED = (
+    "NOT EXISTS (SELECT 1 FROM pauses AS p"
+    " WHERE p.route = d.route AND p.upstream IN ('', d.upstream))"
+)
+
+
+def free_to_lease(hold_dead: bool) -> str:
+    """Per-key ordering lets the delivery go, and it is not paused."""
     if hold_dead:
-        return f"(d.ordering_key IS NULL OR ({_ORDER_OPEN} AND {_ORDER_DEAD}))"
-    return f"(d.ordering_key IS NULL OR {_ORDER_OPEN})"
+        return f"(d.ordering_key IS NULL OR ({_ORDER_OPEN} AND {_ORDER_DEAD})) AND {NOT_PAUSED}"
+    return f"(d.ordering_key IS NULL OR {_ORDER_OPEN}) AND {NOT_PAUSED}"
+
+
+PAUSES = "SELECT route, upstream, since, reason FROM pauses ORDER BY route, upstream"
+AUDIT_COLUMNS = "id, at, action, target, affected, reason, credential, client"
 
 
 # --- purge -------------------------------------------------------------------------

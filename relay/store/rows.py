@@ -4,17 +4,21 @@ read by column name), and the JSON form of stored headers."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from relay.store.base import (
     AttemptInfo,
+    AuditEntry,
     Busy,
     Completed,
     DeliveryInfo,
     EventInfo,
     Header,
     Lease,
+    Pause,
+    Preview,
     StoredResponse,
     SyncClaim,
 )
@@ -123,3 +127,26 @@ def sync_claim_from_row(row: Row) -> SyncClaim:
         body_omitted=bool(row["response_body_omitted"]),
     )
     return Completed(event_id, fingerprint, response)
+
+
+def pause(row: Any) -> Pause:
+    return Pause(str(row[0]), str(row[1]), float(row[2]), None if row[3] is None else str(row[3]))
+
+
+def audit_entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        id=int(row[0]),
+        at=float(row[1]),
+        action=str(row[2]),
+        target=str(row[3]),
+        affected=int(row[4]),
+        reason=None if row[5] is None else str(row[5]),
+        credential=str(row[6]),
+        client=None if row[7] is None else str(row[7]),
+    )
+
+
+def preview(routes: Any) -> Preview:
+    """A preview from the ``route`` of every row the change touched."""
+    counted = Counter(str(r[0]) for r in routes)
+    return Preview(sum(counted.values()), tuple(sorted(counted.items())))

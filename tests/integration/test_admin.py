@@ -83,7 +83,7 @@ async def test_probes_are_open_and_everything_else_needs_the_bearer_token(
             assert resp.status == 401, (path, headers)
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")
             assert (await resp.json())["error"] == "unauthorized"
-    resp = await admin.post("/api/v1/purge", json={"all": True})
+    resp = await admin.post("/api/v1/purge", json={"all": True, "reason": "test"})
     assert resp.status == 401
     good = {"Authorization": f"Bearer {TOKEN}"}
     assert (await admin.get("/metrics", headers=good)).status == 200
@@ -358,7 +358,9 @@ async def test_bulk_replay_by_filter_touches_only_what_matches(
     assert len(upstream.seen) == 5
 
     failing.clear()
-    resp = await admin.post("/api/v1/replay", json={"route": "a", "state": "dead"})
+    resp = await admin.post(
+        "/api/v1/replay", json={"route": "a", "state": "dead", "reason": "test"}
+    )
     assert resp.status == 200
     assert await resp.json() == {"requeued": 3, "force": False}
     await upstream.wait_for(8)
@@ -390,12 +392,12 @@ async def test_purge_by_filter_never_removes_pending_work(
     await upstream.wait_for(4)
     await wait_state(admin, pending, "pending")
 
-    resp = await admin.post("/api/v1/purge", json={"route": "slow"})
+    resp = await admin.post("/api/v1/purge", json={"route": "slow", "reason": "test"})
     assert await resp.json() == {"purged": 0}
-    resp = await admin.post("/api/v1/purge", json={"ids": [done[0]]})
+    resp = await admin.post("/api/v1/purge", json={"ids": [done[0]], "reason": "test"})
     assert await resp.json() == {"purged": 1}
     assert (await admin.get(f"/api/v1/events/{done[0]}")).status == 404
-    resp = await admin.post("/api/v1/purge", json={"all": True})
+    resp = await admin.post("/api/v1/purge", json={"all": True, "reason": "test"})
     assert await resp.json() == {"purged": 2}
     doc = await (await admin.get("/api/v1/events")).json()
     assert [e["id"] for e in doc["events"]] == [pending]

@@ -6,7 +6,7 @@ from typing import Any
 
 from relay.store import common_sql
 from relay.store import rows as rowmap
-from relay.store.base import Clock, EventFilter, EventInfo, RouteBacklog
+from relay.store.base import AuditEntry, Clock, EventFilter, EventInfo, Preview, RouteBacklog
 from relay.store.postgres import ops_sql as q
 from relay.store.postgres.pool import Database, affected
 
@@ -69,6 +69,56 @@ class PostgresOperations:
         params: list[Any] = []
         where = q.filter_sql(flt, params)
         return await self.db.run(common_sql.purge(where), *params)
+
+    async def preview_requeue(self, flt: EventFilter, *, force: bool = False) -> Preview:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        if force:
+            params.append(self.clock())
+            return await self._preview(q.requeue_all(where, f"${len(params)}"), params)
+        states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
+        params += [states, self.clock()]
+        n = len(params)
+        return await self._preview(q.requeue(where, f"${n - 1}", f"${n}"), params)
+
+    async def preview_purge(self, flt: EventFilter) -> Preview:
+        params: list[Any] = []
+        where = q.filter_sql(flt, params)
+        return await self._preview(common_sql.purge(where), params)
+
+    async def _preview(self, sql: str, params: list[Any]) -> Preview:
+        async with self.db.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                rows = await conn.fetch(sql + " RETURNING route", *params)
+            finally:
+                await tx.rollback()
+        return rowmap.preview(rows)
+
+    # --- pauses and the audit log ---------------------------------------------------
+
+    async def pause(self, route: str, upstream: str, reason: str | None) -> bool:
+        return await self.db.run(q.PAUSE, route, upstream, self.clock(), reason) == 1
+
+    async def resume(self, route: str, upstream: str) -> int:
+        if upstream:
+            return await self.db.run(q.RESUME_UPSTREAM, route, upstream)
+        return await self.db.run(q.RESUME_ROUTE, route)
+
+    async def add_audit(self, entry: AuditEntry) -> int:
+        e = entry
+        async with self.db.acquire() as conn:
+            new_id = await conn.fetchval(
+                q.ADD_AUDIT, e.at, e.action, e.target, e.affected, e.reason, e.credential, e.client
+            )
+        return int(new_id)
+
+    async def audit_log(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
+        args = [limit] if before_id is None else [before_id, limit]
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(q.audit_log(before_id is not None), *args)
+        return [rowmap.audit_entry(r) for r in rows]
 
     async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
         async with self.db.acquire() as conn:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.store import common_sql
 from relay.store.base import EventFilter
 from relay.store.common_sql import NO_OPEN_WORK
 
@@ -109,3 +110,23 @@ DROP_PAYLOADS = (
 # --- observability ------------------------------------------------------------
 
 # Portable SQL, the same statements as SQLite's.
+
+
+# --- pauses and the audit log ----------------------------------------------------
+
+PAUSE = (
+    "INSERT INTO pauses (route, upstream, since, reason) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (route, upstream) DO NOTHING"
+)
+RESUME_UPSTREAM = "DELETE FROM pauses WHERE route = $1 AND upstream = $2"
+RESUME_ROUTE = "DELETE FROM pauses WHERE route = $1"
+ADD_AUDIT = (
+    "INSERT INTO audit_log (at, action, target, affected, reason, credential, client)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
+)
+
+
+def audit_log(paged: bool) -> str:
+    if paged:  # $1 before id, $2 limit
+        return f"SELECT {common_sql.AUDIT_COLUMNS} FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
+    return f"SELECT {common_sql.AUDIT_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT $1"

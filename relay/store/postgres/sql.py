@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from relay.store.base import Attempt, Lease, NewEvent, Outcome
-from relay.store.common_sql import order_free
+from relay.store.common_sql import free_to_lease
 from relay.store.rows import headers_json
 
 
@@ -137,7 +137,7 @@ def lease_due(hold_dead: bool) -> str:
         " lease_token = $5 || '.' || u.id, lease_expires = $6, updated_at = $3"
         " WHERE u.id IN (SELECT d.id FROM deliveries AS d"
         "  WHERE d.route = $1 AND d.upstream = $2 AND d.state = 'pending'"
-        f"  AND d.next_attempt_at <= $3 AND {order_free(hold_dead)}"
+        f"  AND d.next_attempt_at <= $3 AND {free_to_lease(hold_dead)}"
         "  ORDER BY d.next_attempt_at, d.id LIMIT $4 FOR UPDATE SKIP LOCKED)"
         " RETURNING u.id, u.event_id, u.route, u.upstream, u.attempts, u.lease_token,"
         " u.lease_expires, u.next_attempt_at, u.created_at)"
@@ -151,12 +151,23 @@ def lease_due(hold_dead: bool) -> str:
     )
 
 
+# $1 route, $2 upstream, $3 now.
+MAKE_DUE = (
+    "UPDATE deliveries SET next_attempt_at = $3, updated_at = $3"
+    " WHERE route = $1 AND upstream = $2 AND state = 'pending' AND next_attempt_at > $3"
+)
+COUNT_DUE = (
+    "SELECT count(*) FROM deliveries"
+    " WHERE route = $1 AND upstream = $2 AND state = 'pending' AND next_attempt_at <= $3"
+)
+
+
 @lru_cache(maxsize=4)
 def next_due(hold_dead: bool) -> str:
     return (
         "SELECT min(d.next_attempt_at) FROM deliveries AS d"
         " WHERE d.route = $1 AND d.upstream = $2 AND d.state = 'pending'"
-        f" AND {order_free(hold_dead)}"
+        f" AND {free_to_lease(hold_dead)}"
     )
 
 

@@ -60,6 +60,7 @@ from typing import Any
 
 from relay import versions
 from relay.errors import StoreUnavailable
+from relay.store import common_sql
 from relay.store import rows as rowmap
 from relay.store.base import (
     Acquired,
@@ -69,6 +70,7 @@ from relay.store.base import (
     Lease,
     NewEvent,
     Outcome,
+    Pause,
     StoredResponse,
     SyncClaim,
     new_token,
@@ -211,6 +213,18 @@ class PostgresStore(PostgresOperations):
         async with self.db.acquire() as conn:
             due = await conn.fetchval(q.next_due(hold_dead), route, upstream)
         return None if due is None else float(due)
+
+    async def pauses(self) -> list[Pause]:
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(common_sql.PAUSES)
+        return [rowmap.pause(r) for r in rows]
+
+    async def make_due(self, route: str, upstream: str) -> int:
+        return await self.db.run(q.MAKE_DUE, route, upstream, self.clock())
+
+    async def count_due(self, route: str, upstream: str) -> int:
+        async with self.db.acquire() as conn:
+            return int(await conn.fetchval(q.COUNT_DUE, route, upstream, self.clock()))
 
     async def finish_attempt(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> bool:
         # Group-committed like ingest (as in SQLite): one transaction and a

@@ -27,6 +27,7 @@ from relay.store.base import (
     Lease,
     NewEvent,
     Outcome,
+    Pause,
     StoredResponse,
     SyncClaim,
 )
@@ -220,6 +221,20 @@ class RemoteStore:
 
     async def release_sync(self, event_id: int, token: str) -> bool:
         result: bool = await self._call("release_sync", (event_id, token))
+        return result
+
+    # --- protecting the backend -----------------------------------------------------
+
+    async def pauses(self) -> list[Pause]:
+        result: list[Pause] = await self._call("pauses", ())
+        return result
+
+    async def make_due(self, route: str, upstream: str) -> int:
+        result: int = await self._call("make_due", (route, upstream))
+        return result
+
+    async def count_due(self, route: str, upstream: str) -> int:
+        result: int = await self._call("count_due", (route, upstream))
         return result
 
     # --- health ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 from relay.store import common_sql
 from relay.store import rows as rowmap
-from relay.store.base import EventFilter, EventInfo, RouteBacklog
+from relay.store.base import AuditEntry, EventFilter, EventInfo, Preview, RouteBacklog
 from relay.store.sqlite import ops_sql as q
 from relay.store.sqlite.thread import SQLiteAccess
 
@@ -62,6 +62,50 @@ class SQLiteOperations(SQLiteAccess):
     async def purge(self, flt: EventFilter) -> int:
         where, params = q.filter_sql(flt)
         return await self._one(common_sql.purge(where), params)
+
+    async def preview_requeue(self, flt: EventFilter, *, force: bool = False) -> Preview:
+        where, params = q.filter_sql(flt)
+        now = self.clock()
+        if force:
+            return await self._preview(q.requeue_all(where), [now, now, now, *params])
+        states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
+        return await self._preview(q.requeue(where, len(states)), [now, now, now, *states, *params])
+
+    async def preview_purge(self, flt: EventFilter) -> Preview:
+        where, params = q.filter_sql(flt)
+        return await self._preview(common_sql.purge(where), params)
+
+    async def _preview(self, sql: str, params: list[Any]) -> Preview:
+        def run(c: sqlite3.Connection) -> list[Any]:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                return c.execute(sql + " RETURNING route", params).fetchall()
+            finally:
+                c.execute("ROLLBACK")
+
+        return rowmap.preview(await self._db.call(run))
+
+    # --- pauses and the audit log ---------------------------------------------------
+
+    async def pause(self, route: str, upstream: str, reason: str | None) -> bool:
+        return await self._one(q.PAUSE, (route, upstream, self.clock(), reason)) == 1
+
+    async def resume(self, route: str, upstream: str) -> int:
+        if upstream:
+            return await self._one(q.RESUME_UPSTREAM, (route, upstream))
+        return await self._one(q.RESUME_ROUTE, (route,))
+
+    async def add_audit(self, entry: AuditEntry) -> int:
+        e = entry
+        row = (e.at, e.action, e.target, e.affected, e.reason, e.credential, e.client)
+        return await self._db.call(lambda c: int(c.execute(q.ADD_AUDIT, row).lastrowid or 0))
+
+    async def audit_log(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
+        params = [limit] if before_id is None else [before_id, limit]
+        return [
+            rowmap.audit_entry(r)
+            for r in await self._rows(q.audit_log(before_id is not None), params)
+        ]
 
     async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
         args = {"seen": seen_before, "dead": dead_before, "limit": limit}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from relay.store import common_sql
 from relay.store.base import EventFilter
 from relay.store.common_sql import NO_OPEN_WORK
 from relay.store.sqlite.sql import marks
@@ -79,6 +80,25 @@ def requeue_all(where: str) -> str:
         " WHERE state <> 'in_flight'"
         f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where} AND e.body IS NOT NULL)"
     )
+
+
+# --- pauses and the audit log ----------------------------------------------------
+
+PAUSE = (
+    "INSERT INTO pauses (route, upstream, since, reason) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (route, upstream) DO NOTHING"
+)
+RESUME_UPSTREAM = "DELETE FROM pauses WHERE route = ? AND upstream = ?"
+RESUME_ROUTE = "DELETE FROM pauses WHERE route = ?"
+ADD_AUDIT = (
+    "INSERT INTO audit_log (at, action, target, affected, reason, credential, client)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def audit_log(paged: bool) -> str:
+    where = " WHERE id < ?" if paged else ""
+    return f"SELECT {common_sql.AUDIT_COLUMNS} FROM audit_log{where} ORDER BY id DESC LIMIT ?"
 
 
 # The remembered versions live as long as the keys they order (dedupe_window).

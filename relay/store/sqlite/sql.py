@@ -15,7 +15,7 @@ from relay.store.base import (
     NewEvent,
     Outcome,
 )
-from relay.store.common_sql import order_free
+from relay.store.common_sql import free_to_lease
 from relay.store.rows import headers_json
 
 
@@ -121,11 +121,22 @@ def lease_due(hold_dead: bool) -> str:
         " lease_expires = :expires, updated_at = :now"
         " WHERE id IN (SELECT d.id FROM deliveries AS d"
         "  WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
-        f"  AND d.next_attempt_at <= :now AND {order_free(hold_dead)}"
+        f"  AND d.next_attempt_at <= :now AND {free_to_lease(hold_dead)}"
         "  ORDER BY d.next_attempt_at, d.id LIMIT :limit)"
         " RETURNING id, event_id, route, upstream, ordering_key, attempts, lease_token,"
         " lease_expires, next_attempt_at, created_at"
     )
+
+
+MAKE_DUE = (
+    "UPDATE deliveries SET next_attempt_at = :now, updated_at = :now"
+    " WHERE route = :route AND upstream = :upstream AND state = 'pending'"
+    " AND next_attempt_at > :now"
+)
+COUNT_DUE = (
+    "SELECT count(*) FROM deliveries WHERE route = :route AND upstream = :upstream"
+    " AND state = 'pending' AND next_attempt_at <= :now"
+)
 
 
 @lru_cache(maxsize=64)
@@ -160,7 +171,7 @@ def next_due(hold_dead: bool) -> str:
     return (
         "SELECT min(d.next_attempt_at) FROM deliveries AS d"
         " WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
-        f" AND {order_free(hold_dead)}"
+        f" AND {free_to_lease(hold_dead)}"
     )
 
 

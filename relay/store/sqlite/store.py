@@ -21,6 +21,7 @@ from typing import Any
 
 from relay import versions
 from relay.errors import StoreUnavailable
+from relay.store import common_sql
 from relay.store import rows as rowmap
 from relay.store.base import (
     Attempt,
@@ -29,6 +30,7 @@ from relay.store.base import (
     Lease,
     NewEvent,
     Outcome,
+    Pause,
     new_token,
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
@@ -260,6 +262,19 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
     ) -> float | None:
         rows = await self._rows(q.next_due(hold_dead), {"route": route, "upstream": upstream})
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def pauses(self) -> list[Pause]:
+        return [rowmap.pause(r) for r in await self._rows(common_sql.PAUSES)]
+
+    async def make_due(self, route: str, upstream: str) -> int:
+        return await self._one(
+            q.MAKE_DUE, {"route": route, "upstream": upstream, "now": self.clock()}
+        )
+
+    async def count_due(self, route: str, upstream: str) -> int:
+        args = {"route": route, "upstream": upstream, "now": self.clock()}
+        rows = await self._rows(q.COUNT_DUE, args)
+        return int(rows[0][0])
 
     async def finish_attempt(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> bool:
         # Group-committed like ingest: at thousands of deliveries a second, one

@@ -1,0 +1,79 @@
+"""The settings that protect a backend: ``breaker`` and ``rate_limit`` of a route."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Final
+
+from relay.config.types import BreakerConfig, RateLimit
+from relay.config.validate import MISSING, Section, Skip, show
+
+_RATE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
+_PER: Final = {
+    **dict.fromkeys(("s", "sec", "second"), 1.0),
+    **dict.fromkeys(("m", "min", "minute"), 60.0),
+    **dict.fromkeys(("h", "hour"), 3600.0),
+}
+# The default burst: a tenth of a second's worth, so no second sees much more than the rate.
+BURST_SHARE: Final = 0.1
+
+
+def parse_rate(text: str) -> float:
+    """``"200/s"``, ``"30/m"``, ``"1000/h"``: attempts per second."""
+    m = _RATE.fullmatch(text)
+    if not m:
+        raise ValueError(f'expected a rate like "200/s" or "30/m", got {show(text)}')
+    rate = float(m.group(1)) / _PER[m.group(2)]
+    if rate <= 0:
+        raise ValueError(f"must be more than zero, got {show(text)}")
+    return rate
+
+
+def breaker(route: Section) -> BreakerConfig | None:
+    """``breaker: off`` (or false) turns it off; a mapping tunes it; absent: the defaults."""
+    raw = route.raw("breaker")
+    if raw is MISSING or raw is None or raw is True:
+        return BreakerConfig()
+    if raw is False or raw == "off":
+        return None
+    sec = route.section("breaker")
+    default = BreakerConfig()
+    cfg = BreakerConfig(
+        failures=sec.integer("failures", default.failures, lo=1, hi=1000),
+        probe_interval=sec.duration("probe_interval", default.probe_interval),
+        ramp=sec.duration("ramp", default.ramp, positive=False),
+    )
+    sec.finish()
+    return cfg
+
+
+def rate_limit(route: Section) -> RateLimit | None:
+    """``rate_limit: "200/s"``, or ``{rate: "200/s", burst: 20}``; absent: no limit."""
+    raw = route.raw("rate_limit")
+    if raw is MISSING or raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            per_second = parse_rate(raw)
+        except ValueError as exc:
+            route.error("rate_limit", str(exc))
+            return None
+        return RateLimit(per_second, _burst(per_second))
+    sec = route.section("rate_limit")
+    rate: float | None = None
+    try:
+        rate = parse_rate(str(sec.text("rate")))
+    except ValueError as exc:
+        sec.error("rate", str(exc))
+    except Skip:  # missing or not a string: text() recorded why
+        pass
+    burst = sec.integer("burst", None, lo=1)
+    sec.finish()
+    if rate is None:
+        return None
+    return RateLimit(rate, burst if burst is not None else _burst(rate))
+
+
+def _burst(rate: float) -> int:
+    return max(1, math.ceil(rate * BURST_SHARE))

@@ -1,0 +1,134 @@
+"""What stands between the delivery loop of one (route, upstream) and its backend:
+the circuit breaker, the rate limit and a pause, and what they say to operators
+(a log line per breaker transition, the breaker and held-deliveries gauges).
+
+The dispatcher asks ``capacity`` before it leases and reports every answer to
+``answered``; time is the event loop's clock (monotonic), never the store's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+from relay.breaker import Breaker, State, TokenBucket
+from relay.config import BreakerConfig, RateLimit
+from relay.metrics import Metrics
+from relay.store.base import Pause
+
+Hold = Literal["paused", "breaker", "rate"]
+HOLDS: Final[tuple[Hold, ...]] = ("paused", "breaker", "rate")
+
+
+class UpstreamGuard:
+    def __init__(
+        self,
+        route: str,
+        upstream: str,
+        metrics: Metrics,
+        log: Any,
+        *,
+        breaker: BreakerConfig | None,
+        rate_limit: RateLimit | None,
+        share: float,
+        now: float,
+    ) -> None:
+        self.route = route
+        self.upstream = upstream
+        self.metrics = metrics
+        self.log = log
+        self.breaker_cfg = breaker
+        self.rate_cfg = rate_limit
+        self.breaker = (
+            None
+            if breaker is None
+            else Breaker(breaker.failures, breaker.probe_interval, breaker.ramp)
+        )
+        # With workers: N each process takes its share of the upstream's rate.
+        self.bucket = (
+            None
+            if rate_limit is None
+            else TokenBucket(rate_limit.rate * share, max(1, round(rate_limit.burst * share)), now)
+        )
+        self.paused = False
+        self.held: Hold | None = None
+        self.held_counted_at = float("-inf")
+        self._state_gauge = metrics.breaker_state.labels(route, upstream)
+        self._state_gauge.set(int(State.CLOSED))
+
+    def follows(self, breaker: BreakerConfig | None, rate_limit: RateLimit | None) -> bool:
+        """Whether this guard was built from these settings (a reload may change them)."""
+        return breaker == self.breaker_cfg and rate_limit == self.rate_cfg
+
+    def set_pauses(self, pauses: Sequence[Pause]) -> bool:
+        """The paused routes and upstreams changed; True if this upstream's pause did."""
+        paused = any(p.covers(self.route, self.upstream) for p in pauses)
+        changed, self.paused = paused != self.paused, paused
+        return changed
+
+    def capacity(self, concurrency: int, now: float) -> tuple[int, Hold | None, State | None]:
+        """Attempts that may be in flight now, what holds the rest back, and the breaker's
+        new state if asking moved it (an open breaker whose probe time came)."""
+        if self.paused:
+            return 0, "paused", None
+        cap, moved = concurrency, None
+        if self.breaker is not None:
+            before = self.breaker.state
+            cap = self.breaker.allowed(concurrency, now)
+            if self.breaker.state is not before:
+                moved = self._moved(before, now)
+            if cap == 0:
+                return 0, "breaker", moved
+        return cap, None, moved
+
+    def tokens(self, wanted: int, now: float) -> int:
+        """Of ``wanted`` attempts, how many the rate limit lets start now."""
+        if self.bucket is None:
+            return wanted
+        return min(wanted, self.bucket.available(now))
+
+    def started(self, n: int, now: float) -> None:
+        if self.bucket is not None and n:
+            self.bucket.take(n, now)
+
+    def wake_at(self, now: float) -> float | None:
+        """The next time ``capacity`` or ``tokens`` may say more than now."""
+        times = []
+        if self.breaker is not None and (at := self.breaker.wake_at(now)) is not None:
+            times.append(at)
+        if self.bucket is not None:
+            times.append(self.bucket.ready_at(now))
+        return min(times) if times else None
+
+    def answered(self, status: int | None, retry_after: float | None, now: float) -> State | None:
+        """An attempt got ``status`` (None: no answer); the breaker's new state if it moved."""
+        if self.breaker is None:
+            return None
+        before = self.breaker.state
+        self.breaker.record(status, now, retry_after)
+        return self._moved(before, now) if self.breaker.state is not before else None
+
+    def _moved(self, before: State, now: float) -> State:
+        assert self.breaker is not None
+        to = self.breaker.state
+        name = to.name.lower()
+        self._state_gauge.set(int(to))
+        self.metrics.breaker_transitions.labels(self.route, self.upstream, name).inc()
+        fields = dict(upstream=self.upstream, to=name, was=before.name.lower())
+        if to is State.OPEN:
+            probe = self.breaker.next_probe
+            probe_in = None if probe is None else round(probe - now, 3)
+            self.log.warning(
+                "breaker_opened", failures=self.breaker.failed, next_probe_in=probe_in, **fields
+            )
+        else:
+            self.log.info("breaker_closed" if to is State.CLOSED else "breaker_probing", **fields)
+        return to
+
+    def show_held(self, hold: Hold | None, count: int) -> None:
+        """The held-deliveries gauge: ``count`` held for ``hold``, none for the rest."""
+        self.held = hold
+        for reason in HOLDS:
+            self.metrics.deliveries_held.labels(self.route, self.upstream, reason).set(
+                count if reason == hold else 0
+            )
