@@ -263,6 +263,8 @@ class Dispatcher:
         now = asyncio.get_running_loop().time()
         if (at := w.guard.wake_at(now)) is not None:
             timeout = min(timeout, max(0.0, at - now))
+        if w.guard.held is not None:
+            timeout = min(timeout, HELD_REFRESH)  # keep the held gauge current
         if not full:
             try:
                 due = await self.store.next_due_at(

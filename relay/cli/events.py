@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import yaml
 
+from relay import __version__
 from relay.cli.render import render_event, render_list, render_status
 
 DEFAULT_ADMIN: Final = "127.0.0.1:9090"
@@ -106,6 +107,8 @@ class AdminClient:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")
+        # The audit log names the client: this one is the CLI.
+        req.add_header("User-Agent", f"webhook-relay/{__version__} (cli)")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self.token:
@@ -136,7 +139,7 @@ class AdminClient:
         return self.call("GET", path, dict(urllib.parse.parse_qsl(qs)))
 
 
-def _emit(args: argparse.Namespace, doc: Any, human: Callable[[Any], str]) -> None:
+def emit(args: argparse.Namespace, doc: Any, human: Callable[[Any], str]) -> None:
     print(json.dumps(doc, indent=2) if args.json else human(doc))
 
 
@@ -151,13 +154,13 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _client(args: argparse.Namespace) -> AdminClient:
+def client_for(args: argparse.Namespace) -> AdminClient:
     base, token = resolve(args)
     return AdminClient(base, token, args.timeout)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = client_for(args)
     query: dict[str, Any] = {**_filters(args), "limit": args.limit, "before_id": args.before_id}
     doc = client.call("GET", "/api/v1/events", query)
     if args.all_pages:
@@ -172,27 +175,28 @@ def cmd_list(args: argparse.Namespace) -> int:
             "next": doc.get("next"),
             "next_before_id": doc.get("next_before_id"),
         }
-    _emit(args, doc, render_list)
+    emit(args, doc, render_list)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    doc = _client(args).call("GET", f"/api/v1/events/{args.id}")
-    _emit(args, doc, render_event)
+    doc = client_for(args).call("GET", f"/api/v1/events/{args.id}")
+    emit(args, doc, render_event)
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = client_for(args)
     flt = _filters(args)
     if args.ids and (flt or args.all):
         raise CliError("give event ids or filters, not both")
     if args.ids:
+        if args.dry_run:
+            raise CliError("--dry-run previews a filter; give filters, not ids")
+        query = {"force": "1" if args.force else None}
+        reason = {"reason": args.reason} if args.reason else None
         docs = [
-            client.call(
-                "POST", f"/api/v1/events/{i}/replay", {"force": "1" if args.force else None}
-            )
-            for i in args.ids
+            client.call("POST", f"/api/v1/events/{i}/replay", query, body=reason) for i in args.ids
         ]
         if args.json:
             print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
@@ -203,11 +207,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0
     if not flt and not args.all:
         raise CliError("name events to replay: ids, or filters (--route, --state, …), or --all")
-    body: dict[str, Any] = {**flt, "force": args.force}
+    body: dict[str, Any] = {**flt, "force": args.force, **_intent(args)}
     if args.all:
         body["all"] = True
     doc = client.call("POST", "/api/v1/replay", body=body)
-    _emit(args, doc, lambda d: f"{d['requeued']} delivery(ies) requeued")
+    if args.dry_run:
+        emit(args, doc, lambda d: _would(d["would_requeue"], "delivery(ies) requeued", d))
+    else:
+        emit(args, doc, lambda d: f"{d['requeued']} delivery(ies) requeued")
     return 0
 
 
@@ -219,24 +226,43 @@ def cmd_purge(args: argparse.Namespace) -> int:
         raise CliError(
             "name events to purge: --route, --state, --key, --since, --until, --id, or --all"
         )
-    body: dict[str, Any] = dict(flt)
+    body: dict[str, Any] = {**flt, **_intent(args)}
     if args.all:
         body["all"] = True
-    doc = _client(args).call("POST", "/api/v1/purge", body=body)
-    _emit(args, doc, lambda d: f"{d['purged']} event(s) purged (pending work is never purged)")
+    doc = client_for(args).call("POST", "/api/v1/purge", body=body)
+    if args.dry_run:
+        emit(args, doc, lambda d: _would(d["would_purge"], "event(s) purged", d))
+    else:
+        emit(args, doc, lambda d: f"{d['purged']} event(s) purged (pending work is never purged)")
     return 0
 
 
+def _intent(args: argparse.Namespace) -> dict[str, Any]:
+    """A bulk change is previewed (--dry-run) or done with a reason (the audit log's)."""
+    if args.dry_run:
+        return {"preview": True}
+    if not args.reason:
+        raise CliError(
+            "say why with --reason TEXT (it goes to the audit log), or look first with --dry-run"
+        )
+    return {"reason": args.reason}
+
+
+def _would(n: int, what: str, doc: dict[str, Any]) -> str:
+    routes = ", ".join(f"{r}: {c}" for r, c in sorted(doc["routes"].items())) or "none"
+    return f"would have {n} {what} (by route: {routes}); nothing changed"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    doc = _client(args).call("GET", "/api/v1/status")
-    _emit(args, doc, render_status)
+    doc = client_for(args).call("GET", "/api/v1/status")
+    emit(args, doc, render_status)
     return 0
 
 
 # --- argument parsing --------------------------------------------------------------
 
 
-def _common(sp: argparse.ArgumentParser, default_config: str) -> None:
+def common_flags(sp: argparse.ArgumentParser, default_config: str) -> None:
     sp.add_argument(
         "-c",
         "--config",
@@ -263,7 +289,12 @@ def _filter_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--until", help="UNIX seconds, RFC 3339, or a duration ago")
 
 
-def _positive(text: str) -> int:
+def bulk_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--dry-run", action="store_true", help="only count what would change")
+    sp.add_argument("--reason", help="why (written to the audit log; required for a bulk change)")
+
+
+def positive(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
@@ -278,35 +309,37 @@ def add_parsers(sub: Any, default_config: str) -> None:
     evsub = ev.add_subparsers(dest="events_command", required=True)
 
     ls = evsub.add_parser("list", help="events, newest first")
-    _common(ls, default_config)
+    common_flags(ls, default_config)
     _filter_flags(ls)
-    ls.add_argument("--limit", type=_positive, default=50)
-    ls.add_argument("--before-id", type=_positive, help="page on: events older than this id")
+    ls.add_argument("--limit", type=positive, default=50)
+    ls.add_argument("--before-id", type=positive, help="page on: events older than this id")
     ls.add_argument("--all-pages", action="store_true", help="follow the next links to the end")
     ls.set_defaults(func=cmd_list)
 
     sh = evsub.add_parser("show", help="one event: deliveries, attempts, headers (redacted), body")
-    _common(sh, default_config)
-    sh.add_argument("id", type=_positive)
+    common_flags(sh, default_config)
+    sh.add_argument("id", type=positive)
     sh.set_defaults(func=cmd_show)
 
     rp = evsub.add_parser(
         "replay", help="requeue dead or stale deliveries (--force: delivered ones too)"
     )
-    _common(rp, default_config)
-    rp.add_argument("ids", nargs="*", type=_positive, metavar="ID")
+    common_flags(rp, default_config)
+    rp.add_argument("ids", nargs="*", type=positive, metavar="ID")
     _filter_flags(rp)
     rp.add_argument("--force", action="store_true", help="replay delivered deliveries too")
     rp.add_argument("--all", action="store_true", help="no filter: every dead or stale event")
+    bulk_flags(rp)
     rp.set_defaults(func=cmd_replay)
 
     pg = evsub.add_parser("purge", help="delete finished events by filter (never pending work)")
-    _common(pg, default_config)
+    common_flags(pg, default_config)
     _filter_flags(pg)
-    pg.add_argument("--id", dest="ids", type=_positive, action="append", metavar="ID")
+    pg.add_argument("--id", dest="ids", type=positive, action="append", metavar="ID")
     pg.add_argument("--all", action="store_true", help="no filter: every finished event")
+    bulk_flags(pg)
     pg.set_defaults(func=cmd_purge)
 
     st = sub.add_parser("status", help="routes, backlog, orphaned work, last reload")
-    _common(st, default_config)
+    common_flags(st, default_config)
     st.set_defaults(func=cmd_status)

@@ -13,6 +13,7 @@ from pathlib import Path
 from relay import __version__
 from relay import config as config_mod
 from relay.cli import events as cli_events
+from relay.cli import routes as cli_routes
 from relay.config.validate import format_duration
 from relay.errors import ConfigError
 
@@ -122,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--timeout", type=float, default=3.0)
     h.set_defaults(func=cmd_healthcheck)
     cli_events.add_parsers(sub, DEFAULT_CONFIG)
+    cli_routes.add_parsers(sub, DEFAULT_CONFIG)
     e = sub.add_parser(
         "echo-backend", help="a tiny backend that prints what it receives (for trying the relay)"
     )

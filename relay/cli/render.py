@@ -3,6 +3,7 @@ for people: aligned tables and one event in full (``--json`` skips all this)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,6 +137,21 @@ def render_status(doc: dict[str, Any]) -> str:
                 [(o["route"], o["upstream"], o["deliveries"]) for o in doc["orphaned"]],
             )
         )
+    if doc.get("pauses"):
+        out += ["", "paused (senders are acked; nothing is delivered until resumed):"]
+        pauses = [
+            (p["route"], p["upstream"] or "(all)", _short_time(p["since"]), p["reason"] or "")
+            for p in doc["pauses"]
+        ]
+        out.append(table(("ROUTE", "UPSTREAM", "SINCE", "REASON"), pauses))
+    if doc.get("breakers"):
+        out += ["", "circuit breakers not closed (only probes reach these upstreams):"]
+        out.append(
+            table(
+                ("ROUTE", "UPSTREAM", "STATE"),
+                [(b["route"], b["upstream"], b["state"]) for b in doc["breakers"]],
+            )
+        )
     reload = doc.get("last_reload")
     if reload:
         out.append("")
@@ -144,3 +160,23 @@ def render_status(doc: dict[str, Any]) -> str:
         )
         out += [f"  {line}" for line in reload["errors"]]
     return "\n".join(out)
+
+
+def render_audit(doc: dict[str, Any]) -> str:
+    rows = [
+        (
+            e["id"],
+            _short_time(e["at"]),
+            e["action"],
+            e["affected"],
+            e["credential"],
+            json.dumps(e["target"], sort_keys=True),
+            e["reason"] or "",
+        )
+        for e in doc["entries"]
+    ]
+    if not rows:
+        return "no changes recorded"
+    head = ("ID", "AT", "ACTION", "AFFECTED", "CREDENTIAL", "TARGET", "REASON")
+    more = doc.get("next_before_id")
+    return table(head, rows) + (f"\nolder: --before-id {more}" if more else "")

@@ -378,7 +378,11 @@ async def test_cli_lists_shows_replays_and_purges_against_a_running_daemon(
     code, out, _ = await cli("events", "replay", str(bad_id), "-c", cfg)
     assert code == 0 and "1 delivery(ies) requeued" in out
     await wait_for(lambda: backend.received["bad"] == 1, 10, "the replayed event delivered")
-    code, out, _ = await cli("events", "replay", "--route", "q", "--json", "-c", cfg)
+    code, _, err = await cli("events", "replay", "--route", "q", "-c", cfg)
+    assert code == 1 and "--reason" in err  # a bulk change says why
+    code, out, _ = await cli(
+        "events", "replay", "--route", "q", "--json", "-c", cfg, "--reason", "ticket 7"
+    )
     assert code == 0 and json.loads(out) == {"requeued": 0, "force": False}
 
     # status, then purge everything finished.
@@ -386,8 +390,31 @@ async def test_cli_lists_shows_replays_and_purges_against_a_running_daemon(
     assert code == 0 and re.search(r"^q\s+queue\s+0\s+0\s+0", out, re.M), out
     code, _, err = await cli("events", "purge", "-c", cfg)
     assert code == 1 and "name events to purge" in err
-    code, out, _ = await cli("events", "purge", "--route", "q", "-c", cfg, "--json")
+    code, out, _ = await cli("events", "purge", "--route", "q", "--dry-run", "-c", cfg, "--json")
+    assert code == 0 and json.loads(out) == {"preview": True, "would_purge": 3, "routes": {"q": 3}}
+    code, out, _ = await cli("events", "purge", "--route", "q", "--dry-run", "-c", cfg)
+    assert code == 0 and "would have 3 event(s) purged (by route: q: 3)" in out
+    code, out, _ = await cli(
+        "events", "purge", "--route", "q", "-c", cfg, "--json", "--reason", "cleanup"
+    )
     assert code == 0 and json.loads(out) == {"purged": 3}
+
+    # pause and resume, shown by status; every change is in the audit log.
+    code, out, _ = await cli("routes", "pause", "q", "--reason", "deploy", "-c", cfg)
+    assert code == 0 and "q: paused" in out, out
+    code, out, _ = await cli("status", "-c", cfg)
+    assert code == 0 and re.search(r"^q\s+\(all\)\s+.*deploy$", out, re.M), out
+    code, out, _ = await cli("routes", "resume", "q", "-c", cfg)
+    assert code == 0 and "q: resumed (1 pause(s) ended)" in out, out
+    code, _, err = await cli("routes", "pause", "nope", "-c", cfg)
+    assert code == 1 and "HTTP 404" in err
+    code, out, _ = await cli("audit", "-c", cfg, "--json")
+    entries = json.loads(out)["entries"]
+    assert [e["action"] for e in entries] == ["resume", "pause", "purge", "replay_bulk", "replay"]
+    assert {e["credential"] for e in entries} == {"admin_token"}
+    assert all(e["client"].startswith("webhook-relay/") for e in entries)
+    assert entries[2]["reason"] == "cleanup" and entries[2]["affected"] == 3
+    assert entries[2]["target"] == {"route": "q"}
     code, out, _ = await cli("events", "list", "-c", cfg)
     assert code == 0 and out.strip() == "no events match"
 
