@@ -102,8 +102,10 @@ def _dispatcher_ctx(start: bool) -> Context:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         relay = app[RELAY]
         assert relay.session is not None
+        # With workers: N every worker delivers: each takes 1/N of an upstream's rate.
+        share = 1.0 / max(1, relay.config.workers)
         dispatcher = Dispatcher(
-            relay.store, relay.session, relay.metrics, log, backlog=relay.backlog
+            relay.store, relay.session, relay.metrics, log, backlog=relay.backlog, rate_share=share
         )
         dispatcher.set_routes(list(relay.routes.values()), start=start)
         app[DISPATCHER] = dispatcher

@@ -21,7 +21,7 @@ from typing import Any, Final, cast
 
 from relay.errors import StoreError
 from relay.logging import get_logger
-from relay.store import base
+from relay.store import records
 
 log = get_logger()
 
@@ -42,7 +42,7 @@ def _record_reducer(cls: type) -> Callable[[Any], tuple[Any, ...]]:
 
 
 _DISPATCH = copyreg.dispatch_table.copy()
-for _record in vars(base).values():
+for _record in vars(records).values():
     if isinstance(_record, type) and dataclasses.is_dataclass(_record):
         _DISPATCH[_record] = _record_reducer(_record)
 
