@@ -23,13 +23,14 @@ from typing import Any, Final
 
 import aiohttp
 
-from relay import forward, versions
+from relay import forward
+from relay.attempt_report import AttemptReport
 from relay.backlog import Backlog
 from relay.breaker import State
 from relay.config import Route
 from relay.errors import StoreError
-from relay.metrics import Metrics, status_class
-from relay.protect import Hold, UpstreamGuard
+from relay.metrics import Metrics
+from relay.protect import HELD_REFRESH, UpstreamGuard
 from relay.retry import decide, parse_retry_after
 from relay.runtime import RouteRuntime
 from relay.store.base import Attempt, DeliveryStore, Lease, Outcome, Pause
@@ -50,8 +51,6 @@ STORE_ERROR_PAUSE: Final = 1.0
 # How often the paused routes are re-read from the store (the lease itself checks
 # them too, so this only decides how soon a loop notices; replicas share the store).
 PAUSE_REFRESH: Final = 1.0
-# While deliveries are held back, how often the held count is re-read for the gauge.
-HELD_REFRESH: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -90,7 +89,7 @@ class Dispatcher:
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.report = AttemptReport(metrics)
         # Told of every outcome recorded (backpressure counts).
         self.backlog = backlog if backlog is not None else Backlog()
         # This process's share of each upstream's rate limit (1 / workers).
@@ -227,7 +226,7 @@ class Dispatcher:
             free = cap - len(w.inflight) - backlog
             if free > 0 and (allowed := w.guard.tokens(free, now)) < free:
                 free, hold = allowed, hold or ("rate" if allowed == 0 else None)
-            await self._show_held(w, hold, now)
+            await w.guard.show_held(self.store, hold, now)
             if free <= 0 or (w.inflight and free < max(1, cap // LEASE_BATCH_DIVISOR)):
                 # Busy: lease a few slots at a time, not one per finished attempt,
                 # so a lease transaction serves several deliveries.
@@ -279,19 +278,6 @@ class Dispatcher:
                 await w.wake.wait()
         except TimeoutError:
             pass
-
-    async def _show_held(self, w: _UpstreamLoop, hold: Hold | None, now: float) -> None:
-        guard = w.guard
-        if hold == guard.held and (hold is None or now - guard.held_counted_at < HELD_REFRESH):
-            return
-        count = 0
-        if hold is not None:
-            try:
-                count = await self.store.count_due(w.rt.cfg.name, w.upstream)
-            except StoreError:
-                return
-        guard.held_counted_at = now
-        guard.show_held(hold, count)
 
     def _breaker_moved(self, w: _UpstreamLoop, to: State) -> None:
         """Opened or closed: what was backed off before is due now (an open breaker probes
@@ -367,7 +353,7 @@ class Dispatcher:
         )
         attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error)
         outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)
-        self._report(rt, lease, result, outcome, now)
+        self.report.answered(rt, lease, result, outcome, now)
         # The upstream's slot is free once it has answered: recording the outcome
         # (a group commit, an fsync away) goes on without holding the slot. The
         # delivery stays in flight in the store until then, so nothing re-leases it.
@@ -376,87 +362,15 @@ class Dispatcher:
         w.finishing.add(task)
         task.add_done_callback(functools.partial(self._finish_done, w))
 
-    def _report(
-        self, rt: RouteRuntime, lease: Lease, result: forward.Result, outcome: Outcome, now: float
-    ) -> None:
-        """An answered attempt's metrics and log line."""
-        cfg = rt.cfg
-        result_label = {"delivered": "delivered", "pending": "retry"}.get(outcome.state, "dead")
-        self._child(
-            self.metrics.attempts, cfg.name, result_label, status_class(result.status)
-        ).inc()
-        self._child(self.metrics.attempt_seconds, cfg.name).observe(result.duration_ms / 1000.0)
-        log_fields = dict(
-            delivery_id=lease.delivery_id,
-            event_id=lease.event_id,
-            key=lease.key,
-            upstream=lease.upstream,
-            attempt=lease.attempts + 1,
-            status=result.status,
-            error=result.error,
-            ms=round(result.duration_ms, 2),
-        )
-        if outcome.state == "delivered":
-            rt.log.info("delivery_succeeded", **log_fields)
-        elif outcome.state == "pending":
-            at = outcome.next_attempt_at
-            retry_in = None if at is None else round(at - now, 3)
-            rt.log.info("delivery_retry", retry_in=retry_in, **log_fields)
-        else:
-            rt.log.warning("delivery_dead", reason=outcome.reason, **log_fields)
-            if cfg.ordering is not None and lease.ordering_key is not None:
-                on_dead = cfg.ordering.on_dead
-                self.metrics.ordering_dead_heads.labels(cfg.name, on_dead).inc()
-                rt.log.warning(
-                    "ordering_key_held" if on_dead == "hold" else "ordering_head_skipped",
-                    ordering_key=lease.ordering_key,
-                    delivery_id=lease.delivery_id,
-                    event_id=lease.event_id,
-                    upstream=lease.upstream,
-                )
-
     def _finish_done(self, w: _UpstreamLoop, task: asyncio.Task[None]) -> None:
         self._finishing.discard(task)
         if len(w.finishing) > w.rt.cfg.concurrency:
             w.wake.set()  # the backlog held a slot: it is free now
         w.finishing.discard(task)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: labels() takes a lock each call."""
-        key = (id(metric), labels)
-        if (child := self._children.get(key)) is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     async def _stale(self, log: Any, cfg: Route, lease: Lease) -> bool:
-        """Stale suppression; True if the delivery was dropped (state ``stale``).
-
-        ``lease.delivered_version`` was read when the delivery was leased, and per-key
-        ordering leases one delivery of a key at a time, so nothing can have raised it
-        since; the drop itself is fenced by the lease like any other outcome.
-        """
-        stale = cfg.stale
-        if (
-            stale is None
-            or lease.ordering_key is None
-            or lease.version is None
-            or lease.delivered_version is None
-            or not versions.is_stale(lease.version, lease.delivered_version, stale.equal_is_stale)
-        ):
-            return False
-        reason = f"version {lease.version} <= delivered {lease.delivered_version}"
-        self.metrics.stale.labels(cfg.name, stale.action).inc()
-        log.info(
-            "delivery_stale",
-            action=stale.action,
-            reason=reason,
-            delivery_id=lease.delivery_id,
-            event_id=lease.event_id,
-            key=lease.key,
-            ordering_key=lease.ordering_key,
-            upstream=lease.upstream,
-        )
-        if stale.action == "deliver":
+        """Stale suppression; True if the delivery was dropped (state ``stale``)."""
+        if (reason := self.report.stale(log, cfg, lease)) is None:
             return False
         await self._finish(lease, None, Outcome("stale", reason=reason))
         return True

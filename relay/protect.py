@@ -13,11 +13,14 @@ from typing import Any, Final, Literal
 
 from relay.breaker import Breaker, State, TokenBucket
 from relay.config import BreakerConfig, RateLimit
+from relay.errors import StoreError
 from relay.metrics import Metrics
-from relay.store.base import Pause
+from relay.store.base import DeliveryStore, Pause
 
 Hold = Literal["paused", "breaker", "rate"]
 HOLDS: Final[tuple[Hold, ...]] = ("paused", "breaker", "rate")
+# While deliveries are held back, how often the held count is re-read for the gauge.
+HELD_REFRESH: Final = 1.0
 
 
 class UpstreamGuard:
@@ -125,9 +128,18 @@ class UpstreamGuard:
             self.log.info("breaker_closed" if to is State.CLOSED else "breaker_probing", **fields)
         return to
 
-    def show_held(self, hold: Hold | None, count: int) -> None:
-        """The held-deliveries gauge: ``count`` held for ``hold``, none for the rest."""
-        self.held = hold
+    async def show_held(self, store: DeliveryStore, hold: Hold | None, now: float) -> None:
+        """The held-deliveries gauge: what is due and held for ``hold``, none for the rest;
+        re-counted in the store at most every HELD_REFRESH while something holds."""
+        if hold == self.held and (hold is None or now - self.held_counted_at < HELD_REFRESH):
+            return
+        count = 0
+        if hold is not None:
+            try:
+                count = await store.count_due(self.route, self.upstream)
+            except StoreError:
+                return  # the next round counts again
+        self.held, self.held_counted_at = hold, now
         for reason in HOLDS:
             self.metrics.deliveries_held.labels(self.route, self.upstream, reason).set(
                 count if reason == hold else 0
