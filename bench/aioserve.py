@@ -46,3 +46,9 @@ def listen_args(argv: list[str] | None, doc: str) -> Any:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", help="base URL to forward to (proxy only)")
     return p.parse_args(argv)
+
+
+def serve_main(build: Callable[[], web.Application], doc: str, argv: list[str] | None) -> int:
+    """A backend module's ``main``: ``--host`` and ``--port``, then serve ``build()``."""
+    args = listen_args(argv, doc)
+    return run(build(), args.host, args.port)

@@ -53,8 +53,7 @@ def build() -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = aioserve.listen_args(argv, __doc__ or "")
-    return aioserve.run(build(), args.host, args.port)
+    return aioserve.serve_main(build, __doc__ or "", argv)
 
 
 if __name__ == "__main__":
