@@ -25,7 +25,7 @@ from relay.lifecycle import settle_heap
 from relay.limits import ConnectionGuard
 from relay.logging import get_logger
 from relay.reload import reload
-from relay.runtime import RELAY, Relay
+from relay.runtime import RELAY, Relay, not_now
 from relay.sdnotify import Notifier
 
 DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
@@ -110,9 +110,11 @@ def _dispatcher_ctx(start: bool) -> Context:
         dispatcher.set_routes(list(relay.routes.values()), start=start)
         app[DISPATCHER] = dispatcher
         relay.wake = dispatcher.notify
+        relay.deliver_now = dispatcher.deliver_now
         dispatcher.failed.add_done_callback(lambda f: fail(app, f.result()))
         yield
         relay.wake = lambda route: None
+        relay.deliver_now = not_now  # nothing is sent in line any more
         # Begun by _on_shutdown, alongside the request drain (one grace for both).
         await dispatcher.begin_stop(relay.config.shutdown_grace)
 

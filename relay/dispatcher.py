@@ -32,7 +32,7 @@ from relay.errors import StoreError
 from relay.metrics import Metrics
 from relay.protect import HELD_REFRESH, UpstreamGuard
 from relay.retry import decide, parse_retry_after
-from relay.runtime import RouteRuntime
+from relay.runtime import InlineAttempt, RouteRuntime
 from relay.store.base import Attempt, DeliveryStore, Lease, Outcome, Pause
 
 # Safety-net poll: finds work stored by other replicas and due retries we were not told of.
@@ -107,10 +107,7 @@ class Dispatcher:
         With ``start=False`` no task runs: ``burst()`` drives delivery instead.
         """
         wanted: dict[tuple[str, str], RouteRuntime] = {
-            (rt.cfg.name, up): rt
-            for rt in routes
-            if rt.cfg.mode == "queue"
-            for up in rt.cfg.upstreams
+            (rt.cfg.name, up): rt for rt in routes if rt.cfg.queued for up in rt.cfg.upstreams
         }
         for ident, loop in list(self._loops.items()):
             if ident not in wanted:
@@ -179,6 +176,39 @@ class Dispatcher:
         for (name, _), loop in self._loops.items():
             if name == route:
                 loop.wake.set()
+
+    async def deliver_now(self, route: str, upstream: str, event_id: int) -> InlineAttempt | None:
+        """Hybrid mode: lease this event's delivery and send it now, as one of the
+        upstream's attempts (its concurrency, pause, breaker and rate limit apply);
+        None when it cannot go now, and the queue takes it as any other."""
+        w = self._loops.get((route, upstream))
+        if w is None or w.retired or self._stopping:
+            return None
+        clock = asyncio.get_running_loop().time
+        cap, _, moved = w.guard.capacity(w.rt.cfg.concurrency, clock())
+        if moved is not None:
+            self._breaker_moved(w, moved)
+        if cap - len(w.inflight) < 1 or w.guard.tokens(1, clock()) < 1:
+            return None
+        cfg = w.rt.cfg
+        ttl = cfg.timeout.total + LEASE_MARGIN
+        try:
+            lease = await self.store.lease_delivery(
+                route, upstream, event_id, ttl, hold_dead=_hold_dead(cfg)
+            )
+        except StoreError as exc:
+            self.log.error("lease_failed", route=route, error=str(exc))
+            return None
+        if lease is None:
+            return None
+        w.guard.started(1, clock())
+        answer: asyncio.Future[forward.Result] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            self._attempt(w, lease, answer), name=f"attempt:{lease.delivery_id}"
+        )
+        w.inflight.add(task)
+        task.add_done_callback(functools.partial(self._attempt_done, w))
+        return InlineAttempt(answer, task)
 
     def begin_stop(self, grace: float) -> asyncio.Task[None]:
         """Start ``stop`` once; every caller awaits the same task."""
@@ -301,7 +331,11 @@ class Dispatcher:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.log.error("attempt_crashed", route=w.rt.cfg.name, error=repr(exc))
 
-    async def _attempt(self, w: _UpstreamLoop, lease: Lease) -> None:
+    async def _attempt(
+        self, w: _UpstreamLoop, lease: Lease, answer: asyncio.Future[forward.Result] | None = None
+    ) -> None:
+        """One attempt; ``answer`` (hybrid mode) gets the upstream's answer, body and all,
+        the moment it arrives, before the outcome is recorded."""
         rt = w.rt
         cfg = rt.cfg
         now = self.store.clock()
@@ -326,7 +360,7 @@ class Dispatcher:
                 headers=rt.upstream_headers(lease.headers, lease.key, None, lease.body),
                 body=lease.body,
                 timeout=rt.timeout,
-                keep_body=False,
+                keep_body=answer is not None,
             )
         except asyncio.CancelledError:
             # Shutdown past the grace period: the backend may or may not have it;
@@ -337,6 +371,8 @@ class Dispatcher:
                 self._finish(lease, attempt, Outcome("pending", next_attempt_at=now))
             )
             raise
+        if answer is not None and not answer.done():
+            answer.set_result(result)
         now = self.store.clock()
         retry_after = parse_retry_after(result.retry_after, time.time())
         moved = w.guard.answered(result.status, retry_after, asyncio.get_running_loop().time())

@@ -18,14 +18,15 @@ from relay import keys, signatures
 from relay.config import Route
 from relay.errors import StoreUnavailable
 from relay.forward import Via, clean_headers, with_forwarded
+from relay.hybrid import handle_hybrid
 from relay.runtime import (
     RELAY,
-    REPLAYED,
     STORE_RETRY_AFTER,
     Relay,
     Reply,
     RouteRuntime,
     error,
+    queue_ack,
     reject,
 )
 from relay.store.base import NewEvent
@@ -33,10 +34,6 @@ from relay.sync import handle_sync
 
 # Long enough for a burst to drain, short enough that senders come back soon.
 BACKPRESSURE_RETRY_AFTER: Final = 30
-
-
-_ACCEPTED_ACK: Final = b'{"status": "accepted", "event_id": %d}'
-_DUPLICATE_ACK: Final = b'{"status": "duplicate", "event_id": %d}'
 
 
 async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
@@ -66,21 +63,21 @@ def _verify(rt: RouteRuntime, headers: Mapping[str, str], body: bytes) -> str | 
 
 def _ordering_key(cfg: Route, payload: keys.Payload) -> str | None:
     """The route's ordering key for this request; None (unordered) when no source is present."""
-    if cfg.ordering is None or cfg.mode != "queue":
+    if cfg.ordering is None or not cfg.queued:
         return None
     found = keys.resolve(cfg.ordering.keys, payload)
     return None if found is None else found[0]
 
 
 def _version(cfg: Route, payload: keys.Payload) -> str | None:
-    if cfg.stale is None or cfg.mode != "queue":
+    if cfg.stale is None or not cfg.queued:
         return None
     return keys.extract(cfg.stale.version, payload)
 
 
 async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply:
     cfg = rt.cfg
-    if cfg.mode == "queue" and relay.backlog.full(cfg.name, cfg.max_pending):
+    if cfg.queued and relay.backlog.full(cfg.name, cfg.max_pending):
         return reject(
             503, "backpressure", "too many undelivered events", retry_after=BACKPRESSURE_RETRY_AFTER
         )
@@ -113,30 +110,19 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         query=request.raw_path.partition("?")[2],
         # Queue mode keeps the X-Forwarded-* of this hop with the event: it is
         # delivered later, when the sender's connection is long gone.
-        headers=with_forwarded(headers, via) if cfg.mode == "queue" else headers,
+        headers=with_forwarded(headers, via) if cfg.queued else headers,
         body=body,
         received_at=relay.store.clock(),
-        upstreams=cfg.upstreams if cfg.mode == "queue" else (),
+        upstreams=cfg.upstreams if cfg.queued else (),
         revive_dead=cfg.revive_dead,
         ordering_key=_ordering_key(cfg, payload),
         version=_version(cfg, payload),
     )
     if cfg.mode == "sync":
         return await handle_sync(relay, rt, event, via)
+    if cfg.mode == "hybrid":
+        return await handle_hybrid(relay, rt, event)
     return await _enqueue(relay, rt, event)
-
-
-def _ack(cfg: Route, event_id: int, duplicate: bool) -> web.Response:
-    if cfg.ack.body is not None:
-        body = cfg.ack.body.encode()
-    else:
-        # Formatted, not json.dumps: one per webhook, and both fields are plain.
-        body = (_DUPLICATE_ACK if duplicate else _ACCEPTED_ACK) % event_id
-    resp = web.Response(status=cfg.ack.status, body=body, content_type=None)
-    resp.headers["Content-Type"] = cfg.ack.content_type
-    if duplicate:
-        resp.headers[REPLAYED] = "true"
-    return resp
 
 
 async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
@@ -149,7 +135,7 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
     relay.backlog.ingested(cfg.name, got)
     if got.first:
         relay.wake(cfg.name)
-        return Reply(_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
+        return Reply(queue_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
     if (
         refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint)
     ) is not None:
@@ -158,7 +144,7 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
     if got.revived:
         rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
         relay.wake(cfg.name)
-    return Reply(_ack(cfg, got.event_id, duplicate=True), "duplicate", event.key)
+    return Reply(queue_ack(cfg, got.event_id, duplicate=True), "duplicate", event.key)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

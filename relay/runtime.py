@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -16,10 +16,10 @@ from multidict import CIMultiDict
 from relay import signatures
 from relay.backlog import Backlog
 from relay.config import Config, Route
-from relay.forward import Via, client_timeout, upstream_headers
+from relay.forward import Result, Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
-from relay.store.base import DeliveryStore, NewEvent
+from relay.store.base import DeliveryStore, NewEvent, StoredResponse
 
 REPLAYED: Final = "Idempotent-Replayed"
 STORE_RETRY_AFTER: Final = 5
@@ -105,6 +105,20 @@ class RouteRuntime:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class InlineAttempt:
+    """A hybrid-mode attempt sent in line: ``answer`` resolves when the upstream
+    answers, ``task`` ends once the outcome is recorded (or nothing was sent)."""
+
+    answer: asyncio.Future[Result]
+    task: asyncio.Task[None]
+
+
+async def not_now(route: str, upstream: str, event_id: int) -> InlineAttempt | None:
+    """No dispatcher (yet, or any more): nothing goes in line; the queue takes it."""
+    return None
+
+
 @dataclass(slots=True)
 class Relay:
     """State shared by every request of the public app, and by admin and housekeeping."""
@@ -118,6 +132,8 @@ class Relay:
     session: aiohttp.ClientSession | None = None
     backlog: Backlog = field(default_factory=Backlog)
     wake: Callable[[str], None] = lambda route: None
+    # Hybrid mode: send a just-stored event now (the dispatcher's deliver_now).
+    deliver_now: Callable[[str, str, int], Awaitable[InlineAttempt | None]] = not_now
     draining: bool = False
     # Called after every request (the connection guard re-arms its header deadline).
     after_request: Callable[[web.Request], None] = lambda request: None
@@ -145,6 +161,34 @@ class Relay:
 
 
 RELAY: Final = web.AppKey("relay", Relay)
+
+_ACCEPTED_ACK: Final = b'{"status": "accepted", "event_id": %d}'
+_DUPLICATE_ACK: Final = b'{"status": "duplicate", "event_id": %d}'
+
+
+def queue_ack(cfg: Route, event_id: int, duplicate: bool) -> web.Response:
+    """The queue's answer to a sender: stored (and, ``duplicate``, seen before)."""
+    if cfg.ack.body is not None:
+        body = cfg.ack.body.encode()
+    else:
+        # Formatted, not json.dumps: one per webhook, and both fields are plain.
+        body = (_DUPLICATE_ACK if duplicate else _ACCEPTED_ACK) % event_id
+    resp = web.Response(status=cfg.ack.status, body=body, content_type=None)
+    resp.headers["Content-Type"] = cfg.ack.content_type
+    if duplicate:
+        resp.headers[REPLAYED] = "true"
+    return resp
+
+
+def replay(stored: StoredResponse) -> web.Response:
+    """A stored final answer, again, to a duplicate."""
+    resp = web.Response(status=stored.status, body=stored.body, content_type=None)
+    if stored.content_type:
+        resp.headers["Content-Type"] = stored.content_type
+    resp.headers[REPLAYED] = "true"
+    if stored.body_omitted:
+        resp.headers["Idempotent-Body-Omitted"] = "true"
+    return resp
 
 
 @dataclass(slots=True)

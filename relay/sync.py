@@ -26,6 +26,7 @@ from relay.runtime import (
     Reply,
     RouteRuntime,
     reject,
+    replay,
 )
 from relay.store.base import Acquired, Busy, Completed, NewEvent, StoredResponse
 
@@ -51,13 +52,6 @@ class Answer:
         if replayed:
             resp.headers[REPLAYED] = "true"
         return resp
-
-
-def _replay(stored: StoredResponse) -> web.Response:
-    resp = Answer(stored.status, stored.content_type, stored.body, True).response(replayed=True)
-    if stored.body_omitted:
-        resp.headers["Idempotent-Body-Omitted"] = "true"
-    return resp
 
 
 def _no_upstream_answer(result: forward.Result) -> Answer:
@@ -87,7 +81,7 @@ async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forw
             return refused
         if isinstance(claim, Completed):
             rt.duplicate(relay.metrics, event)
-            return Reply(_replay(claim.response), "replayed", event.key)
+            return Reply(replay(claim.response), "replayed", event.key)
         # Busy: the original is in flight, here or on another replica.
         waited = await _wait(relay, rt, event, claim, deadline, delay)
         if isinstance(waited, Reply):
@@ -133,7 +127,7 @@ async def _wait(
             continue
         if isinstance(now, Completed):
             relay.metrics.sync_waits.labels(rt.cfg.name, "answered").inc()
-            return Reply(_replay(now.response), "replayed", event.key)
+            return Reply(replay(now.response), "replayed", event.key)
         if now is None or (isinstance(now, Busy) and now.lease_expires < relay.store.clock()):
             return delay
         if event.key in rt.waiters:  # the key is now forwarded by this process

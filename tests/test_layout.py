@@ -43,7 +43,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "relay.runtime",
         ),
     ),
-    ("hot path", ("relay.ingress", "relay.sync", "relay.attempt_report", "relay.dispatcher")),
+    (
+        "hot path",
+        ("relay.ingress", "relay.sync", "relay.hybrid", "relay.attempt_report", "relay.dispatcher"),
+    ),
     ("upkeep", ("relay.housekeeping", "relay.reload", "relay.admin.*")),
     ("assembly", ("relay.lifecycle", "relay.app")),
     ("roles", ("relay.serve", "relay.workers.*")),

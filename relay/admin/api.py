@@ -101,7 +101,7 @@ async def show_event(request: web.Request) -> web.Response:
 
 
 def _route_active(relay: Relay, route: str) -> bool:
-    return any(rt.cfg.name == route and rt.cfg.mode == "queue" for rt in relay.routes.values())
+    return any(rt.cfg.name == route and rt.cfg.queued for rt in relay.routes.values())
 
 
 async def replay_event(request: web.Request) -> web.Response:

@@ -101,7 +101,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def refresh_gauges(relay: Relay, store: Store) -> None:
     """The backlog gauges, from one cheap grouped count in the store."""
     backlog = await store.backlog()
-    names = [rt.cfg.name for rt in relay.routes.values() if rt.cfg.mode == "queue"]
+    names = [rt.cfg.name for rt in relay.routes.values() if rt.cfg.queued]
     relay.metrics.set_backlog(backlog, names, store.clock())
 
 

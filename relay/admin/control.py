@@ -113,7 +113,7 @@ def _queue_route(relay: Relay, name: str) -> RouteRuntime:
     rt = next((r for r in relay.routes.values() if r.cfg.name == name), None)
     if rt is None:
         raise ApiError(404, "not_found", f"no route named {name!r}")
-    if rt.cfg.mode != "queue":
+    if not rt.cfg.queued:
         raise ApiError(409, "not_queued", "a sync-mode route forwards at once: nothing to pause")
     return rt
 

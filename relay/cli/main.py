@@ -47,7 +47,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(
             f"    mode {r.mode}; key {keys}{' (required)' if r.require_key else ''}; verify {verify}"
         )
-        if r.mode == "queue":
+        if r.queued:
             print(
                 f"    retry {r.retry.max_attempts} attempts within {format_duration(r.retry.max_age)};"
                 f" concurrency {r.concurrency}; max pending {r.max_pending}"

@@ -1,4 +1,5 @@
-"""The settings that protect a backend: ``breaker`` and ``rate_limit`` of a route."""
+"""The settings that shape how a route reaches its backend: ``breaker``,
+``rate_limit`` and (``mode: hybrid``) ``hybrid``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 import re
 from typing import Final
 
-from relay.config.types import BreakerConfig, RateLimit
+from relay.config.types import BreakerConfig, HybridConfig, RateLimit
 from relay.config.validate import MISSING, Section, Skip, show
 
 _RATE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
@@ -17,6 +18,8 @@ _PER: Final = {
 }
 # The default burst: a tenth of a second's worth, so no second sees much more than the rate.
 BURST_SHARE: Final = 0.1
+# Hybrid mode answers within this: GitHub gives up after 10 s (Shopify after 5 s).
+MAX_HYBRID_WAIT: Final = 10.0
 
 
 def parse_rate(text: str) -> float:
@@ -77,3 +80,22 @@ def rate_limit(route: Section) -> RateLimit | None:
 
 def _burst(rate: float) -> int:
     return max(1, math.ceil(rate * BURST_SHARE))
+
+
+def hybrid(route: Section, mode: str, timeout_total: float) -> HybridConfig:
+    """``hybrid: {wait: 2s}``, for ``mode: hybrid`` only."""
+    if not route.has("hybrid"):
+        return HybridConfig()
+    sec = route.section("hybrid")
+    if mode != "hybrid":
+        route.error("hybrid", "only for mode: hybrid")
+    wait = sec.duration("wait", HybridConfig().wait)
+    sec.finish()
+    if wait >= MAX_HYBRID_WAIT:
+        sec.error(
+            "wait",
+            f"must be under {MAX_HYBRID_WAIT:g}s: senders give up by then (GitHub 10s, Shopify 5s)",
+        )
+    elif wait > timeout_total:
+        sec.error("wait", "must not exceed timeout.total (the attempt ends first)")
+    return HybridConfig(wait)

@@ -11,6 +11,7 @@ from yarl import URL
 
 from relay.config import protection
 from relay.config.types import (
+    DEDUPE,
     DEFAULT_METHODS,
     ENCODINGS,
     HEADER_NAME,
@@ -152,8 +153,11 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     else:
         sec.error("upstream", "required (or upstreams)")
     mode = sec.choice("mode", "queue", MODES)
-    if mode == "sync" and len(upstreams) > 1:
-        sec.error("upstreams", "sync mode forwards to exactly one upstream")
+    if mode in ("sync", "hybrid") and len(upstreams) > 1:
+        sec.error("upstreams", f"{mode} mode forwards to exactly one upstream")
+    dedupe = sec.choice("dedupe", "enforce", DEDUPE)
+    if dedupe == "shadow" and mode == "hybrid":
+        sec.error("dedupe", "shadow works with queue and sync modes")
     methods = tuple(m.upper() for m in sec.strings("methods", DEFAULT_METHODS))
     preset = sec.text("preset", None, choices=tuple(PRESETS))
     keys = PRESETS[preset].keys if preset is not None and preset in PRESETS else _DEFAULT_KEYS
@@ -218,6 +222,7 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     rate_limit = protection.rate_limit(sec)
     if mode == "sync" and (sec.has("breaker") or sec.has("rate_limit")):
         sec.error(None, "breaker and rate_limit pace queue-mode delivery (sync forwards at once)")
+    hybrid = protection.hybrid(sec, mode, timeout.total)
     concurrency = sec.integer("concurrency", 16, lo=1, hi=4096)
     max_pending = sec.integer("max_pending", 100_000, lo=1)
     revive_dead = sec.flag("revive_dead", True)
@@ -248,6 +253,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         stale=stale,
         breaker=breaker,
         rate_limit=rate_limit,
+        hybrid=hybrid,
+        dedupe=dedupe,
     )
 
 

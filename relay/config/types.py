@@ -10,14 +10,16 @@ from typing import Literal
 from relay.keys import KeySource
 from relay.retry import RetryPolicy
 
-Mode = Literal["queue", "sync"]
+Mode = Literal["queue", "sync", "hybrid"]
+Dedupe = Literal["enforce", "shadow"]
 OnDead = Literal["skip", "hold"]
 StaleAction = Literal["drop", "deliver"]
 Encoding = Literal["hex", "base64"]
 OnMismatch = Literal["accept", "reject"]
 LogFormat = Literal["auto", "json", "console"]
 # The choices each setting takes, typed as its Literal (the config reads them with these).
-MODES: tuple[Mode, ...] = ("queue", "sync")
+MODES: tuple[Mode, ...] = ("queue", "sync", "hybrid")
+DEDUPE: tuple[Dedupe, ...] = ("enforce", "shadow")
 ON_DEAD: tuple[OnDead, ...] = ("skip", "hold")
 STALE_ACTIONS: tuple[StaleAction, ...] = ("drop", "deliver")
 ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
@@ -92,6 +94,14 @@ class SyncConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HybridConfig:
+    """``mode: hybrid``: commit first, then forward at once and give the sender the
+    backend's final answer if it comes within ``wait``, else the queue's ack."""
+
+    wait: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerConfig:
     """A circuit breaker per (route, upstream): after ``failures`` retryable failures in a
     row nothing is sent but one probe per ``probe_interval``; once a probe succeeds the
@@ -162,6 +172,13 @@ class Route:
     stale: StaleConfig | None = None
     breaker: BreakerConfig | None = BreakerConfig()  # None: off
     rate_limit: RateLimit | None = None
+    hybrid: HybridConfig = HybridConfig()
+    dedupe: Dedupe = "enforce"
+
+    @property
+    def queued(self) -> bool:
+        """Stored and delivered by the queue (queue and hybrid modes), not forwarded in line."""
+        return self.mode != "sync"
 
 
 @dataclass(frozen=True, slots=True)

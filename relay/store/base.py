@@ -84,6 +84,19 @@ class DeliveryStore(Protocol):
         delivery of the key blocks it too.
         """
 
+    async def lease_delivery(
+        self, route: str, upstream: str, event_id: int, lease_ttl: float, *, hold_dead: bool = False
+    ) -> Lease | None:
+        """Lease the delivery of ``event_id`` to ``upstream`` if it is due and free to go
+        (as ``lease_due`` would: ordering and pauses hold it); None otherwise. Hybrid
+        mode sends it at once, in line with the sender's request."""
+
+    async def store_answer(self, event_id: int, response: StoredResponse) -> None:
+        """Keep a queued event's final answer (hybrid mode), for its duplicates."""
+
+    async def stored_answer(self, event_id: int) -> StoredResponse | None:
+        """The answer ``store_answer`` kept, if any."""
+
     async def next_due_at(
         self, route: str, upstream: str, *, hold_dead: bool = False
     ) -> float | None:

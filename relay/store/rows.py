@@ -119,14 +119,17 @@ def sync_claim_from_row(row: Row) -> SyncClaim:
         return Busy(event_id, fingerprint, float(row["lease_expires"]))
     if row["sync_state"] is None:
         return Completed(event_id, fingerprint, _QUEUED_RESPONSE)
+    return Completed(event_id, fingerprint, stored_response(row))
+
+
+def stored_response(row: Row) -> StoredResponse:
     body = row["response_body"]
-    response = StoredResponse(
+    return StoredResponse(
         status=int(row["response_status"]),
         content_type=row["response_content_type"],
         body=bytes(body) if body is not None else b"",
         body_omitted=bool(row["response_body_omitted"]),
     )
-    return Completed(event_id, fingerprint, response)
 
 
 def pause(row: Any) -> Pause:

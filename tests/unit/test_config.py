@@ -109,7 +109,7 @@ def test_unknown_keys_are_named_with_their_path(doc: dict[str, Any], message: st
         (doc_with(route(idempotency={"require_key": 1})),
          "routes[0].idempotency.require_key: expected true or false, got 1"),
         (doc_with(route(mode="async")),
-         'routes[0].mode: expected one of queue, sync, got "async"'),
+         'routes[0].mode: expected one of queue, sync, hybrid, got "async"'),
         (doc_with(route(methods=["POST", 1])),
          "routes[0].methods: expected a string or a list of strings, got a list"),
         (doc_with(listen=8080), "listen: expected a string, got 8080"),

@@ -124,9 +124,10 @@ LEASE_LOCK = (
 )
 
 
-@lru_cache(maxsize=4)
-def lease_due(hold_dead: bool) -> str:
-    """$1 route, $2 upstream, $3 now, $4 limit, $5 token, $6 expires.
+@lru_cache(maxsize=8)
+def lease_due(hold_dead: bool, one_event: bool = False) -> str:
+    """$1 route, $2 upstream, $3 now, $4 limit, $5 token, $6 expires (and with
+    ``one_event``, $7 the one event whose delivery to lease: hybrid mode).
 
     One statement leases, reads the payloads and the key's delivered version.
     SKIP LOCKED passes over rows another transaction is changing instead of
@@ -138,7 +139,8 @@ def lease_due(hold_dead: bool) -> str:
         " WHERE u.id IN (SELECT d.id FROM deliveries AS d"
         "  WHERE d.route = $1 AND d.upstream = $2 AND d.state = 'pending'"
         f"  AND d.next_attempt_at <= $3 AND {free_to_lease(hold_dead)}"
-        "  ORDER BY d.next_attempt_at, d.id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+        + (" AND d.event_id = $7" if one_event else "")
+        + "  ORDER BY d.next_attempt_at, d.id LIMIT $4 FOR UPDATE SKIP LOCKED)"
         " RETURNING u.id, u.event_id, u.route, u.upstream, u.attempts, u.lease_token,"
         " u.lease_expires, u.next_attempt_at, u.created_at)"
         " SELECT l.*, e.key, e.method, e.path, e.query, e.headers, e.body, e.ordering_key,"
@@ -150,6 +152,15 @@ def lease_due(hold_dead: bool) -> str:
         " ORDER BY l.next_attempt_at, l.id"
     )
 
+
+STORE_ANSWER = (
+    "UPDATE events SET response_status = $1, response_content_type = $2, response_body = $3,"
+    " response_body_omitted = $4 WHERE id = $5"
+)
+STORED_ANSWER = (
+    "SELECT response_status, response_content_type, response_body, response_body_omitted"
+    " FROM events WHERE id = $1 AND response_status IS NOT NULL"
+)
 
 # $1 route, $2 upstream, $3 now.
 MAKE_DUE = (

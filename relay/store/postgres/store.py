@@ -193,19 +193,40 @@ class PostgresStore(PostgresOperations):
     ) -> list[Lease]:
         if limit < 1:
             return []
+        return await self._lease(q.lease_due(hold_dead), route, upstream, limit, lease_ttl)
+
+    async def lease_delivery(
+        self, route: str, upstream: str, event_id: int, lease_ttl: float, *, hold_dead: bool = False
+    ) -> Lease | None:
+        sql = q.lease_due(hold_dead, one_event=True)
+        leases = await self._lease(sql, route, upstream, 1, lease_ttl, event_id)
+        return leases[0] if leases else None
+
+    async def _lease(
+        self, sql: str, route: str, upstream: str, limit: int, lease_ttl: float, *more: Any
+    ) -> list[Lease]:
         now = self.clock()
-        sql = q.lease_due(hold_dead)
 
         async def work(conn: Any) -> list[Any]:
             # Two statements: the lease's snapshot must postdate the lock (module doc).
             await conn.execute(q.LEASE_LOCK, route, upstream)
-            return list(
-                await conn.fetch(sql, route, upstream, now, limit, new_token(), now + lease_ttl)
-            )
+            args = (route, upstream, now, limit, new_token(), now + lease_ttl, *more)
+            return list(await conn.fetch(sql, *args))
 
         return [
             rowmap.lease_from_rows(r, r, r["delivered_version"]) for r in await self.db.tx(work)
         ]
+
+    async def store_answer(self, event_id: int, response: StoredResponse) -> None:
+        r = response
+        await self.db.run(
+            q.STORE_ANSWER, r.status, r.content_type, r.body, r.body_omitted, event_id
+        )
+
+    async def stored_answer(self, event_id: int) -> StoredResponse | None:
+        async with self.db.acquire() as conn:
+            row = await conn.fetchrow(q.STORED_ANSWER, event_id)
+        return None if row is None else rowmap.stored_response(row)
 
     async def next_due_at(
         self, route: str, upstream: str, *, hold_dead: bool = False

@@ -191,6 +191,22 @@ class RemoteStore:
         )
         return result
 
+    async def lease_delivery(
+        self, route: str, upstream: str, event_id: int, lease_ttl: float, *, hold_dead: bool = False
+    ) -> Lease | None:
+        kwargs = {"hold_dead": True} if hold_dead else None
+        result: Lease | None = await self._call(
+            "lease_delivery", (route, upstream, event_id, lease_ttl), kwargs
+        )
+        return result
+
+    async def store_answer(self, event_id: int, response: StoredResponse) -> None:
+        await self._call("store_answer", (event_id, response))
+
+    async def stored_answer(self, event_id: int) -> StoredResponse | None:
+        result: StoredResponse | None = await self._call("stored_answer", (event_id,))
+        return result
+
     async def next_due_at(
         self, route: str, upstream: str, *, hold_dead: bool = False
     ) -> float | None:

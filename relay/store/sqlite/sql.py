@@ -114,19 +114,31 @@ UNDELIVERED_COUNTS = (
 # --- delivery -----------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def lease_due(hold_dead: bool) -> str:
+@lru_cache(maxsize=8)
+def lease_due(hold_dead: bool, one_event: bool = False) -> str:
+    """``one_event``: only the delivery of :event_id (hybrid mode's attempt in line)."""
+    only = " AND d.event_id = :event_id" if one_event else ""
     return (
         "UPDATE deliveries SET state = 'in_flight', lease_token = :token || '.' || id,"
         " lease_expires = :expires, updated_at = :now"
         " WHERE id IN (SELECT d.id FROM deliveries AS d"
         "  WHERE d.route = :route AND d.upstream = :upstream AND d.state = 'pending'"
-        f"  AND d.next_attempt_at <= :now AND {free_to_lease(hold_dead)}"
+        f"  AND d.next_attempt_at <= :now AND {free_to_lease(hold_dead)}{only}"
         "  ORDER BY d.next_attempt_at, d.id LIMIT :limit)"
         " RETURNING id, event_id, route, upstream, ordering_key, attempts, lease_token,"
         " lease_expires, next_attempt_at, created_at"
     )
 
+
+# Hybrid mode: the backend's final answer to a queued event, replayed to duplicates.
+STORE_ANSWER = (
+    "UPDATE events SET response_status = ?, response_content_type = ?, response_body = ?,"
+    " response_body_omitted = ? WHERE id = ?"
+)
+STORED_ANSWER = (
+    "SELECT response_status, response_content_type, response_body, response_body_omitted"
+    " FROM events WHERE id = ? AND response_status IS NOT NULL"
+)
 
 MAKE_DUE = (
     "UPDATE deliveries SET next_attempt_at = :now, updated_at = :now"

@@ -31,6 +31,7 @@ from relay.store.base import (
     NewEvent,
     Outcome,
     Pause,
+    StoredResponse,
     new_token,
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
@@ -219,12 +220,23 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
     ) -> list[Lease]:
         if limit < 1:
             return []
+        args = {"route": route, "upstream": upstream, "limit": limit}
+        return await self._lease(q.lease_due(hold_dead), args, lease_ttl)
+
+    async def lease_delivery(
+        self, route: str, upstream: str, event_id: int, lease_ttl: float, *, hold_dead: bool = False
+    ) -> Lease | None:
+        args = {"route": route, "upstream": upstream, "limit": 1, "event_id": event_id}
+        leases = await self._lease(q.lease_due(hold_dead, one_event=True), args, lease_ttl)
+        return leases[0] if leases else None
+
+    async def _lease(self, sql: str, args: dict[str, Any], lease_ttl: float) -> list[Lease]:
         now = self.clock()
-        args = {"route": route, "upstream": upstream, "now": now, "limit": limit}
-        lease_args = {**args, "token": new_token(), "expires": now + lease_ttl}
+        route, upstream = args["route"], args["upstream"]
+        lease_args = {**args, "now": now, "token": new_token(), "expires": now + lease_ttl}
 
         def run(c: sqlite3.Connection) -> list[Lease]:
-            leased = c.execute(q.lease_due(hold_dead), lease_args).fetchall()
+            leased = c.execute(sql, lease_args).fetchall()
             if not leased:
                 return []
             ids = sorted({int(r["event_id"]) for r in leased})
@@ -262,6 +274,15 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
     ) -> float | None:
         rows = await self._rows(q.next_due(hold_dead), {"route": route, "upstream": upstream})
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def store_answer(self, event_id: int, response: StoredResponse) -> None:
+        r = response
+        row = (r.status, r.content_type, r.body, int(r.body_omitted), event_id)
+        await self._tx(lambda c: c.execute(q.STORE_ANSWER, row))
+
+    async def stored_answer(self, event_id: int) -> StoredResponse | None:
+        rows = await self._rows(q.STORED_ANSWER, (event_id,))
+        return rowmap.stored_response(rows[0]) if rows else None
 
     async def pauses(self) -> list[Pause]:
         return [rowmap.pause(r) for r in await self._rows(common_sql.PAUSES)]

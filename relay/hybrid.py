@@ -1,0 +1,128 @@
+"""Hybrid mode: commit first, as the queue does, then forward at once.
+
+The sender gets the backend's answer (status, content type, body) when it is
+final (a 2xx or a non-retryable 4xx) and comes within ``hybrid.wait``, and
+later duplicates get it replayed. A backend that is slow, unreachable or
+answers retryably gets the event from the queue: the sender has the queue's
+ack (202) by the time ``wait`` runs out or the failure comes back, and an
+attempt still in flight then is not abandoned: it runs to its own timeout and
+its outcome is recorded. The sender never gets a 5xx for a committed event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from relay.errors import StoreUnavailable
+from relay.forward import Result
+from relay.retry import is_retryable_status
+from relay.runtime import (
+    STORE_RETRY_AFTER,
+    InlineAttempt,
+    Relay,
+    Reply,
+    RouteRuntime,
+    queue_ack,
+    reject,
+    replay,
+)
+from relay.store.base import Ingested, NewEvent, StoredResponse
+
+
+async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
+    cfg = rt.cfg
+    try:
+        got = await relay.store.ingest(event)
+    except StoreUnavailable as exc:
+        rt.log.error("store_unavailable", key=event.key, error=str(exc))
+        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
+    relay.backlog.ingested(cfg.name, got)
+    if not got.first:
+        return await _duplicate(relay, rt, event, got)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cfg.hybrid.wait
+    # Duplicates arriving meanwhile wait on this (bounded) for the same answer.
+    waiter: asyncio.Future[StoredResponse | None] = loop.create_future()
+    rt.waiters[event.key] = waiter
+    try:
+        inline = await relay.deliver_now(cfg.name, cfg.upstreams[0], got.event_id)
+        if inline is None:
+            relay.wake(cfg.name)  # it could not go now: the queue takes it
+            result = None
+        else:
+            result = await _final_answer(inline, deadline - loop.time())
+        if result is None:
+            waiter.set_result(None)
+            return Reply(queue_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
+        stored = _kept(result, cfg.sync.max_stored_body)
+        try:
+            await relay.store.store_answer(got.event_id, stored)
+        except StoreUnavailable as exc:
+            # The backend has the event; a duplicate then gets the queue's ack instead.
+            rt.log.error("store_unavailable", event_id=got.event_id, error=str(exc))
+        waiter.set_result(stored)
+        return Reply(_answer(result), "answered", event.key)
+    finally:
+        if not waiter.done():
+            waiter.set_result(None)
+        if rt.waiters.get(event.key) is waiter:
+            del rt.waiters[event.key]
+
+
+async def _final_answer(inline: InlineAttempt, wait: float) -> Result | None:
+    """The upstream's answer if it is final and comes within ``wait``."""
+    waits: list[asyncio.Future[Any]] = [inline.answer, inline.task]
+    await asyncio.wait(waits, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
+    if not inline.answer.done() or inline.answer.cancelled():
+        return None  # still on the wire (it goes on), or nothing was sent (stale)
+    result = inline.answer.result()
+    if result.status is None or is_retryable_status(result.status):
+        return None  # the queue retries it
+    return result
+
+
+async def _duplicate(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:
+    cfg = rt.cfg
+    if (
+        refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint)
+    ) is not None:
+        return refused
+    rt.duplicate(relay.metrics, event)
+    stored: StoredResponse | None = None
+    local: Any = rt.waiters.get(event.key)
+    if local is not None:  # the first copy's answer is on its way, here
+        try:
+            stored = await asyncio.wait_for(asyncio.shield(local), cfg.hybrid.wait)
+        except TimeoutError:
+            stored = None
+    else:
+        try:
+            stored = await relay.store.stored_answer(got.event_id)
+        except StoreUnavailable as exc:
+            rt.log.error("store_unavailable", event_id=got.event_id, error=str(exc))
+    if stored is not None:
+        return Reply(replay(stored), "replayed", event.key)
+    if got.revived:
+        rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
+        relay.wake(cfg.name)
+    return Reply(queue_ack(cfg, got.event_id, duplicate=True), "duplicate", event.key)
+
+
+def _kept(result: Result, cap: int) -> StoredResponse:
+    omitted = len(result.body) > cap
+    return StoredResponse(
+        status=result.status or 0,
+        content_type=result.content_type,
+        body=b"" if omitted else result.body,
+        body_omitted=omitted,
+    )
+
+
+def _answer(result: Result) -> web.Response:
+    resp = web.Response(status=result.status or 502, body=result.body, content_type=None)
+    if result.content_type:
+        resp.headers["Content-Type"] = result.content_type
+    return resp
