@@ -78,6 +78,9 @@ class AttemptReport:
         ):
             return None
         reason = f"version {lease.version} <= delivered {lease.delivered_version}"
+        if cfg.dedupe == "shadow":  # would have been dropped: counted, and sent
+            self.metrics.shadow_stale.labels(cfg.name).inc()
+            return None
         self.metrics.stale.labels(cfg.name, stale.action).inc()
         log.info(
             "delivery_stale",

@@ -7,6 +7,7 @@ the routes without rebuilding the aiohttp router.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Final
@@ -21,6 +22,7 @@ from relay.forward import Via, clean_headers, with_forwarded
 from relay.hybrid import handle_hybrid
 from relay.runtime import (
     RELAY,
+    SHADOW_COPY,
     STORE_RETRY_AFTER,
     Relay,
     Reply,
@@ -29,7 +31,7 @@ from relay.runtime import (
     queue_ack,
     reject,
 )
-from relay.store.base import NewEvent
+from relay.store.base import Ingested, NewEvent, new_token
 from relay.sync import handle_sync
 
 # Long enough for a burst to drain, short enough that senders come back soon.
@@ -114,7 +116,8 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         body=body,
         received_at=relay.store.clock(),
         upstreams=cfg.upstreams if cfg.queued else (),
-        revive_dead=cfg.revive_dead,
+        # Shadow revives nothing: the copy goes out on its own.
+        revive_dead=cfg.revive_dead and cfg.dedupe == "enforce",
         ordering_key=_ordering_key(cfg, payload),
         version=_version(cfg, payload),
     )
@@ -136,6 +139,8 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
     if got.first:
         relay.wake(cfg.name)
         return Reply(queue_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
+    if cfg.dedupe == "shadow":
+        return await _pass_on(relay, rt, event, got)
     if (
         refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint)
     ) is not None:
@@ -145,6 +150,24 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
         rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
         relay.wake(cfg.name)
     return Reply(queue_ack(cfg, got.event_id, duplicate=True), "duplicate", event.key)
+
+
+async def _pass_on(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:
+    """``dedupe: shadow``: the key stays claimed by its first copy (so enforcing later
+    absorbs a retry) and counts this one; the copy itself is stored under a key of its
+    own and delivered like any event."""
+    rt.shadowed(relay.metrics, event, got.stored_fingerprint)
+    copy = dataclasses.replace(
+        event, key=f"{event.key}{SHADOW_COPY}{new_token()[:16]}", key_source=event.key_source
+    )
+    try:
+        stored = await relay.store.ingest(copy)
+    except StoreUnavailable as exc:
+        rt.log.error("store_unavailable", key=event.key, error=str(exc))
+        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
+    relay.backlog.ingested(rt.cfg.name, stored)
+    relay.wake(rt.cfg.name)
+    return Reply(queue_ack(rt.cfg, stored.event_id, duplicate=False), "accepted", event.key)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

@@ -64,6 +64,9 @@ SERVING_FAMILIES: Final[tuple[str, ...]] = (
     "relay_upstream_breaker_state",
     "relay_upstream_breaker_transitions",
     "relay_deliveries_held",
+    "relay_shadow_duplicates",
+    "relay_shadow_mismatches",
+    "relay_shadow_stale",
     "relay_worker_processes",
 )
 
@@ -187,6 +190,25 @@ class Metrics:
             "Deliveries due now that are held back: paused, breaker open, or rate limit.",
             ["route", "upstream", "reason"],
             multiprocess_mode="livemax",
+            registry=w,
+        )
+        # dedupe: shadow: what enforcing would have done, while everything goes through.
+        self.shadow_duplicates = Counter(
+            "relay_shadow_duplicates_total",
+            "Copies a shadow route passed on that enforcing would have absorbed, by key source.",
+            ["route", "key_source"],
+            registry=w,
+        )
+        self.shadow_mismatches = Counter(
+            "relay_shadow_mismatches_total",
+            "Of those, copies whose body differed from the first one's.",
+            ["route"],
+            registry=w,
+        )
+        self.shadow_stale = Counter(
+            "relay_shadow_stale_total",
+            "Deliveries a shadow route sent that stale suppression would have dropped.",
+            ["route"],
             registry=w,
         )
         worker_mode = serving is not None or recording_to_files()

@@ -22,6 +22,9 @@ from relay.metrics import Metrics
 from relay.store.base import DeliveryStore, NewEvent, StoredResponse
 
 REPLAYED: Final = "Idempotent-Replayed"
+# A shadow route stores a copy of a seen key under the key, this, and a token; the
+# backend is sent the key alone. A unit separator: no key a header can carry has one.
+SHADOW_COPY: Final = "\x1fshadow\x1f"
 STORE_RETRY_AFTER: Final = 5
 
 
@@ -65,6 +68,12 @@ class RouteRuntime:
             return reject(422, "payload_mismatch", "this key was used with a different body")
         return None
 
+    def shadowed(self, metrics: Metrics, event: NewEvent, stored_fingerprint: str) -> None:
+        """``dedupe: shadow`` let a copy through: count what enforcing would have done."""
+        metrics.shadow_duplicates.labels(self.cfg.name, event.key_source.partition(":")[0]).inc()
+        if stored_fingerprint != event.fingerprint:
+            metrics.shadow_mismatches.labels(self.cfg.name).inc()
+
     def duplicate(self, metrics: Metrics, event: NewEvent) -> None:
         """A copy absorbed (acked again or replayed), counted by the kind of key that caught it."""
         metrics.duplicates.labels(self.cfg.name, event.key_source.partition(":")[0]).inc()
@@ -94,6 +103,7 @@ class RouteRuntime:
         self, headers: Iterable[tuple[str, str]], key: str, via: Via | None, body: bytes
     ) -> CIMultiDict[str]:
         """The upstream request's headers; re-signed now when the route says ``resign``."""
+        key = key.partition(SHADOW_COPY)[0]
         out = upstream_headers(headers, key=key, key_header=self.cfg.key_header, via=via)
         if self.cfg.resign and self.scheme is not None and self.secrets:
             # A queued event may go out days after it was signed; a backend that checks

@@ -75,6 +75,8 @@ async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forw
             return reject(503, "store_unavailable", "could not claim the key", STORE_RETRY_AFTER)
         if isinstance(claim, Acquired):
             return await _forward(relay, rt, event, claim, via)
+        if cfg.dedupe == "shadow":
+            return await _pass_on(relay, rt, event, claim.fingerprint, via)
         if (
             refused := rt.mismatch(relay.metrics, event, claim.event_id, claim.fingerprint)
         ) is not None:
@@ -96,6 +98,29 @@ async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forw
                 retry_after=cfg.sync.busy_retry_after,
             )
         delay = waited  # the key came free (released or lease expired): claim again
+
+
+async def _pass_on(
+    relay: Relay, rt: RouteRuntime, event: NewEvent, first_fingerprint: str, via: forward.Via
+) -> Reply:
+    """``dedupe: shadow``: a seen key is forwarded again and the backend's own answer
+    returned, nothing stored; the first copy's claim and answer stay for enforcing."""
+    rt.shadowed(relay.metrics, event, first_fingerprint)
+    assert relay.session is not None
+    result = await forward.send(
+        relay.session,
+        method=event.method,
+        url=forward.upstream_url(rt.cfg.upstreams[0], event.query),
+        headers=rt.upstream_headers(event.headers, event.key, via, event.body),
+        body=event.body,
+        timeout=rt.timeout,
+        keep_body=True,
+    )
+    relay.metrics.attempt_seconds.labels(rt.cfg.name).observe(result.duration_ms / 1000.0)
+    if result.status is None:
+        return Reply(_no_upstream_answer(result).response(replayed=False), "released", event.key)
+    answer = Answer(result.status, result.content_type, result.body, stored=False)
+    return Reply(answer.response(replayed=False), "forwarded", event.key)
 
 
 async def _wait(
