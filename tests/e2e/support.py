@@ -248,6 +248,17 @@ class Relay:
             self._err.close()
             self._err = None
 
+    def config(self) -> dict[str, Any]:
+        doc = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        assert isinstance(doc, dict)
+        return doc
+
+    def rewrite(self, doc: dict[str, Any] | str) -> None:
+        text = doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(self.config_path)
+
     # -- addresses and logs --
 
     def url(self, path: str) -> str:

@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from aiohttp import web
 
 from relay.config import Config
@@ -62,17 +61,6 @@ class OpsRelay(Relay):
         self.extra_env = env or {}
         if mdwe:
             self.launcher = [sys.executable, "-c", MDWE_WRAPPER]
-
-    def config(self) -> dict[str, Any]:
-        doc = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        assert isinstance(doc, dict)
-        return doc
-
-    def rewrite(self, doc: dict[str, Any] | str) -> None:
-        text = doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False)
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(self.config_path)
 
 
 @pytest.fixture
