@@ -45,6 +45,8 @@ RUNNERS: dict[str, Scenario] = {
     "Q2": scen_ingest.q2,
     "Q3": scen_delivery.q3,
     "S1": scen_ingest.s1,
+    "SH": scen_ingest.sh,
+    "H1": scen_ingest.h1,
     "D1": scen_delivery.d1,
     "G1": scen_store.g1,
     "M1": scen_store.m1,

@@ -17,6 +17,8 @@ SCENARIOS: dict[str, str] = {
     "Q2": "queue mode, duplicates only (pre-seeded keys)",
     "Q3": "queue mode, ingest and delivery at once",
     "S1": "sync mode, unique events",
+    "SH": "sync mode with dedupe: shadow, unique events",
+    "H1": "hybrid mode, unique events, answered in line by a fast backend",
     "D1": "drain pending events after a restart",
     "G1": "Q1 with a large store already on disk",
     "M1": "Q1 load with a large backlog pending",

@@ -22,12 +22,13 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
-    mode: Literal["queue", "sync"]
+    mode: Literal["queue", "sync", "hybrid"]
     upstream: str
     # Q1 and G1 fill the queue on purpose: the default (100,000) would answer 503.
     max_pending: int = 100_000_000
     # With the hanging upstream the dispatcher's attempts must not time out mid-run.
     timeout_total: str | None = None
+    dedupe: Literal["enforce", "shadow"] = "enforce"
 
 
 def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, workers: int = 0) -> str:
@@ -46,6 +47,8 @@ def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, worker
         f"    mode: {spec.mode}",
         f"    max_pending: {spec.max_pending}",
     ]
+    if spec.dedupe != "enforce":
+        lines.append(f"    dedupe: {spec.dedupe}")
     if spec.timeout_total is not None:
         lines.append(f"    timeout: {{total: {spec.timeout_total}}}")
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ peak), Q2 (duplicates only), S1 (sync mode, unique events)."""
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 
 from bench import loadgen, relayproc, rows, servers, wrk
@@ -87,13 +88,26 @@ def q2(ctx: Context) -> list[Row]:
         return [row]
 
 
-def s1(ctx: Context) -> list[Row]:
-    folder = ctx.folder("S1")
+def _in_line(ctx: Context, name: str, spec_of: Callable[[str], relayproc.RouteSpec]) -> Row:
+    """Unique events to a route that forwards in line to the fast backend."""
+    folder = ctx.folder(name)
     with ExitStack() as stack:
         backend = servers.backend_in(stack, folder)
-        relay = relayproc.start_in(
-            stack, ctx, folder, relayproc.RouteSpec("sync", backend.url(SINK_PATH))
-        )
-        load = wrk.Load(relay.url, prefix=ctx.prefix("S1"))
-        result = loadgen.measure(ctx, "S1", load, profiled=relay.proc)
-        return [rows.from_wrk("S1", result, relay.proc)]
+        relay = relayproc.start_in(stack, ctx, folder, spec_of(backend.url(SINK_PATH)))
+        load = wrk.Load(relay.url, prefix=ctx.prefix(name))
+        result = loadgen.measure(ctx, name, load, profiled=relay.proc)
+        answered = relay.metric("relay_webhooks_received_total", outcome="answered")
+        note = f"{answered:,.0f} answered in line" if spec_of("x").mode == "hybrid" else ""
+        return rows.from_wrk(name, result, relay.proc, note)
+
+
+def s1(ctx: Context) -> list[Row]:
+    return [_in_line(ctx, "S1", lambda up: relayproc.RouteSpec("sync", up))]
+
+
+def sh(ctx: Context) -> list[Row]:
+    return [_in_line(ctx, "SH", lambda up: relayproc.RouteSpec("sync", up, dedupe="shadow"))]
+
+
+def h1(ctx: Context) -> list[Row]:
+    return [_in_line(ctx, "H1", lambda up: relayproc.RouteSpec("hybrid", up))]

@@ -10,7 +10,7 @@ MIB_UNDER_LOAD = 150
 MIB_WITH_BACKLOG = 200
 BACKLOG = 1_000_000
 # Relay scenarios whose peak RSS counts as "under load" (M1 has its own, looser bound).
-UNDER_LOAD = ("Q1", "L1", "Q2", "Q3", "S1", "D1", "G1")
+UNDER_LOAD = ("Q1", "L1", "Q2", "Q3", "S1", "SH", "H1", "D1", "G1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,8 @@ def evaluate(rows: dict[str, Row]) -> list[Target]:
         _ratio("Q1 vs direct", "≥ 0.35 x B0", rows, "Q1", "B0", 0.35),
         _ratio("Q2 vs direct", "≥ 0.7 x B0", rows, "Q2", "B0", 0.7),
         _ratio("S1 vs naive proxy", "≥ 0.8 x B1", rows, "S1", "B1", 0.8),
+        # dedupe: shadow forwards every copy as sync mode forwards the first: no dearer.
+        _ratio("SH vs S1", "≥ 0.9 x S1", rows, "SH", "S1", 0.9),
         _q3(rows),
         _at_least("D1 drain", "≥ 5,000 deliveries/s", _rate(rows, "D1"), 5_000, "/s"),
         _ratio("G1 vs Q1", "≥ 0.8 x Q1", rows, "G1", "Q1", 0.8),
