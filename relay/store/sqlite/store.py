@@ -278,7 +278,9 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
     async def store_answer(self, event_id: int, response: StoredResponse) -> None:
         r = response
         row = (r.status, r.content_type, r.body, int(r.body_omitted), event_id)
-        await self._tx(lambda c: c.execute(q.STORE_ANSWER, row))
+        # No fsync of its own: a kept answer lost in a crash only means a duplicate gets
+        # the queue's ack instead of a replay; the next durable commit writes it anyway.
+        await self._tx(lambda c: c.execute(q.STORE_ANSWER, row), sync="NORMAL")
 
     async def stored_answer(self, event_id: int) -> StoredResponse | None:
         rows = await self._rows(q.STORED_ANSWER, (event_id,))
