@@ -20,26 +20,21 @@ from relay.errors import StoreUnavailable
 from relay.forward import Result
 from relay.retry import is_retryable_status
 from relay.runtime import (
-    STORE_RETRY_AFTER,
     InlineAttempt,
     Relay,
     Reply,
     RouteRuntime,
     queue_ack,
-    reject,
     replay,
+    store_event,
 )
 from relay.store.base import Ingested, NewEvent, StoredResponse
 
 
 async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
     cfg = rt.cfg
-    try:
-        got = await relay.store.ingest(event)
-    except StoreUnavailable as exc:
-        rt.log.error("store_unavailable", key=event.key, error=str(exc))
-        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
-    relay.backlog.ingested(cfg.name, got)
+    if isinstance(got := await store_event(relay, rt, event), Reply):
+        return got
     if not got.first:
         return await _duplicate(relay, rt, event, got)
     loop = asyncio.get_running_loop()

@@ -17,7 +17,6 @@ from aiohttp import web
 
 from relay import keys, signatures
 from relay.config import Route
-from relay.errors import StoreUnavailable
 from relay.forward import Via, clean_headers, with_forwarded
 from relay.hybrid import handle_hybrid
 from relay.runtime import (
@@ -30,6 +29,7 @@ from relay.runtime import (
     error,
     queue_ack,
     reject,
+    store_event,
 )
 from relay.store.base import Ingested, NewEvent, new_token
 from relay.sync import handle_sync
@@ -130,12 +130,8 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
 
 async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
     cfg = rt.cfg
-    try:
-        got = await relay.store.ingest(event)
-    except StoreUnavailable as exc:
-        rt.log.error("store_unavailable", key=event.key, error=str(exc))
-        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
-    relay.backlog.ingested(cfg.name, got)
+    if isinstance(got := await store_event(relay, rt, event), Reply):
+        return got
     if got.first:
         relay.wake(cfg.name)
         return Reply(queue_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
@@ -160,12 +156,8 @@ async def _pass_on(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingeste
     copy = dataclasses.replace(
         event, key=f"{event.key}{SHADOW_COPY}{new_token()[:16]}", key_source=event.key_source
     )
-    try:
-        stored = await relay.store.ingest(copy)
-    except StoreUnavailable as exc:
-        rt.log.error("store_unavailable", key=event.key, error=str(exc))
-        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
-    relay.backlog.ingested(rt.cfg.name, stored)
+    if isinstance(stored := await store_event(relay, rt, copy), Reply):
+        return stored
     relay.wake(rt.cfg.name)
     return Reply(queue_ack(rt.cfg, stored.event_id, duplicate=False), "accepted", event.key)
 

@@ -16,10 +16,11 @@ from multidict import CIMultiDict
 from relay import signatures
 from relay.backlog import Backlog
 from relay.config import Config, Route
+from relay.errors import StoreUnavailable
 from relay.forward import Result, Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
-from relay.store.base import DeliveryStore, NewEvent, StoredResponse
+from relay.store.base import DeliveryStore, Ingested, NewEvent, StoredResponse
 
 REPLAYED: Final = "Idempotent-Replayed"
 # A shadow route stores a copy of a seen key under the key, this, and a token; the
@@ -216,3 +217,15 @@ def error(status: int, reason: str, message: str, retry_after: float | None = No
 
 def reject(status: int, reason: str, message: str, retry_after: float | None = None) -> Reply:
     return Reply(error(status, reason, message, retry_after), "rejected", reason=reason)
+
+
+async def store_event(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Ingested | Reply:
+    """Claim and commit a queued event, counted in the backlog; a 503 (the sender keeps
+    it) when the store cannot commit."""
+    try:
+        got = await relay.store.ingest(event)
+    except StoreUnavailable as exc:
+        rt.log.error("store_unavailable", key=event.key, error=str(exc))
+        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
+    relay.backlog.ingested(rt.cfg.name, got)
+    return got
