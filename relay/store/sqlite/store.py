@@ -31,12 +31,12 @@ from relay.store.base import (
     NewEvent,
     Outcome,
     Pause,
-    StoredResponse,
     new_token,
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.migrate import load_migrations, migrate_sqlite
 from relay.store.sqlite import sql as q
+from relay.store.sqlite.inline import SQLiteInline, lease_rows
 from relay.store.sqlite.ops import SQLiteOperations
 from relay.store.sqlite.sync import SQLiteSyncMode
 
@@ -49,7 +49,7 @@ _MAX_BATCH = _MAX_VARIABLES // q.EVENT_PARAMS
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
+class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline):
     """``relay.store.base.Store`` on one SQLite file."""
 
     def __init__(
@@ -109,6 +109,8 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
         self._claimer = self._committer(self._claim_batch, BatchStats())
         self._completer = self._committer(self._complete_batch, BatchStats())
         self._finisher = self._committer(self._finish_batch, self.finish_stats)
+        self._inliner = self._committer(self._inline_batch, BatchStats())
+        self._answerer = self._committer(self._answer_batch, BatchStats())
         self._batcher = self._committer(self._commit_batch, self.stats)
         self._batcher.start()
 
@@ -141,10 +143,12 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
         return conn
 
     async def close(self) -> None:
-        for batcher in (self._batcher, self._finisher, self._completer, self._claimer):
+        batchers = (self._batcher, self._finisher, self._completer, self._claimer)
+        for batcher in (*batchers, self._inliner, self._answerer):
             if batcher is not None:
                 await batcher.close()
         self._batcher = self._finisher = self._completer = self._claimer = None
+        self._inliner = self._answerer = None
         await self._db.close()
         self._unlock_file()
 
@@ -223,50 +227,13 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
         args = {"route": route, "upstream": upstream, "limit": limit}
         return await self._lease(q.lease_due(hold_dead), args, lease_ttl)
 
-    async def lease_delivery(
-        self, route: str, upstream: str, event_id: int, lease_ttl: float, *, hold_dead: bool = False
-    ) -> Lease | None:
-        args = {"route": route, "upstream": upstream, "limit": 1, "event_id": event_id}
-        leases = await self._lease(q.lease_due(hold_dead, one_event=True), args, lease_ttl)
-        return leases[0] if leases else None
-
     async def _lease(self, sql: str, args: dict[str, Any], lease_ttl: float) -> list[Lease]:
         now = self.clock()
-        route, upstream = args["route"], args["upstream"]
         lease_args = {**args, "now": now, "token": new_token(), "expires": now + lease_ttl}
-
-        def run(c: sqlite3.Connection) -> list[Lease]:
-            leased = c.execute(sql, lease_args).fetchall()
-            if not leased:
-                return []
-            ids = sorted({int(r["event_id"]) for r in leased})
-            events = {int(e["id"]): e for e in c.execute(q.lease_payloads(len(ids)), ids)}
-            # Stale suppression reads the key's delivered version here, in the
-            # leasing transaction; only ordered events that carry a version need it.
-            keys = sorted(
-                {
-                    str(r["ordering_key"])
-                    for r in leased
-                    if r["ordering_key"] is not None
-                    and events[int(r["event_id"])]["version"] is not None
-                }
-            )
-            delivered: dict[str, str] = {}
-            if keys:
-                rows = c.execute(q.delivered_versions(len(keys)), [route, upstream, *keys])
-                delivered = {str(r[0]): str(r[1]) for r in rows}
-            leased.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-            return [
-                rowmap.lease_from_rows(
-                    r,
-                    events[int(r["event_id"])],
-                    delivered.get(r["ordering_key"]) if r["ordering_key"] is not None else None,
-                )
-                for r in leased
-            ]
-
         # A lease lost in a crash is rebuilt by start-up recovery: no fsync needed.
-        leases: list[Lease] = await self._tx(run, sync="NORMAL")
+        leases: list[Lease] = await self._tx(
+            lambda c: lease_rows(c, sql, lease_args), sync="NORMAL"
+        )
         return leases
 
     async def next_due_at(
@@ -274,17 +241,6 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode):
     ) -> float | None:
         rows = await self._rows(q.next_due(hold_dead), {"route": route, "upstream": upstream})
         return None if not rows or rows[0][0] is None else float(rows[0][0])
-
-    async def store_answer(self, event_id: int, response: StoredResponse) -> None:
-        r = response
-        row = (r.status, r.content_type, r.body, int(r.body_omitted), event_id)
-        # No fsync of its own: a kept answer lost in a crash only means a duplicate gets
-        # the queue's ack instead of a replay; the next durable commit writes it anyway.
-        await self._tx(lambda c: c.execute(q.STORE_ANSWER, row), sync="NORMAL")
-
-    async def stored_answer(self, event_id: int) -> StoredResponse | None:
-        rows = await self._rows(q.STORED_ANSWER, (event_id,))
-        return rowmap.stored_response(rows[0]) if rows else None
 
     async def pauses(self) -> list[Pause]:
         return [rowmap.pause(r) for r in await self._rows(common_sql.PAUSES)]
