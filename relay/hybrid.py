@@ -26,6 +26,7 @@ from relay.runtime import (
     RouteRuntime,
     queue_ack,
     replay,
+    shadow_copy,
     store_event,
 )
 from relay.store.base import Ingested, NewEvent, StoredResponse
@@ -35,6 +36,12 @@ async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Repl
     cfg = rt.cfg
     if isinstance(got := await store_event(relay, rt, event), Reply):
         return got
+    if not got.first and cfg.dedupe == "shadow":
+        # Shadow: this copy goes out in line too, under a key of its own.
+        rt.shadowed(relay.metrics, event, got.stored_fingerprint)
+        event = shadow_copy(event)
+        if isinstance(got := await store_event(relay, rt, event), Reply):
+            return got
     if not got.first:
         return await _duplicate(relay, rt, event, got)
     loop = asyncio.get_running_loop()

@@ -7,7 +7,6 @@ the routes without rebuilding the aiohttp router.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Final
@@ -21,7 +20,6 @@ from relay.forward import Via, clean_headers, with_forwarded
 from relay.hybrid import handle_hybrid
 from relay.runtime import (
     RELAY,
-    SHADOW_COPY,
     STORE_RETRY_AFTER,
     Relay,
     Reply,
@@ -29,9 +27,10 @@ from relay.runtime import (
     error,
     queue_ack,
     reject,
+    shadow_copy,
     store_event,
 )
-from relay.store.base import Ingested, NewEvent, new_token
+from relay.store.base import Ingested, NewEvent
 from relay.sync import handle_sync
 
 # Long enough for a burst to drain, short enough that senders come back soon.
@@ -153,10 +152,7 @@ async def _pass_on(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingeste
     absorbs a retry) and counts this one; the copy itself is stored under a key of its
     own and delivered like any event."""
     rt.shadowed(relay.metrics, event, got.stored_fingerprint)
-    copy = dataclasses.replace(
-        event, key=f"{event.key}{SHADOW_COPY}{new_token()[:16]}", key_source=event.key_source
-    )
-    if isinstance(stored := await store_event(relay, rt, copy), Reply):
+    if isinstance(stored := await store_event(relay, rt, shadow_copy(event)), Reply):
         return stored
     relay.wake(rt.cfg.name)
     return Reply(queue_ack(rt.cfg, stored.event_id, duplicate=False), "accepted", event.key)

@@ -20,7 +20,7 @@ from relay.errors import StoreUnavailable
 from relay.forward import Result, Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
-from relay.store.base import DeliveryStore, Ingested, NewEvent, StoredResponse
+from relay.store.base import DeliveryStore, Ingested, NewEvent, StoredResponse, new_token
 
 REPLAYED: Final = "Idempotent-Replayed"
 # A shadow route stores a copy of a seen key under the key, this, and a token; the
@@ -217,6 +217,12 @@ def error(status: int, reason: str, message: str, retry_after: float | None = No
 
 def reject(status: int, reason: str, message: str, retry_after: float | None = None) -> Reply:
     return Reply(error(status, reason, message, retry_after), "rejected", reason=reason)
+
+
+def shadow_copy(event: NewEvent) -> NewEvent:
+    """``dedupe: shadow``: a copy of a seen key, under a key of its own, so it is stored
+    and delivered while the key stays claimed by its first copy."""
+    return dataclasses.replace(event, key=f"{event.key}{SHADOW_COPY}{new_token()[:16]}")
 
 
 async def store_event(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Ingested | Reply:

@@ -156,8 +156,6 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     if mode in ("sync", "hybrid") and len(upstreams) > 1:
         sec.error("upstreams", f"{mode} mode forwards to exactly one upstream")
     dedupe = sec.choice("dedupe", "enforce", DEDUPE)
-    if dedupe == "shadow" and mode == "hybrid":
-        sec.error("dedupe", "shadow works with queue and sync modes")
     methods = tuple(m.upper() for m in sec.strings("methods", DEFAULT_METHODS))
     preset = sec.text("preset", None, choices=tuple(PRESETS))
     keys = PRESETS[preset].keys if preset is not None and preset in PRESETS else _DEFAULT_KEYS

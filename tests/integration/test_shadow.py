@@ -111,3 +111,21 @@ async def test_shadow_counts_would_be_stale_drops_and_sends_them(
 
     await eventually(counted, "the older version counted as a would-be stale drop")
     assert sample(client, "relay_deliveries_stale_total", route="orders", action="drop") == 0
+
+
+async def test_hybrid_shadow_answers_every_copy_in_line(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    async def numbered(request: web.Request, n: int) -> web.StreamResponse:
+        return web.json_response({"n": n}, status=201)
+
+    upstream.behaviour = numbered
+    client = await make_relay(route(upstream, mode="hybrid", dedupe="shadow"))
+    answers = []
+    for _ in range(3):
+        resp = await send(client, "h1")
+        assert resp.status == 201 and REPLAYED not in resp.headers
+        answers.append((await resp.json())["n"])
+    assert answers == [1, 2, 3]
+    assert upstream.keys() == ["h1"] * 3  # the backend is sent the sender's own key
+    assert sample(client, "relay_shadow_duplicates_total", route="orders", key_source="header") == 2
