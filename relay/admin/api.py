@@ -159,7 +159,7 @@ async def replay_bulk(request: web.Request) -> web.Response:
     doc = await read_json(request, (*_BULK_FIELDS, "force", "preview", "reason"))
     flt = _bulk_filter(doc, store)
     force = parse_flag("force", doc.get("force", False))
-    if parse_flag("preview", doc.get("preview", False)):
+    if _previewing(request, doc):
         preview = await store.preview_requeue(flt, force=force)
         return web.json_response({**preview_json(preview, "would_requeue"), "force": force})
     reason = parse_reason(doc, required=True)
@@ -176,12 +176,18 @@ async def purge(request: web.Request) -> web.Response:
     store = request.app[STORE]
     doc = await read_json(request, (*_BULK_FIELDS, "preview", "reason"))
     flt = _bulk_filter(doc, store)
-    if parse_flag("preview", doc.get("preview", False)):
+    if _previewing(request, doc):
         return web.json_response(preview_json(await store.preview_purge(flt), "would_purge"))
     reason = parse_reason(doc, required=True)
     n = await store.purge(flt)
     await audit(request, "purge", _target(doc), n, reason)
     return web.json_response({"purged": n})
+
+
+def _previewing(request: web.Request, doc: Mapping[str, object]) -> bool:
+    """``"preview": true`` in the body, or ``?preview=true``: count, change nothing."""
+    given = doc.get("preview", request.rel_url.query.get("preview", False))
+    return parse_flag("preview", given)
 
 
 def _target(doc: Mapping[str, object]) -> dict[str, object]:

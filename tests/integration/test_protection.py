@@ -140,6 +140,8 @@ async def test_a_drain_and_a_bulk_replay_keep_to_the_rate_limit(
         "routes": {"orders": 50},
         "force": True,
     }
+    by_query = await admin.post("/api/v1/replay?preview=true", json=flt)
+    assert await by_query.json() == preview
     refused = await admin.post("/api/v1/replay", json=flt)
     assert refused.status == 400 and (await refused.json())["error"] == "reason_required"
     before = len(backend.times)
