@@ -63,7 +63,7 @@ async def test_a_slow_backend_gets_the_event_once_and_the_sender_202_on_time(
     resp = await client.post("/hooks/orders", data=b"{}", headers={"Idempotency-Key": "s1"})
     took = time.monotonic() - started
     assert resp.status == 202 and (await resp.json())["status"] == "accepted"
-    assert 0.2 <= took < 1.5, took
+    assert 0.2 <= took < 3.0, took  # the wait, not the backend's hour
     await upstream.wait_for(1)
     release.set()
     relay = client.app[RELAY]

@@ -68,6 +68,16 @@ def backend(upstream: Backend) -> Clocked:
     return Clocked(upstream)
 
 
+# The bucket bounds when attempts *start*: in any second, burst + rate. The backend sees
+# them a delay later, and the delay varies (a busy loop, a batch of leases), so a
+# second at the backend may hold what started up to this long before it.
+ARRIVAL_JITTER = 0.25
+
+
+def at_most_per_second(rate: float, burst: int) -> float:
+    return burst + rate * (1 + ARRIVAL_JITTER)
+
+
 async def post_keys(client: Client, keys: list[str], path: str = "/hooks/orders") -> None:
     for key in keys:
         resp = await client.post(path, data=b"{}", headers={"Idempotency-Key": key})
@@ -110,7 +120,7 @@ async def test_an_outage_is_probed_not_hammered_and_recovery_is_quick(
     await backend.wait_for_keys(set(keys), timeout=10)
     last = max(backend.times)
     # The next probe (at most 1.2 x 300 ms away), then the ramp (500 ms), plus slack.
-    assert last - recovered < 0.36 + 0.5 + 1.0, last - recovered
+    assert last - recovered < 0.36 + 0.5 + 2.0, last - recovered
     assert collections.Counter(backend.delivered) == collections.Counter(keys)  # once each
     assert transitions("closed") == 1
     assert sample(client, "relay_upstream_breaker_state", **labels) == 0.0
@@ -128,7 +138,7 @@ async def test_a_drain_and_a_bulk_replay_keep_to_the_rate_limit(
     start = asyncio.get_running_loop().time()
     await backend.wait_for_keys(set(keys), timeout=10)
     elapsed = max(backend.times) - start
-    assert backend.busiest_second(start) <= 20 + 2, backend.busiest_second(start)
+    assert backend.busiest_second(start) <= at_most_per_second(20, 2), backend.busiest_second(start)
     assert elapsed >= (50 - 2) / 20 * 0.9  # paced: not one burst
 
     # A bulk replay of everything delivered goes through the same bucket.
@@ -153,7 +163,8 @@ async def test_a_drain_and_a_bulk_replay_keep_to_the_rate_limit(
         return len(backend.times) >= before + 50
 
     await eventually(replayed, "the replay delivered")
-    assert backend.busiest_second(again) <= 20 + 2, backend.busiest_second(again)
+    assert max(backend.times) - again >= (50 - 2) / 20 * 0.9  # paced too
+    assert backend.busiest_second(again) <= at_most_per_second(20, 2), backend.busiest_second(again)
     audit = await (await admin.get("/api/v1/audit")).json()
     actions = [(e["action"], e["affected"], e["reason"]) for e in audit["entries"]]
     assert actions == [
