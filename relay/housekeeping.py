@@ -21,6 +21,9 @@ from relay.store.base import Store
 COUNT_INTERVAL: Final = 30.0
 TICK: Final = 2.0
 LEASE_SWEEP_INTERVAL: Final = 30.0
+# Every TICK each replica heartbeats and looks for dead ones: a replica silent for
+# DEAD_AFTER is dead, and its leases are returned at once (not when they expire).
+DEAD_AFTER: Final = 10.0
 PURGE_BATCH: Final = 500
 
 log = get_logger()
@@ -29,6 +32,7 @@ log = get_logger()
 async def take_over(relay: Relay, store: Store) -> None:
     """Start-up, once the store is open: leases left by a crashed process go back
     (deliveries to pending, sync claims free), and the backpressure counts are read."""
+    await store.heartbeat()  # registered before it takes any lease
     if returned := await store.recover():
         log.warning("leases_recovered", deliveries=returned)
     await relay.backlog.refresh(store.undelivered_counts)
@@ -41,6 +45,7 @@ async def housekeeping(relay: Relay, store: Store) -> None:
     while True:
         await asyncio.sleep(TICK)
         try:
+            await keep_alive(relay, store)
             if loop.time() >= next_count:
                 next_count = loop.time() + COUNT_INTERVAL
                 await relay.backlog.refresh(store.undelivered_counts)
@@ -53,6 +58,28 @@ async def housekeeping(relay: Relay, store: Store) -> None:
                 await purge_once(relay, store)
         except StoreError as exc:
             log.error("housekeeping_failed", error=str(exc))
+
+
+async def keep_alive(relay: Relay, store: Store) -> None:
+    """Heartbeat, and return the leases of replicas that stopped heartbeating."""
+    if not await store.heartbeat():
+        log.warning(
+            "replica_declared_dead",
+            replica=store.replica_id,
+            hint="this process was silent too long; its leases were returned to the others",
+        )
+    for dead, returned in await store.reap_dead_replicas(store.clock() - DEAD_AFTER):
+        log.warning(
+            "replica_dead",
+            replica=dead.id,
+            host=dead.host,
+            pid=dead.pid,
+            silent_for=round(store.clock() - dead.heartbeat_at, 1),
+            deliveries_returned=returned,
+        )
+        if returned:
+            for rt in relay.routes.values():
+                relay.wake(rt.cfg.name)
 
 
 async def purge_once(relay: Relay, store: Store) -> int:

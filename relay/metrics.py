@@ -242,6 +242,12 @@ class Metrics:
             ["route", "upstream"],
             registry=r,
         )
+        self.replicas = Gauge(
+            "relay_replicas",
+            "Relay processes registered in the store, by state (live, or dead: silent too long).",
+            ["state"],
+            registry=r,
+        )
         self.commit_seconds = Histogram(
             "relay_store_commit_duration_seconds",
             "Time to commit one ingest batch.",

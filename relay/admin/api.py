@@ -38,9 +38,9 @@ from relay.admin.views import (
     parse_flag,
     parse_int,
 )
-from relay.housekeeping import find_orphans
+from relay.housekeeping import DEAD_AFTER, find_orphans
 from relay.runtime import RELAY, Relay
-from relay.store.base import EventFilter, Store
+from relay.store.base import EventFilter, ReplicaInfo, Store
 
 
 def _route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
@@ -253,8 +253,36 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
+def replica_state(r: ReplicaInfo, now: float) -> str:
+    return "live" if now - r.heartbeat_at < DEAD_AFTER else "dead"
+
+
+async def replicas(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    now = store.clock()
+    return web.json_response(
+        {
+            "replicas": [
+                {
+                    "id": r.id,
+                    "host": r.host,
+                    "pid": r.pid,
+                    "started": iso(r.started_at),
+                    "heartbeat_age_seconds": round(now - r.heartbeat_at, 3),
+                    "state": replica_state(r, now),
+                    "leases": r.leases,
+                    "this": r.id == store.replica_id,
+                }
+                for r in await store.replicas()
+            ],
+            "dead_after_seconds": DEAD_AFTER,
+        }
+    )
+
+
 def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/status", status)
+    app.router.add_get("/api/v1/replicas", replicas)
     app.router.add_get("/api/v1/events", list_events)
     app.router.add_get("/api/v1/events/{id}", show_event)
     app.router.add_post("/api/v1/events/{id}/replay", replay_event)

@@ -10,7 +10,7 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay.admin.api import add_api_routes
+from relay.admin.api import add_api_routes, replica_state
 from relay.admin.control import CREDENTIAL, STORE, add_control_routes
 from relay.admin.views import ApiError
 from relay.errors import StoreError
@@ -103,6 +103,9 @@ async def refresh_gauges(relay: Relay, store: Store) -> None:
     backlog = await store.backlog()
     names = [rt.cfg.name for rt in relay.routes.values() if rt.cfg.queued]
     relay.metrics.set_backlog(backlog, names, store.clock())
+    states = [replica_state(r, store.clock()) for r in await store.replicas()]
+    for state in ("live", "dead"):
+        relay.metrics.replicas.labels(state).set(states.count(state))
 
 
 async def metrics(request: web.Request) -> web.Response:

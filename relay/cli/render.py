@@ -180,3 +180,20 @@ def render_audit(doc: dict[str, Any]) -> str:
     head = ("ID", "AT", "ACTION", "AFFECTED", "CREDENTIAL", "TARGET", "REASON")
     more = doc.get("next_before_id")
     return table(head, rows) + (f"\nolder: --before-id {more}" if more else "")
+
+
+def render_replicas(doc: dict[str, Any]) -> str:
+    rows = [
+        (
+            r["id"] + (" (this)" if r["this"] else ""),
+            r["host"],
+            r["pid"],
+            _short_time(r["started"]),
+            f"{r['heartbeat_age_seconds']:.1f}s",
+            r["state"],
+            r["leases"],
+        )
+        for r in doc["replicas"]
+    ]
+    head = ("ID", "HOST", "PID", "STARTED", "HEARTBEAT", "STATE", "LEASES")
+    return table(head, rows) if rows else "no replicas registered"

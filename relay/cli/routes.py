@@ -1,4 +1,4 @@
-"""``webhook-relay routes pause|resume NAME`` and ``webhook-relay audit``."""
+"""``webhook-relay routes pause|resume NAME``, ``webhook-relay audit`` and ``webhook-relay replicas``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import urllib.parse
 from typing import Any
 
 from relay.cli.events import client_for, common_flags, emit, positive
-from relay.cli.render import render_audit
+from relay.cli.render import render_audit, render_replicas
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -43,6 +43,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replicas(args: argparse.Namespace) -> int:
+    emit(args, client_for(args).call("GET", "/api/v1/replicas"), render_replicas)
+    return 0
+
+
 def add_parsers(sub: Any, default_config: str) -> None:
     ro = sub.add_parser("routes", help="pause or resume delivery of a route")
     rosub = ro.add_subparsers(dest="routes_command", required=True)
@@ -62,3 +67,7 @@ def add_parsers(sub: Any, default_config: str) -> None:
     au.add_argument("--limit", type=positive, default=50)
     au.add_argument("--before-id", type=positive, help="page on: entries older than this id")
     au.set_defaults(func=cmd_audit)
+
+    rs = sub.add_parser("replicas", help="relay processes sharing the store, and their leases")
+    common_flags(rs, default_config)
+    rs.set_defaults(func=cmd_replicas)

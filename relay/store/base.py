@@ -39,11 +39,13 @@ from relay.store.records import (
     Outcome,
     Pause,
     Preview,
+    ReplicaInfo,
     RouteBacklog,
     StoredResponse,
     SyncClaim,
     SyncState,
     new_token,
+    replica_name,
 )
 
 
@@ -217,6 +219,27 @@ class Store(DeliveryStore, Protocol):
     async def audit_log(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
         """Newest first; ``before_id`` pages on."""
 
+    # --- replicas -------------------------------------------------------------------
+
+    # This process among those sharing the store; its lease and claim tokens start
+    # with it, so the leases of a replica found dead can be returned at once.
+    replica_id: str
+
+    async def heartbeat(self) -> bool:
+        """Register this process, or say it is alive; False if it had been declared dead
+        meanwhile (its leases were returned; it is registered again)."""
+
+    async def deregister(self) -> None:
+        """A clean stop: this process leaves the replicas."""
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        """Every registered replica, with the leases it holds."""
+
+    async def reap_dead_replicas(self, dead_before: float) -> list[tuple[ReplicaInfo, int]]:
+        """Replicas whose heartbeat is older than ``dead_before``: their leases go back
+        to pending (the lost attempt counted) and their sync claims are freed, at once,
+        and they leave the replicas; each with how many deliveries it held."""
+
     # --- observability ------------------------------------------------------------
 
     async def backlog(self) -> dict[str, RouteBacklog]:
@@ -249,10 +272,12 @@ __all__ = [
     "Outcome",
     "Pause",
     "Preview",
+    "ReplicaInfo",
     "RouteBacklog",
     "Store",
     "StoredResponse",
     "SyncClaim",
     "SyncState",
     "new_token",
+    "replica_name",
 ]

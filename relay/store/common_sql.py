@@ -82,3 +82,13 @@ OPEN_BY_UPSTREAM = (
     "SELECT route, upstream, count(*) FROM deliveries"
     " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"
 )
+
+
+# --- replicas ------------------------------------------------------------------------
+
+REPLICAS_WITH_LEASES = (
+    "SELECT r.id, r.host, r.pid, r.started_at, r.heartbeat_at,"
+    " (SELECT count(*) FROM deliveries AS d WHERE d.state = 'in_flight'"
+    "  AND substr(d.lease_token, 1, length(r.id) + 1) = r.id || '/') AS leases"
+    " FROM replicas AS r ORDER BY r.started_at, r.id"
+)

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,6 +24,24 @@ Header = tuple[str, str]
 def new_token() -> str:
     """A fencing token for a lease or a claim: random, so no two holders share one."""
     return secrets.token_hex(16)
+
+
+def replica_name() -> str:
+    """This process's id among the replicas sharing a store: host, pid and a random
+    part (a pid is reused after a restart; the random part is not)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """A relay process registered in the store, and the leases it holds now."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    leases: int = 0
 
 
 @dataclass(frozen=True, slots=True)

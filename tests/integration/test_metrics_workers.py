@@ -73,6 +73,7 @@ SINGLE_PROCESS_FAMILIES = [
     "relay_events",
     "relay_oldest_pending_age_seconds",
     "relay_orphaned_deliveries",
+    "relay_replicas",
     "relay_store_commit_duration_seconds",
     "relay_store_batch_size",
     "relay_store_commit_failures",

@@ -54,6 +54,7 @@ Inspection, replay and retention are in ``ops``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -79,11 +80,12 @@ from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.postgres import sql as q
 from relay.store.postgres.ops import PostgresOperations
 from relay.store.postgres.pool import Database, affected
+from relay.store.postgres.replicas import PostgresReplicas
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class PostgresStore(PostgresOperations):
+class PostgresStore(PostgresOperations, PostgresReplicas):
     """``relay.store.base.Store`` on a PostgreSQL database shared by replicas.
 
     ``tuning``: ``max_batch`` (group commit) and the pool's ``min_size``,
@@ -136,6 +138,8 @@ class PostgresStore(PostgresOperations):
         )
 
     async def close(self) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self.deregister()
         for batcher in (self._batcher, self._finisher):
             if batcher is not None:
                 await batcher.close()
@@ -210,7 +214,7 @@ class PostgresStore(PostgresOperations):
         async def work(conn: Any) -> list[Any]:
             # Two statements: the lease's snapshot must postdate the lock (module doc).
             await conn.execute(q.LEASE_LOCK, route, upstream)
-            args = (route, upstream, now, limit, new_token(), now + lease_ttl, *more)
+            args = (route, upstream, now, limit, self.token(), now + lease_ttl, *more)
             return list(await conn.fetch(sql, *args))
 
         return [
@@ -324,7 +328,7 @@ class PostgresStore(PostgresOperations):
         raise StoreUnavailable(f"sync claim of {event.route}/{event.key} kept changing hands")
 
     async def _claim_round(self, conn: Any, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
-        now, token = self.clock(), new_token()
+        now, token = self.clock(), self.token()
         params = q.sync_params(event, now, token)
         row = await conn.fetchrow(q.CLAIM_SYNC, *params, token, now + lease_ttl, now)
         if row is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from relay.errors import StoreUnavailable
 from relay.store import rows as rowmap
-from relay.store.base import Lease, StoredResponse, new_token
+from relay.store.base import Lease, StoredResponse
 from relay.store.batch import GroupCommitter
 from relay.store.sqlite import sql as q
 from relay.store.sqlite.thread import SQLiteAccess
@@ -64,7 +64,7 @@ class SQLiteInline(SQLiteAccess):
         return await self._inliner.submit((route, upstream, event_id, lease_ttl, hold_dead))
 
     async def _inline_batch(self, items: Sequence[Inline]) -> list[Lease | None]:
-        now, token = self.clock(), new_token()
+        now, token = self.clock(), self.token()
 
         def run(c: sqlite3.Connection) -> list[Lease | None]:
             out: list[Lease | None] = []

@@ -11,6 +11,7 @@ because start-up recovery rebuilds them anyway. Sync mode is in
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -38,6 +39,7 @@ from relay.store.migrate import load_migrations, migrate_sqlite
 from relay.store.sqlite import sql as q
 from relay.store.sqlite.inline import SQLiteInline, lease_rows
 from relay.store.sqlite.ops import SQLiteOperations
+from relay.store.sqlite.replicas import SQLiteReplicas
 from relay.store.sqlite.sync import SQLiteSyncMode
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
@@ -49,7 +51,7 @@ _MAX_BATCH = _MAX_VARIABLES // q.EVENT_PARAMS
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline):
+class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas):
     """``relay.store.base.Store`` on one SQLite file."""
 
     def __init__(
@@ -143,6 +145,9 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline):
         return conn
 
     async def close(self) -> None:
+        if self._db.is_open:
+            with contextlib.suppress(StoreUnavailable):
+                await self.deregister()
         batchers = (self._batcher, self._finisher, self._completer, self._claimer)
         for batcher in (*batchers, self._inliner, self._answerer):
             if batcher is not None:
@@ -229,7 +234,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline):
 
     async def _lease(self, sql: str, args: dict[str, Any], lease_ttl: float) -> list[Lease]:
         now = self.clock()
-        lease_args = {**args, "now": now, "token": new_token(), "expires": now + lease_ttl}
+        lease_args = {**args, "now": now, "token": self.token(), "expires": now + lease_ttl}
         # A lease lost in a crash is rebuilt by start-up recovery: no fsync needed.
         leases: list[Lease] = await self._tx(
             lambda c: lease_rows(c, sql, lease_args), sync="NORMAL"

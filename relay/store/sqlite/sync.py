@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from relay.errors import StoreUnavailable
 from relay.store import rows as rowmap
-from relay.store.base import Acquired, NewEvent, StoredResponse, SyncClaim, new_token
+from relay.store.base import Acquired, NewEvent, StoredResponse, SyncClaim
 from relay.store.batch import GroupCommitter
 from relay.store.sqlite import sql as q
 from relay.store.sqlite.thread import SQLiteAccess
@@ -42,7 +42,7 @@ class SQLiteSyncMode(SQLiteAccess):
 
     async def _claim_batch(self, items: Sequence[Claim]) -> list[SyncClaim | None]:
         def one(c: sqlite3.Connection, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
-            now, token = self.clock(), new_token()
+            now, token = self.clock(), self.token()
             params = q.event_params(event, now, 0, 0, token)
             row = c.execute(q.CLAIM_SYNC, [*params, token, now + lease_ttl, now]).fetchone()
             if row is not None:

@@ -18,6 +18,7 @@ from contextlib import suppress
 from typing import Any, Literal, TypeVar
 
 from relay.errors import StoreUnavailable
+from relay.store.records import new_token, replica_name
 
 T = TypeVar("T")
 Sync = Literal["FULL", "NORMAL"]
@@ -103,9 +104,16 @@ class SQLiteAccess:
     statements, reads. ``SQLiteStore`` builds on it; so do its operation mixins."""
 
     clock: Callable[[], float]
+    replica_id: str = ""
 
     def __init__(self) -> None:
         self._db = SQLiteThread()
+
+    def token(self) -> str:
+        """A lease or claim token that names its holder (see ``Store.replica_id``)."""
+        if not self.replica_id:
+            self.replica_id = replica_name()
+        return f"{self.replica_id}/{new_token()}"
 
     async def _tx(
         self,

@@ -1,0 +1,87 @@
+"""Two replicas on one PostgreSQL database, as processes: one is killed while it
+holds leases, and the other finishes them within 15 s, whatever the attempt timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .support import Backend, post, queue_route, wait_for
+
+N = 8
+
+
+@pytest.fixture
+async def pg_schema() -> AsyncIterator[tuple[Any, str, str]]:
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
+    from tests.conftest import POSTGRES_URL
+
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("RELAY_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    schema = f"t_{secrets.token_hex(6)}"
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield conn, schema, f"{POSTGRES_URL}?search_path={schema}"
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
+@pytest.mark.postgres
+async def test_a_killed_replicas_leases_are_finished_by_another_within_15s(
+    relays: Any, start_backend: Any, pg_schema: tuple[Any, str, str]
+) -> None:
+    conn, schema, url = pg_schema
+    backend = Backend()
+    backend.hold, backend.hold_first = asyncio.Event(), N  # A's attempts hang at the backend
+    await start_backend(backend)
+    route = queue_route(backend, timeout={"total": "5s"})  # 16 in flight: room for all N
+    a = relays([route], storage={"url": url})
+    await a.start()
+    keys = [f"fo-{i}" for i in range(N)]
+    async with aiohttp.ClientSession() as session:
+        for key in keys:
+            assert (await post(session, a.url("/q"), key))[0] == 202
+        await wait_for(lambda: backend.requests == N, 10, "replica A holding every delivery")
+        b = relays([route], storage={"url": url})
+        await b.start()
+        loop = asyncio.get_running_loop()
+        await a.kill()
+        killed = loop.time()
+        backend.hold.set()
+
+        def finished_by_b() -> bool:
+            return all(backend.received[k] == 2 for k in keys)
+
+        await wait_for(finished_by_b, 20, "replica B re-sending every delivery A held")
+        took = loop.time() - killed
+        assert took <= 15, took
+        await wait_for(lambda: bool(b.logged("replica_dead")), 5, "the replica_dead log line")
+        (line,) = b.logged("replica_dead")
+        assert line["deliveries_returned"] == N
+
+    async def all_delivered() -> bool:
+        rows = await conn.fetch(f"SELECT state, attempts FROM {schema}.deliveries")
+        return [(r["state"], r["attempts"]) for r in rows] == [("delivered", 2)] * N
+
+    await wait_for(all_delivered, 10, "every delivery recorded once, the lost attempt counted")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(b.admin_url("/api/v1/replicas")) as resp:
+            doc = await resp.json()
+        assert [(r["this"], r["state"], r["leases"]) for r in doc["replicas"]] == [
+            (True, "live", 0)
+        ]
+
+    assert await b.stop() == 0
+    assert await conn.fetchval(f"SELECT count(*) FROM {schema}.replicas") == 0  # deregistered
