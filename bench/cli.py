@@ -25,6 +25,7 @@ from bench import (
     scen_baseline,
     scen_delivery,
     scen_ingest,
+    scen_pg,
     scen_store,
 )
 from bench.context import Context
@@ -50,6 +51,11 @@ RUNNERS: dict[str, Scenario] = {
     "D1": scen_delivery.d1,
     "G1": scen_store.g1,
     "M1": scen_store.m1,
+    "E1": scen_pg.e1,
+    "PQ1": scen_pg.q1_pg,
+    "PD1": scen_pg.d1_pg,
+    "PE1": scen_pg.e1_pg,
+    "R2": scen_pg.r2_pg,
 }
 
 

@@ -22,7 +22,15 @@ SCENARIOS: dict[str, str] = {
     "D1": "drain pending events after a restart",
     "G1": "Q1 with a large store already on disk",
     "M1": "Q1 load with a large backlog pending",
+    "E1": "sustained end to end: paced, backlog not growing, ack p99 <= 50 ms",
+    "PQ1": "Q1 on PostgreSQL",
+    "PD1": "D1 on PostgreSQL (events held by a pause, then resumed)",
+    "PE1": "E1 on PostgreSQL",
+    "R2": "two replicas on one PostgreSQL database, round-robin sender",
 }
+# Scenarios that need --postgres; without it they are left out.
+POSTGRES_ONLY: tuple[str, ...] = ("PQ1", "PD1", "PE1", "R2")
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 # A scenario that cannot run without another one's result.
 NEEDS: dict[str, tuple[str, ...]] = {"L1": ("Q1",)}
 
@@ -44,6 +52,7 @@ class Options:
     profile: bool  # record the relay with py-spy instead of reporting clean numbers
     json_path: Path | None
     workers: int  # the relay's ``workers`` setting in the scenarios running now (0: one process)
+    postgres: str | None = None  # the PostgreSQL rows' server (None: they are left out)
     # Every setting to measure: the relay scenarios run once per value, the baselines once.
     workers_list: tuple[int, ...] = (0,)
 
@@ -115,6 +124,14 @@ def parser() -> argparse.ArgumentParser:
         help="the relay's workers setting; a list such as 0,2 measures each in one run"
         " (default 0: one process)",
     )
+    p.add_argument(
+        "--postgres",
+        nargs="?",
+        const=DEFAULT_POSTGRES,
+        metavar="URL",
+        help=f"run the PostgreSQL rows ({', '.join(POSTGRES_ONLY)}) on this server"
+        f" (default when given alone: {DEFAULT_POSTGRES})",
+    )
     p.add_argument("--json", type=Path, dest="json_path", help="also write the results here")
     return p
 
@@ -127,8 +144,11 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     for name in only:
         wanted.update(NEEDS.get(name, ()))
     duration = a.duration or (2 if quick else 10)
+    if a.postgres is None:
+        wanted -= set(POSTGRES_ONLY) - set(a.only or ())
     return Options(
         only=tuple(n for n in SCENARIOS if n in wanted),
+        postgres=a.postgres,
         duration=duration,
         warmup=0 if quick else 2,
         connections=a.connections,

@@ -29,15 +29,17 @@ class RouteSpec:
     # With the hanging upstream the dispatcher's attempts must not time out mid-run.
     timeout_total: str | None = None
     dedupe: Literal["enforce", "shadow"] = "enforce"
+    storage_url: str | None = None  # default: the SQLite file
 
 
 def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, workers: int = 0) -> str:
     """Defaults everywhere except what a benchmark must set (ports, file, backlog cap)."""
+    storage = spec.storage_url or f"sqlite:///{db.resolve()}"
     lines = [
         f"workers: {workers}",
         f'listen: "127.0.0.1:{port}"',
         f'admin: {{listen: "127.0.0.1:{admin_port}"}}',
-        f'storage: {{url: "sqlite:///{db.resolve()}"}}',
+        f'storage: {{url: "{storage}"}}',
         "log: {format: json}",
         "shutdown_grace: 1s",
         "routes:",

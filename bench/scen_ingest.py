@@ -15,12 +15,16 @@ from bench.results import Row
 DUP_KEYS = 100
 
 
-def hanging_relay(ctx: Context, name: str, stack: ExitStack) -> relayproc.Relay:
+def hanging_relay(
+    ctx: Context, name: str, stack: ExitStack, storage_url: str | None = None
+) -> relayproc.Relay:
     """A queue route whose upstream holds every request: the dispatcher's 16
     attempts wait, so the relay spends its time on ingest alone."""
     folder = ctx.folder(name)
     backend = servers.backend_in(stack, folder)
-    spec = relayproc.RouteSpec("queue", backend.url(HANG_PATH), timeout_total="1h")
+    spec = relayproc.RouteSpec(
+        "queue", backend.url(HANG_PATH), timeout_total="1h", storage_url=storage_url
+    )
     return relayproc.start_in(stack, ctx, folder, spec)
 
 
