@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,3 +54,24 @@ async def relays(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     if rep is None or rep.failed or hasattr(rep, "wasxfail"):
         for relay in made:
             print(f"\n===== relay stderr ({relay.stderr_path}) =====\n{relay.stderr()}")
+
+
+@pytest.fixture
+async def pg_schema() -> AsyncIterator[tuple[Any, str, str]]:
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
+    from tests.conftest import POSTGRES_URL
+
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("RELAY_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    schema = f"t_{secrets.token_hex(6)}"
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield conn, schema, f"{POSTGRES_URL}?search_path={schema}"
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()

@@ -4,10 +4,7 @@ holds leases, and the other finishes them within 15 s, whatever the attempt time
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,25 +15,22 @@ from .support import Backend, post, queue_route, wait_for
 N = 8
 
 
-@pytest.fixture
-async def pg_schema() -> AsyncIterator[tuple[Any, str, str]]:
-    import asyncpg  # type: ignore[import-untyped,unused-ignore]
-
-    from tests.conftest import POSTGRES_URL
-
-    try:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("RELAY_REQUIRE_POSTGRES") == "1":
-            raise
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    schema = f"t_{secrets.token_hex(6)}"
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield conn, schema, f"{POSTGRES_URL}?search_path={schema}"
-    finally:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
+async def holding(
+    relays: Any, start_backend: Any, url: str, prefix: str, total: str
+) -> tuple[Backend, dict[str, Any], Any, list[str]]:
+    """Replica A, started alone, holding N leases: the backend keeps its attempts waiting."""
+    backend = Backend()
+    backend.hold, backend.hold_first = asyncio.Event(), N
+    await start_backend(backend)
+    route = queue_route(backend, timeout={"total": total})  # 16 in flight: room for all N
+    a = relays([route], storage={"url": url})
+    await a.start()
+    keys = [f"{prefix}-{i}" for i in range(N)]
+    async with aiohttp.ClientSession() as session:
+        for key in keys:
+            assert (await post(session, a.url("/q"), key))[0] == 202
+    await wait_for(lambda: backend.requests == N, 10, "replica A holding every delivery")
+    return backend, route, a, keys
 
 
 @pytest.mark.postgres
@@ -44,17 +38,8 @@ async def test_a_killed_replicas_leases_are_finished_by_another_within_15s(
     relays: Any, start_backend: Any, pg_schema: tuple[Any, str, str]
 ) -> None:
     conn, schema, url = pg_schema
-    backend = Backend()
-    backend.hold, backend.hold_first = asyncio.Event(), N  # A's attempts hang at the backend
-    await start_backend(backend)
-    route = queue_route(backend, timeout={"total": "5s"})  # 16 in flight: room for all N
-    a = relays([route], storage={"url": url})
-    await a.start()
-    keys = [f"fo-{i}" for i in range(N)]
+    backend, route, a, keys = await holding(relays, start_backend, url, "fo", "5s")
     async with aiohttp.ClientSession() as session:
-        for key in keys:
-            assert (await post(session, a.url("/q"), key))[0] == 202
-        await wait_for(lambda: backend.requests == N, 10, "replica A holding every delivery")
         b = relays([route], storage={"url": url})
         await b.start()
         loop = asyncio.get_running_loop()
@@ -94,30 +79,20 @@ async def test_a_stopped_replica_cannot_complete_what_another_took_over(
     relays: Any, start_backend: Any, pg_schema: tuple[Any, str, str]
 ) -> None:
     conn, schema, url = pg_schema
-    backend = Backend()
-    backend.hold, backend.hold_first = asyncio.Event(), N
-    await start_backend(backend)
-    route = queue_route(backend, timeout={"total": "30s"})
-    a = relays([route], storage={"url": url})
-    await a.start()
-    keys = [f"st-{i}" for i in range(N)]
-    async with aiohttp.ClientSession() as session:
-        for key in keys:
-            assert (await post(session, a.url("/q"), key))[0] == 202
-        await wait_for(lambda: backend.requests == N, 10, "replica A holding every delivery")
-        b = relays([route], storage={"url": url})
-        await b.start()
-        a.signal(signal.SIGSTOP)  # paused, not dead: its attempts are still on the wire
-        try:
-            await wait_for(lambda: bool(b.logged("replica_dead")), 20, "B declaring A dead")
-            await wait_for(
-                lambda: all(backend.answered[k] >= 1 for k in keys), 10, "B delivering A's work"
-            )
-        finally:
-            a.signal(signal.SIGCONT)
-        backend.hold.set()  # A's held attempts are answered now, late
-        await wait_for(lambda: len(a.logged("lease_lost")) == N, 15, "A's late outcomes fenced")
-        await wait_for(lambda: bool(a.logged("replica_declared_dead")), 10, "A told it was dead")
+    backend, route, a, keys = await holding(relays, start_backend, url, "st", "30s")
+    b = relays([route], storage={"url": url})
+    await b.start()
+    a.signal(signal.SIGSTOP)  # paused, not dead: its attempts are still on the wire
+    try:
+        await wait_for(lambda: bool(b.logged("replica_dead")), 20, "B declaring A dead")
+        await wait_for(
+            lambda: all(backend.answered[k] >= 1 for k in keys), 10, "B delivering A's work"
+        )
+    finally:
+        a.signal(signal.SIGCONT)
+    backend.hold.set()  # A's held attempts are answered now, late
+    await wait_for(lambda: len(a.logged("lease_lost")) == N, 15, "A's late outcomes fenced")
+    await wait_for(lambda: bool(a.logged("replica_declared_dead")), 10, "A told it was dead")
 
     async def recorded_by_b() -> bool:
         rows = await conn.fetch(f"SELECT state, attempts FROM {schema}.deliveries")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 from typing import Any
 
@@ -182,39 +181,22 @@ async def test_reload_reaches_every_worker(relays: Any, start_backend: Any) -> N
 
 
 @pytest.mark.postgres
-async def test_workers_on_postgresql(relays: Any, start_backend: Any) -> None:
+async def test_workers_on_postgresql(
+    relays: Any, start_backend: Any, pg_schema: tuple[Any, str, str]
+) -> None:
     """The owner is store-agnostic: the same group on PostgreSQL, in a schema of its own."""
-    import asyncpg  # type: ignore[import-untyped,unused-ignore]
-
-    from tests.conftest import POSTGRES_URL
-
-    try:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("RELAY_REQUIRE_POSTGRES") == "1":
-            raise
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    schema = f"t_{secrets.token_hex(6)}"
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        backend = await start_backend(Backend())
-        relay = relays(
-            [queue_route(backend)],
-            workers=WORKERS,
-            storage={"url": f"{POSTGRES_URL}?search_path={schema}"},
-        )
-        await relay.start()
-        keys = [f"pg{i}" for i in range(100)]
-        async with aiohttp.ClientSession() as session:
-            got = await post_many(session, relay.url("/q"), keys + keys, concurrency=32)
-            assert set(got.values()) == {202}
-            await wait_for(lambda: backend.distinct == len(keys), 30, "every key delivered")
-            assert backend.repeated() == {}
-            m = await scrape(session, relay)
-            assert m["relay_webhooks_received_total{outcome=duplicate,route=q}"] == len(keys)
-        assert await relay.stop() == 0
-        states = await conn.fetch(f"SELECT state, count(*) FROM {schema}.deliveries GROUP BY state")
-        assert {r["state"]: r["count"] for r in states} == {"delivered": len(keys)}
-    finally:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
+    conn, schema, url = pg_schema
+    backend = await start_backend(Backend())
+    relay = relays([queue_route(backend)], workers=WORKERS, storage={"url": url})
+    await relay.start()
+    keys = [f"pg{i}" for i in range(100)]
+    async with aiohttp.ClientSession() as session:
+        got = await post_many(session, relay.url("/q"), keys + keys, concurrency=32)
+        assert set(got.values()) == {202}
+        await wait_for(lambda: backend.distinct == len(keys), 30, "every key delivered")
+        assert backend.repeated() == {}
+        m = await scrape(session, relay)
+        assert m["relay_webhooks_received_total{outcome=duplicate,route=q}"] == len(keys)
+    assert await relay.stop() == 0
+    states = await conn.fetch(f"SELECT state, count(*) FROM {schema}.deliveries GROUP BY state")
+    assert {r["state"]: r["count"] for r in states} == {"delivered": len(keys)}
