@@ -16,34 +16,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
 
 from relay import forward
-from relay.attempt_report import AttemptReport
+from relay.attempts import Attempts, UpstreamLoop
 from relay.backlog import Backlog
 from relay.breaker import State
 from relay.config import Route
 from relay.errors import StoreError
 from relay.metrics import Metrics
 from relay.protect import HELD_REFRESH, UpstreamGuard
-from relay.retry import decide, parse_retry_after
 from relay.runtime import InlineAttempt, RouteRuntime
-from relay.store.base import Attempt, DeliveryStore, Lease, Outcome, Pause
+from relay.store.base import DeliveryStore, Pause
 
 # Safety-net poll: finds work stored by other replicas and due retries we were not told of.
 POLL_INTERVAL: Final = 5.0
 # A lease outlives the attempt's total timeout by this much before others may take it.
 LEASE_MARGIN: Final = 30.0
-# An attempt starts only while its lease has timeout.total plus this much left,
-# so it ends (aiohttp's total timeout) before the lease can expire and another
-# holder send the same delivery, or the next one of its ordering key. A lease
-# that sat unused too long (the process stalled) is given back instead.
-SEND_MARGIN: Final = 5.0
 # While attempts are in flight, wait until a quarter of the slots are free to lease.
 LEASE_BATCH_DIVISOR: Final = 4
 # Back-off after a store error inside a delivery loop, so a broken disk does not spin.
@@ -51,19 +43,6 @@ STORE_ERROR_PAUSE: Final = 1.0
 # How often the paused routes are re-read from the store (the lease itself checks
 # them too, so this only decides how soon a loop notices; replicas share the store).
 PAUSE_REFRESH: Final = 1.0
-
-
-@dataclass(slots=True)
-class _UpstreamLoop:
-    rt: RouteRuntime
-    upstream: str
-    guard: UpstreamGuard
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    inflight: set[asyncio.Task[None]] = field(default_factory=set)
-    # Answered attempts whose outcome is still being recorded (still leased).
-    finishing: set[asyncio.Task[None]] = field(default_factory=set)
-    task: asyncio.Task[None] | None = None
-    retired: bool = False  # its route was removed or changed by a reload
 
 
 class Dispatcher:
@@ -85,11 +64,9 @@ class Dispatcher:
         self.log = log
         self.poll_interval = poll_interval
         self.rand = rand
-        self._loops: dict[tuple[str, str], _UpstreamLoop] = {}
+        self._loops: dict[tuple[str, str], UpstreamLoop] = {}
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
-        self._finishing: set[asyncio.Task[None]] = set()
-        self.report = AttemptReport(metrics)
         # Told of every outcome recorded (backpressure counts).
         self.backlog = backlog if backlog is not None else Backlog()
         # This process's share of each upstream's rate limit (1 / workers).
@@ -97,6 +74,9 @@ class Dispatcher:
         self._pauses: list[Pause] = []
         self._pause_task: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
+        self.attempts = Attempts(
+            store, session, metrics, log, self.backlog, rand, on_breaker=self._breaker_moved
+        )
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     # --- lifecycle ------------------------------------------------------------
@@ -122,7 +102,7 @@ class Dispatcher:
                     existing.guard = self._guard(rt, ident[1])
                 existing.wake.set()
                 continue
-            loop = _UpstreamLoop(rt, ident[1], self._guard(rt, ident[1]))
+            loop = UpstreamLoop(rt, ident[1], self._guard(rt, ident[1]))
             if start:
                 loop.task = asyncio.create_task(
                     self._run(loop), name=f"dispatch:{ident[0]}->{ident[1]}"
@@ -204,7 +184,7 @@ class Dispatcher:
         w.guard.started(1, clock())
         answer: asyncio.Future[forward.Result] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            self._attempt(w, lease, answer), name=f"attempt:{lease.delivery_id}"
+            self.attempts.run(w, lease, answer), name=f"attempt:{lease.delivery_id}"
         )
         w.inflight.add(task)
         task.add_done_callback(functools.partial(self._attempt_done, w))
@@ -234,15 +214,15 @@ class Dispatcher:
             _, late = await asyncio.wait(attempts, timeout=grace)
             for t in late:
                 t.cancel()
-            # A cancelled attempt puts its delivery back to pending itself (see _attempt).
+            # A cancelled attempt puts its delivery back to pending itself (see Attempts.run).
             await asyncio.gather(*late, return_exceptions=True)
         # Outcomes still being recorded: short, and each one saves a re-forward.
-        await asyncio.gather(*self._finishing, return_exceptions=True)
+        await asyncio.gather(*self.attempts.finishing, return_exceptions=True)
         self._loops.clear()
 
     # --- the delivery loop ---------------------------------------------------
 
-    async def _run(self, w: _UpstreamLoop) -> None:
+    async def _run(self, w: UpstreamLoop) -> None:
         clock = asyncio.get_running_loop().time
         while not w.retired:
             w.wake.clear()
@@ -277,7 +257,7 @@ class Dispatcher:
             w.guard.started(len(leases), clock())
             for lease in leases:
                 task = asyncio.create_task(
-                    self._attempt(w, lease), name=f"attempt:{lease.delivery_id}"
+                    self.attempts.run(w, lease), name=f"attempt:{lease.delivery_id}"
                 )
                 w.inflight.add(task)
                 task.add_done_callback(functools.partial(self._attempt_done, w))
@@ -285,7 +265,7 @@ class Dispatcher:
                 continue  # maybe more due; the next round leases what slots remain
             await self._sleep(w, full=False)
 
-    async def _sleep(self, w: _UpstreamLoop, full: bool) -> None:
+    async def _sleep(self, w: UpstreamLoop, full: bool) -> None:
         """Until woken, or something may be due: the next due delivery (unless every
         slot is taken), a probe, a ramp step or a token; the poll at the latest."""
         timeout = self.poll_interval
@@ -309,7 +289,7 @@ class Dispatcher:
         except TimeoutError:
             pass
 
-    def _breaker_moved(self, w: _UpstreamLoop, to: State) -> None:
+    def _breaker_moved(self, w: UpstreamLoop, to: State) -> None:
         """Opened or closed: what was backed off before is due now (an open breaker probes
         with it, a closed one ramps through it); nothing is charged an attempt."""
         if to is State.HALF_OPEN:
@@ -318,109 +298,18 @@ class Dispatcher:
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def _make_due(self, w: _UpstreamLoop) -> None:
+    async def _make_due(self, w: UpstreamLoop) -> None:
         try:
             await self.store.make_due(w.rt.cfg.name, w.upstream)
         except StoreError as exc:
             self.log.error("make_due_failed", route=w.rt.cfg.name, error=str(exc))
         w.wake.set()
 
-    def _attempt_done(self, w: _UpstreamLoop, task: asyncio.Task[None]) -> None:
+    def _attempt_done(self, w: UpstreamLoop, task: asyncio.Task[None]) -> None:
         w.inflight.discard(task)
         w.wake.set()  # a slot is free
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.log.error("attempt_crashed", route=w.rt.cfg.name, error=repr(exc))
-
-    async def _attempt(
-        self, w: _UpstreamLoop, lease: Lease, answer: asyncio.Future[forward.Result] | None = None
-    ) -> None:
-        """One attempt; ``answer`` (hybrid mode) gets the upstream's answer, body and all,
-        the moment it arrives, before the outcome is recorded."""
-        rt = w.rt
-        cfg = rt.cfg
-        now = self.store.clock()
-        if lease.expires - now < cfg.timeout.total + SEND_MARGIN:
-            # The attempt could outlive the lease: another holder could then send this
-            # delivery, or the next of its key, while ours is still on the wire.
-            rt.log.warning(
-                "lease_too_short",
-                delivery_id=lease.delivery_id,
-                key=lease.key,
-                left=round(lease.expires - now, 3),
-            )
-            await self._finish(lease, None, Outcome("pending", next_attempt_at=now))
-            return
-        if await self._stale(rt.log, cfg, lease):
-            return
-        try:
-            result = await forward.send(
-                self.session,
-                method=lease.method,
-                url=forward.upstream_url(lease.upstream, lease.query),
-                headers=rt.upstream_headers(lease.headers, lease.key, None, lease.body),
-                body=lease.body,
-                timeout=rt.timeout,
-                keep_body=answer is not None,
-            )
-        except asyncio.CancelledError:
-            # Shutdown past the grace period: the backend may or may not have it;
-            # back to pending, at most one re-forward (DESIGN.md invariant 6).
-            now = self.store.clock()
-            attempt = Attempt(now, 0.0, None, "cancelled at shutdown")
-            await asyncio.shield(
-                self._finish(lease, attempt, Outcome("pending", next_attempt_at=now))
-            )
-            raise
-        if answer is not None and not answer.done():
-            answer.set_result(result)
-        now = self.store.clock()
-        retry_after = parse_retry_after(result.retry_after, time.time())
-        moved = w.guard.answered(result.status, retry_after, asyncio.get_running_loop().time())
-        if moved is not None:
-            self._breaker_moved(w, moved)
-        decision = decide(
-            status=result.status,
-            attempts=lease.attempts + 1,
-            received_at=lease.received_at,
-            now=now,
-            policy=cfg.retry,
-            retry_after=retry_after,
-            rand=self.rand,
-        )
-        attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error)
-        outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)
-        self.report.answered(rt, lease, result, outcome, now)
-        # The upstream's slot is free once it has answered: recording the outcome
-        # (a group commit, an fsync away) goes on without holding the slot. The
-        # delivery stays in flight in the store until then, so nothing re-leases it.
-        task = asyncio.create_task(self._finish(lease, attempt, outcome), name="finish")
-        self._finishing.add(task)
-        w.finishing.add(task)
-        task.add_done_callback(functools.partial(self._finish_done, w))
-
-    def _finish_done(self, w: _UpstreamLoop, task: asyncio.Task[None]) -> None:
-        self._finishing.discard(task)
-        if len(w.finishing) > w.rt.cfg.concurrency:
-            w.wake.set()  # the backlog held a slot: it is free now
-        w.finishing.discard(task)
-
-    async def _stale(self, log: Any, cfg: Route, lease: Lease) -> bool:
-        """Stale suppression; True if the delivery was dropped (state ``stale``)."""
-        if (reason := self.report.stale(log, cfg, lease)) is None:
-            return False
-        await self._finish(lease, None, Outcome("stale", reason=reason))
-        return True
-
-    async def _finish(self, lease: Lease, attempt: Attempt | None, outcome: Outcome) -> None:
-        try:
-            recorded = await self.store.finish_attempt(lease, attempt, outcome)
-        except StoreError as exc:
-            # The lease expires and the delivery is retried: at-least-once, never lost.
-            self.log.error("finish_failed", delivery_id=lease.delivery_id, error=str(exc))
-            return
-        self.backlog.finished(lease, outcome, recorded)
-        if not recorded:
-            self.log.warning("lease_lost", delivery_id=lease.delivery_id)
 
     # --- tests and tools --------------------------------------------------------
 
@@ -451,8 +340,8 @@ class Dispatcher:
                     hold_dead=_hold_dead(cfg),
                 )
                 leased += len(leases)
-                await asyncio.gather(*(self._attempt(w, lease) for lease in leases))
-                await asyncio.gather(*self._finishing)
+                await asyncio.gather(*(self.attempts.run(w, lease) for lease in leases))
+                await asyncio.gather(*self.attempts.finishing)
                 await asyncio.gather(*self._chores)
             if not leased:
                 return made

@@ -45,7 +45,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "hot path",
-        ("relay.ingress", "relay.sync", "relay.hybrid", "relay.attempt_report", "relay.dispatcher"),
+        (
+            "relay.ingress",
+            "relay.sync",
+            "relay.hybrid",
+            "relay.attempt_report",
+            "relay.attempts",
+            "relay.dispatcher",
+        ),
     ),
     ("upkeep", ("relay.housekeeping", "relay.reload", "relay.admin.*")),
     ("assembly", ("relay.lifecycle", "relay.app")),

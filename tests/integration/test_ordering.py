@@ -496,7 +496,7 @@ async def test_a_lease_too_short_for_the_attempt_is_given_back_unused(
     loop = dispatcher._loops[("orders", upstream.url("/orders"))]
     # timeout.total is 2 s: a lease with less than 2 s + the send margin left is not used.
     (lease,) = await relay.store.lease_due("orders", upstream.url("/orders"), 10, lease_ttl=3)
-    await dispatcher._attempt(loop, lease)
+    await dispatcher.attempts.run(loop, lease)
     assert upstream.seen == []
     info = await relay.store.get_event(event_id)
     assert info is not None
