@@ -200,3 +200,40 @@ async def test_workers_on_postgresql(
     assert await relay.stop() == 0
     states = await conn.fetch(f"SELECT state, count(*) FROM {schema}.deliveries GROUP BY state")
     assert {r["state"]: r["count"] for r in states} == {"delivered": len(keys)}
+
+
+async def test_workers_pause_hybrid_and_shadow(relays: Any, start_backend: Any) -> None:
+    """The newer route settings across the group: a pause held by every worker, hybrid
+    answers in line (and replays), shadow counted in the owner's one scrape."""
+    backend = await start_backend(Backend())
+    routes = [
+        queue_route(backend, "q"),
+        queue_route(backend, "h", mode="hybrid", hybrid={"wait": "2s"}),
+        queue_route(backend, "s", dedupe="shadow"),
+    ]
+    relay = relays(routes, workers=WORKERS)
+    await relay.start()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(relay.admin_url("/api/v1/routes/q/pause")) as resp:
+            assert resp.status == 200
+        held = [f"held-{i}" for i in range(20)]
+        got = await post_many(session, relay.url("/q"), held, concurrency=8)
+        assert set(got.values()) == {202}  # acked while paused, by either worker
+
+        status, _, body = await post(session, relay.url("/h"), "hy-1")
+        assert status == 200 and b'"hy-1"' in body  # the backend's own answer
+        status, headers, body2 = await post(session, relay.url("/h"), "hy-1")
+        assert (status, headers.get("Idempotent-Replayed"), body2) == (200, "true", body)
+
+        for _ in range(3):
+            assert (await post(session, relay.url("/s"), "sh-1"))[0] == 202
+        await wait_for(lambda: backend.received["sh-1"] == 3, 10, "every shadow copy delivered")
+        m = await scrape(session, relay)
+        assert m["relay_shadow_duplicates_total{key_source=header,route=s}"] == 2
+        assert not any(backend.received[k] for k in held)  # no worker delivered a paused one
+
+        async with session.post(relay.admin_url("/api/v1/routes/q/resume")) as resp:
+            assert (await resp.json())["changed"] == 1
+        await wait_for(lambda: all(backend.received[k] == 1 for k in held), 15, "resumed")
+    assert await relay.stop() == 0
+    assert backend.repeated() == {"sh-1": 3}
