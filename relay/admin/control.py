@@ -103,7 +103,12 @@ async def audit(
 
 
 def preview_json(preview: Preview, what: str) -> dict[str, Any]:
-    return {"preview": True, what: preview.count, "routes": dict(preview.routes)}
+    return {
+        "preview": True,
+        what: preview.count,
+        "events": preview.events,
+        "routes": dict(preview.routes),
+    }
 
 
 # --- pause and resume ------------------------------------------------------------

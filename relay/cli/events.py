@@ -212,7 +212,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         body["all"] = True
     doc = client.call("POST", "/api/v1/replay", body=body)
     if args.dry_run:
-        emit(args, doc, lambda d: _would(d["would_requeue"], "delivery(ies) requeued", d))
+        emit(
+            args,
+            doc,
+            lambda d: _would(
+                f"requeue {d['would_requeue']} delivery(ies) of {d['events']} event(s)", d
+            ),
+        )
     else:
         emit(args, doc, lambda d: f"{d['requeued']} delivery(ies) requeued")
     return 0
@@ -231,7 +237,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         body["all"] = True
     doc = client_for(args).call("POST", "/api/v1/purge", body=body)
     if args.dry_run:
-        emit(args, doc, lambda d: _would(d["would_purge"], "event(s) purged", d))
+        emit(args, doc, lambda d: _would(f"purge {d['would_purge']} event(s)", d))
     else:
         emit(args, doc, lambda d: f"{d['purged']} event(s) purged (pending work is never purged)")
     return 0
@@ -248,9 +254,9 @@ def _intent(args: argparse.Namespace) -> dict[str, Any]:
     return {"reason": args.reason}
 
 
-def _would(n: int, what: str, doc: dict[str, Any]) -> str:
+def _would(what: str, doc: dict[str, Any]) -> str:
     routes = ", ".join(f"{r}: {c}" for r, c in sorted(doc["routes"].items())) or "none"
-    return f"would have {n} {what} (by route: {routes}); nothing changed"
+    return f"would {what} (by route: {routes}); nothing changed"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

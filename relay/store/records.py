@@ -262,6 +262,7 @@ class Preview:
 
     count: int  # deliveries requeued, or events purged: what the real call returns
     routes: tuple[tuple[str, int], ...] = ()  # the same count per route
+    events: int = 0  # the events they belong to
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,8 @@ def audit_entry(row: Any) -> AuditEntry:
     )
 
 
-def preview(routes: Any) -> Preview:
-    """A preview from the ``route`` of every row the change touched."""
-    counted = Counter(str(r[0]) for r in routes)
-    return Preview(sum(counted.values()), tuple(sorted(counted.items())))
+def preview(rows: Any) -> Preview:
+    """A preview from the ``(route, event id)`` of every row the change touched."""
+    counted = Counter(str(r[0]) for r in rows)
+    events = len({int(r[1]) for r in rows})
+    return Preview(sum(counted.values()), tuple(sorted(counted.items())), events)

@@ -372,6 +372,8 @@ async def test_cli_lists_shows_replays_and_purges_against_a_running_daemon(
         "events", "replay", "--route", "q", "--json", "-c", cfg, "--reason", "ticket 7"
     )
     assert code == 0 and json.loads(out) == {"requeued": 0, "force": False}
+    code, out, _ = await cli("events", "replay", "--route", "q", "--force", "--dry-run", "-c", cfg)
+    assert code == 0 and "would requeue 3 delivery(ies) of 3 event(s) (by route: q: 3)" in out
 
     # status, then purge everything finished.
     code, out, _ = await cli("status", "-c", cfg)
@@ -379,9 +381,14 @@ async def test_cli_lists_shows_replays_and_purges_against_a_running_daemon(
     code, _, err = await cli("events", "purge", "-c", cfg)
     assert code == 1 and "name events to purge" in err
     code, out, _ = await cli("events", "purge", "--route", "q", "--dry-run", "-c", cfg, "--json")
-    assert code == 0 and json.loads(out) == {"preview": True, "would_purge": 3, "routes": {"q": 3}}
+    assert code == 0 and json.loads(out) == {
+        "preview": True,
+        "would_purge": 3,
+        "events": 3,
+        "routes": {"q": 3},
+    }
     code, out, _ = await cli("events", "purge", "--route", "q", "--dry-run", "-c", cfg)
-    assert code == 0 and "would have 3 event(s) purged (by route: q: 3)" in out
+    assert code == 0 and "would purge 3 event(s) (by route: q: 3); nothing changed" in out
     code, out, _ = await cli(
         "events", "purge", "--route", "q", "-c", cfg, "--json", "--reason", "cleanup"
     )

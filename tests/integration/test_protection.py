@@ -147,6 +147,7 @@ async def test_a_drain_and_a_bulk_replay_keep_to_the_rate_limit(
     assert preview == {
         "preview": True,
         "would_requeue": 50,
+        "events": 50,
         "routes": {"orders": 50},
         "force": True,
     }

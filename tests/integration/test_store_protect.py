@@ -85,11 +85,12 @@ async def test_previews_equal_what_the_change_then_does(store: Store) -> None:
     every = EventFilter()
     preview = await store.preview_requeue(every)
     assert (preview.count, preview.routes) == (4, (("orders", 3), ("other", 1)))
+    assert preview.events == 4
     assert (await store.preview_requeue(every)).count == 4  # the preview changed nothing
     forced = await store.preview_requeue(EventFilter(route="orders"), force=True)
     assert forced.count == 4  # every delivery not in flight, the pending one too
     purge = await store.preview_purge(every)
-    assert (purge.count, purge.routes) == (4, (("orders", 3), ("other", 1)))
+    assert (purge.count, purge.routes, purge.events) == (4, (("orders", 3), ("other", 1)), 4)
 
     assert await store.requeue(every) == preview.count
     assert (await store.preview_purge(every)).count == 0  # requeued: open work again

@@ -84,14 +84,14 @@ class PostgresOperations:
     async def preview_purge(self, flt: EventFilter) -> Preview:
         params: list[Any] = []
         where = q.filter_sql(flt, params)
-        return await self._preview(common_sql.purge(where), params)
+        return await self._preview(common_sql.purge(where), params, event_id="id")
 
-    async def _preview(self, sql: str, params: list[Any]) -> Preview:
+    async def _preview(self, sql: str, params: list[Any], event_id: str = "event_id") -> Preview:
         async with self.db.acquire() as conn:
             tx = conn.transaction()
             await tx.start()
             try:
-                rows = await conn.fetch(sql + " RETURNING route", *params)
+                rows = await conn.fetch(f"{sql} RETURNING route, {event_id}", *params)
             finally:
                 await tx.rollback()
         return rowmap.preview(rows)

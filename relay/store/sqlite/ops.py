@@ -73,13 +73,13 @@ class SQLiteOperations(SQLiteAccess):
 
     async def preview_purge(self, flt: EventFilter) -> Preview:
         where, params = q.filter_sql(flt)
-        return await self._preview(common_sql.purge(where), params)
+        return await self._preview(common_sql.purge(where), params, event_id="id")
 
-    async def _preview(self, sql: str, params: list[Any]) -> Preview:
+    async def _preview(self, sql: str, params: list[Any], event_id: str = "event_id") -> Preview:
         def run(c: sqlite3.Connection) -> list[Any]:
             c.execute("BEGIN IMMEDIATE")
             try:
-                return c.execute(sql + " RETURNING route", params).fetchall()
+                return c.execute(f"{sql} RETURNING route, {event_id}", params).fetchall()
             finally:
                 c.execute("ROLLBACK")
 
