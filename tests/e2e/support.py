@@ -163,9 +163,28 @@ class Relay:
     # -- process control --
 
     async def start(self) -> None:
-        """Start the process and wait until its /readyz answers 200."""
-        self._spawn()
-        await self.wait_ready()
+        """Start the process and wait until its /readyz answers 200.
+
+        A first start whose port was taken between ``free_port`` and the bind (by
+        another process's outgoing connection, say) moves to fresh ports and tries
+        again; later starts keep their ports, which the test may hold on to."""
+        first = self.starts == 0
+        for tries in range(3):
+            self._spawn()
+            try:
+                await self.wait_ready()
+                return
+            except AssertionError as exc:
+                if not first or tries == 2 or "address already in use" not in str(exc):
+                    raise
+            self._move_ports()
+
+    def _move_ports(self) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        doc = self.config()
+        doc["listen"] = f"{HOST}:{self.port}"
+        doc["admin"] = {**doc.get("admin", {}), "listen": f"{HOST}:{self.admin_port}"}
+        self.rewrite(doc)
 
     async def start_expecting_exit(self, timeout: float = EXIT_TIMEOUT) -> int:
         """Start a process that is expected to refuse to run; its exit code."""

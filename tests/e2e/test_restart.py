@@ -72,3 +72,17 @@ async def test_a_second_relay_on_the_same_database_refuses_to_start(
         assert headers.get("Idempotent-Replayed") == "true"
     assert await second.stop() == 0
     assert backend.received["one-owner"] == 1
+
+
+async def test_the_harness_moves_off_a_port_taken_before_the_first_start(
+    relays: Any, start_backend: Any
+) -> None:
+    import socket
+
+    backend = await start_backend(Backend())
+    relay = relays([queue_route(backend)])
+    taken = relay.port
+    with socket.create_server(("127.0.0.1", taken)):  # someone else binds it first
+        await relay.start()
+        assert relay.port != taken and "address already in use" in relay.stderr()
+    assert await relay.stop() == 0
