@@ -28,7 +28,7 @@ from relay.breaker import State
 from relay.config import Route
 from relay.errors import StoreError
 from relay.metrics import Metrics
-from relay.protect import HELD_REFRESH, UpstreamGuard
+from relay.protect import HELD_REFRESH, Hold, UpstreamGuard
 from relay.runtime import InlineAttempt, RouteRuntime
 from relay.store.base import DeliveryStore, Pause
 
@@ -165,10 +165,7 @@ class Dispatcher:
         if w is None or w.retired or self._stopping:
             return None
         clock = asyncio.get_running_loop().time
-        cap, _, moved = w.guard.capacity(w.rt.cfg.concurrency, clock())
-        if moved is not None:
-            self._breaker_moved(w, moved)
-        if cap - len(w.inflight) < 1 or w.guard.tokens(1, clock()) < 1:
+        if self._slots(w, clock())[1] < 1:
             return None
         cfg = w.rt.cfg
         ttl = cfg.timeout.total + LEASE_MARGIN
@@ -227,16 +224,9 @@ class Dispatcher:
         while not w.retired:
             w.wake.clear()
             rt, now = w.rt, clock()
-            cap, hold, moved = w.guard.capacity(rt.cfg.concurrency, now)
-            if moved is not None:
-                self._breaker_moved(w, moved)
-            # Past `concurrency` outcomes still being recorded, they hold slots too: the
-            # leases one process holds (a crash's re-forwards) stay under 2 x concurrency.
-            backlog = max(0, len(w.finishing) - rt.cfg.concurrency)
-            free = cap - len(w.inflight) - backlog
-            if free > 0 and (allowed := w.guard.tokens(free, now)) < free:
-                free, hold = allowed, hold or ("rate" if allowed == 0 else None)
-            await w.guard.show_held(self.store, hold, now)
+            cap, free, hold = self._slots(w, now)
+            if hold is not None or w.guard.held is not None:
+                await w.guard.show_held(self.store, hold, now)
             if free <= 0 or (w.inflight and free < max(1, cap // LEASE_BATCH_DIVISOR)):
                 # Busy: lease a few slots at a time, not one per finished attempt,
                 # so a lease transaction serves several deliveries.
@@ -264,6 +254,21 @@ class Dispatcher:
             if leases and len(leases) == free:
                 continue  # maybe more due; the next round leases what slots remain
             await self._sleep(w, full=False)
+
+    def _slots(self, w: UpstreamLoop, now: float) -> tuple[int, int, Hold | None]:
+        """The attempts allowed in flight now, how many more may start, and what holds
+        the rest back (a pause, the breaker, the rate limit)."""
+        concurrency = w.rt.cfg.concurrency
+        cap, hold, moved = w.guard.capacity(concurrency, now)
+        if moved is not None:
+            self._breaker_moved(w, moved)
+        # Past `concurrency` outcomes still being recorded, they hold slots too: the
+        # leases one process holds (a crash's re-forwards) stay under 2 x concurrency.
+        backlog = max(0, len(w.finishing) - concurrency)
+        free = cap - len(w.inflight) - backlog
+        if free > 0 and (allowed := w.guard.tokens(free, now)) < free:
+            free, hold = allowed, hold or ("rate" if allowed == 0 else None)
+        return cap, free, hold
 
     async def _sleep(self, w: UpstreamLoop, full: bool) -> None:
         """Until woken, or something may be due: the next due delivery (unless every

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
-
 from relay.errors import StoreUnavailable
 from relay.forward import Result
 from relay.retry import is_retryable_status
@@ -24,6 +22,10 @@ from relay.runtime import (
     Relay,
     Reply,
     RouteRuntime,
+    absorbed,
+    answer,
+    duplicate_ack,
+    kept,
     queue_ack,
     replay,
     shadow_copy,
@@ -59,14 +61,15 @@ async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Repl
         if result is None:
             waiter.set_result(None)
             return Reply(queue_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
-        stored = _kept(result, cfg.sync.max_stored_body)
+        stored = kept(result, cfg.sync.max_stored_body)
         try:
             await relay.store.store_answer(got.event_id, stored)
         except StoreUnavailable as exc:
             # The backend has the event; a duplicate then gets the queue's ack instead.
             rt.log.error("store_unavailable", event_id=got.event_id, error=str(exc))
         waiter.set_result(stored)
-        return Reply(_answer(result), "answered", event.key)
+        response = answer(result.status or 502, result.content_type, result.body, replayed=False)
+        return Reply(response, "answered", event.key)
     finally:
         if not waiter.done():
             waiter.set_result(None)
@@ -88,11 +91,8 @@ async def _final_answer(inline: InlineAttempt, wait: float) -> Result | None:
 
 async def _duplicate(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:
     cfg = rt.cfg
-    if (
-        refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint)
-    ) is not None:
+    if (refused := absorbed(relay, rt, event, got)) is not None:
         return refused
-    rt.duplicate(relay.metrics, event)
     stored: StoredResponse | None = None
     local: Any = rt.waiters.get(event.key)
     if local is not None:  # the first copy's answer is on its way, here
@@ -107,24 +107,4 @@ async def _duplicate(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Inges
             rt.log.error("store_unavailable", event_id=got.event_id, error=str(exc))
     if stored is not None:
         return Reply(replay(stored), "replayed", event.key)
-    if got.revived:
-        rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
-        relay.wake(cfg.name)
-    return Reply(queue_ack(cfg, got.event_id, duplicate=True), "duplicate", event.key)
-
-
-def _kept(result: Result, cap: int) -> StoredResponse:
-    omitted = len(result.body) > cap
-    return StoredResponse(
-        status=result.status or 0,
-        content_type=result.content_type,
-        body=b"" if omitted else result.body,
-        body_omitted=omitted,
-    )
-
-
-def _answer(result: Result) -> web.Response:
-    resp = web.Response(status=result.status or 502, body=result.body, content_type=None)
-    if result.content_type:
-        resp.headers["Content-Type"] = result.content_type
-    return resp
+    return duplicate_ack(relay, rt, event, got)

@@ -24,6 +24,8 @@ from relay.runtime import (
     Relay,
     Reply,
     RouteRuntime,
+    absorbed,
+    duplicate_ack,
     error,
     queue_ack,
     reject,
@@ -136,15 +138,7 @@ async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
         return Reply(queue_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
     if cfg.dedupe == "shadow":
         return await _pass_on(relay, rt, event, got)
-    if (
-        refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint)
-    ) is not None:
-        return refused
-    rt.duplicate(relay.metrics, event)
-    if got.revived:
-        rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
-        relay.wake(cfg.name)
-    return Reply(queue_ack(cfg, got.event_id, duplicate=True), "duplicate", event.key)
+    return absorbed(relay, rt, event, got) or duplicate_ack(relay, rt, event, got)
 
 
 async def _pass_on(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:

@@ -191,15 +191,33 @@ def queue_ack(cfg: Route, event_id: int, duplicate: bool) -> web.Response:
     return resp
 
 
+def answer(status: int, content_type: str | None, body: bytes, replayed: bool) -> web.Response:
+    """A backend's answer passed on to a sender (``replayed``: to a duplicate)."""
+    resp = web.Response(status=status, body=body, content_type=None)
+    if content_type:
+        resp.headers["Content-Type"] = content_type
+    if replayed:
+        resp.headers[REPLAYED] = "true"
+    return resp
+
+
 def replay(stored: StoredResponse) -> web.Response:
     """A stored final answer, again, to a duplicate."""
-    resp = web.Response(status=stored.status, body=stored.body, content_type=None)
-    if stored.content_type:
-        resp.headers["Content-Type"] = stored.content_type
-    resp.headers[REPLAYED] = "true"
+    resp = answer(stored.status, stored.content_type, stored.body, replayed=True)
     if stored.body_omitted:
         resp.headers["Idempotent-Body-Omitted"] = "true"
     return resp
+
+
+def kept(result: Result, cap: int) -> StoredResponse:
+    """A final answer as the store keeps it for duplicates: a body over ``cap`` omitted."""
+    omitted = len(result.body) > cap
+    return StoredResponse(
+        status=result.status or 0,
+        content_type=result.content_type,
+        body=b"" if omitted else result.body,
+        body_omitted=omitted,
+    )
 
 
 @dataclass(slots=True)
@@ -217,6 +235,23 @@ def error(status: int, reason: str, message: str, retry_after: float | None = No
 
 def reject(status: int, reason: str, message: str, retry_after: float | None = None) -> Reply:
     return Reply(error(status, reason, message, retry_after), "rejected", reason=reason)
+
+
+def absorbed(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply | None:
+    """A queued key seen before: the 422 of a refused mismatch, else None, counted as a
+    duplicate."""
+    if refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint):
+        return refused
+    rt.duplicate(relay.metrics, event)
+    return None
+
+
+def duplicate_ack(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:
+    """The queue's answer to a duplicate; dead deliveries it revived go out now."""
+    if got.revived:
+        rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
+        relay.wake(rt.cfg.name)
+    return Reply(queue_ack(rt.cfg, got.event_id, duplicate=True), "duplicate", event.key)
 
 
 def shadow_copy(event: NewEvent) -> NewEvent:

@@ -20,15 +20,16 @@ from relay.errors import StoreUnavailable
 from relay.metrics import status_class
 from relay.retry import is_retryable_status
 from relay.runtime import (
-    REPLAYED,
     STORE_RETRY_AFTER,
     Relay,
     Reply,
     RouteRuntime,
+    answer,
+    kept,
     reject,
     replay,
 )
-from relay.store.base import Acquired, Busy, Completed, NewEvent, StoredResponse
+from relay.store.base import Acquired, Busy, Completed, NewEvent
 
 # A duplicate whose original is held by another replica polls the store; it
 # starts fast (the usual forward takes milliseconds) and backs off.
@@ -46,12 +47,7 @@ class Answer:
     stored: bool  # final: kept in the store and replayable
 
     def response(self, replayed: bool) -> web.Response:
-        resp = web.Response(status=self.status, body=self.body, content_type=None)
-        if self.content_type:
-            resp.headers["Content-Type"] = self.content_type
-        if replayed:
-            resp.headers[REPLAYED] = "true"
-        return resp
+        return answer(self.status, self.content_type, self.body, replayed)
 
 
 def _no_upstream_answer(result: forward.Result) -> Answer:
@@ -205,13 +201,7 @@ async def _settle(
         if status is None:
             return _no_upstream_answer(result)
         return Answer(status, result.content_type, result.body, stored=False)
-    omitted = len(result.body) > cfg.sync.max_stored_body
-    stored = StoredResponse(
-        status=status,
-        content_type=result.content_type,
-        body=b"" if omitted else result.body,
-        body_omitted=omitted,
-    )
+    stored = kept(result, cfg.sync.max_stored_body)
     try:
         if not await relay.store.complete_sync(claim.event_id, claim.token, stored):
             rt.log.warning("sync_lease_lost", event_id=claim.event_id)
