@@ -105,7 +105,13 @@ def _dispatcher_ctx(start: bool) -> Context:
         # With workers: N every worker delivers: each takes 1/N of an upstream's rate.
         share = 1.0 / max(1, relay.config.workers)
         dispatcher = Dispatcher(
-            relay.store, relay.session, relay.metrics, log, backlog=relay.backlog, rate_share=share
+            relay.store,
+            relay.session,
+            relay.metrics,
+            log,
+            backlog=relay.backlog,
+            rate_share=share,
+            answer_bytes=relay.config.storage.answer_bytes,
         )
         dispatcher.set_routes(list(relay.routes.values()), start=start)
         app[DISPATCHER] = dispatcher

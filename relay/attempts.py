@@ -59,6 +59,7 @@ class Attempts:
         rand: Callable[[], float],
         *,
         on_breaker: Callable[[UpstreamLoop, State], None],
+        answer_bytes: int = 0,
     ) -> None:
         self.store = store
         self.session = session
@@ -66,6 +67,7 @@ class Attempts:
         self.backlog = backlog
         self.rand = rand
         self.on_breaker = on_breaker  # an answer moved the upstream's breaker
+        self.answer_bytes = answer_bytes  # of each answer, kept in the attempt log
         self.report = AttemptReport(metrics)
         # Every outcome still being recorded, of every loop (stop waits for them).
         self.finishing: set[asyncio.Task[None]] = set()
@@ -100,6 +102,7 @@ class Attempts:
                 body=lease.body,
                 timeout=rt.timeout,
                 keep_body=answer is not None,
+                preview=self.answer_bytes,
             )
         except asyncio.CancelledError:
             # Shutdown past the grace period: the backend may or may not have it;
@@ -126,7 +129,10 @@ class Attempts:
             retry_after=retry_after,
             rand=self.rand,
         )
-        attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error)
+        kept = result.body[: self.answer_bytes] if result.body else None
+        attempt = Attempt(
+            result.started_at, result.duration_ms, result.status, result.error, kept or None
+        )
         outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)
         self.report.answered(rt, lease, result, outcome, now)
         # The upstream's slot is free once it has answered: recording the outcome

@@ -55,6 +55,7 @@ class Dispatcher:
         *,
         backlog: Backlog | None = None,
         rate_share: float = 1.0,
+        answer_bytes: int = 0,
         poll_interval: float = POLL_INTERVAL,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -75,7 +76,14 @@ class Dispatcher:
         self._pause_task: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
         self.attempts = Attempts(
-            store, session, metrics, log, self.backlog, rand, on_breaker=self._breaker_moved
+            store,
+            session,
+            metrics,
+            log,
+            self.backlog,
+            rand,
+            on_breaker=self._breaker_moved,
+            answer_bytes=answer_bytes,
         )
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 

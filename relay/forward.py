@@ -160,8 +160,13 @@ async def send(
     body: bytes,
     timeout: aiohttp.ClientTimeout,
     keep_body: bool,
+    preview: int = 0,
 ) -> Result:
-    """Send once; never raises for network trouble, it is part of the Result."""
+    """Send once; never raises for network trouble, it is part of the Result.
+
+    ``keep_body``: the whole answer (sync mode answers the sender with it);
+    otherwise only its first ``preview`` bytes, for the attempt log.
+    """
     started = time.time()
     t0 = time.perf_counter()
 
@@ -185,8 +190,8 @@ async def send(
                 if len(data) > MAX_RESPONSE_BODY:
                     return done(error="response_too_large")
             else:
-                await resp.read()  # drain so the connection can be reused
-                data = b""
+                # Drained whole, so the connection can be reused; only the start is kept.
+                data = (await resp.read())[:preview]
             return done(
                 status=resp.status,
                 content_type=resp.headers.get("Content-Type"),

@@ -279,6 +279,14 @@ class Metrics:
         self.last_reload_ok.set(1)
         for result in ("ok", "refused"):
             self.reloads.labels(result)
+        self.console_refused = Counter(
+            "relay_console_refused_total",
+            "Console requests refused, by reason (csrf, login, session).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("csrf", "login", "session"):
+            self.console_refused.labels(reason)
         self.info = Gauge("relay_build_info", "The relay's version.", ["version"], registry=r)
         self.info.labels(__version__).set(1)
         self.last_reload: ReloadInfo | None = None

@@ -54,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "relay.dispatcher",
         ),
     ),
-    ("upkeep", ("relay.housekeeping", "relay.reload", "relay.admin.*")),
+    ("upkeep", ("relay.housekeeping", "relay.reload", "relay.admin.*", "relay.console.*")),
     ("assembly", ("relay.lifecycle", "relay.app")),
     ("roles", ("relay.serve", "relay.workers.*")),
     ("entry", ("relay.cli.*", "relay.__main__")),

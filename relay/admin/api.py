@@ -43,7 +43,7 @@ from relay.runtime import RELAY, Relay
 from relay.store.base import EventFilter, ReplicaInfo, Store
 
 
-def _route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
+def route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
     for rt in relay.routes.values():
         if rt.cfg.name == route and rt.scheme is not None:
             return frozenset({rt.scheme.signature_header.lower()})
@@ -97,7 +97,7 @@ async def show_event(request: web.Request) -> web.Response:
     event = await store.get_event(event_id)
     if event is None:
         raise ApiError(404, "not_found", f"no event {event_id}")
-    return web.json_response(event_detail(event, _route_secret_headers(relay, event.route)))
+    return web.json_response(event_detail(event, route_secret_headers(relay, event.route)))
 
 
 def _route_active(relay: Relay, route: str) -> bool:

@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from relay.admin.api import add_api_routes, replica_state
 from relay.admin.control import CREDENTIAL, STORE, add_control_routes
 from relay.admin.views import ApiError
+from relay.console.app import mount_console
+from relay.console.common import PREFIX
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
@@ -59,6 +61,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[RELAY].config.admin.token
+    if request.path == PREFIX or request.path.startswith(f"{PREFIX}/"):
+        return await handler(request)  # the console asks for the token itself, once
     if token is None or request.path in OPEN_PATHS:
         request[CREDENTIAL] = "loopback"  # no token configured: the listener is loopback-only
         return await handler(request)
@@ -132,4 +136,5 @@ def build_admin_app(relay: Relay, store: Store) -> web.Application:
     app.router.add_get("/metrics", metrics)
     add_api_routes(app)
     add_control_routes(app)
+    mount_console(app, relay, store)
     return app

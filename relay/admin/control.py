@@ -34,7 +34,8 @@ log = get_logger()
 
 
 def store_of(request: web.Request) -> Store:
-    return request.app[STORE]
+    # config_dict: the console is a sub-app of the admin app and reads its parent's.
+    return request.config_dict[STORE]
 
 
 async def read_json(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from relay.config.types import (
 from relay.config.validate import MISSING, Section, Skip, show
 from relay.errors import ConfigError
 
+# Every attempt row keeps this much of its answer at most: the log stays small.
+MAX_ANSWER_BYTES = 64 * 1024
+
 _STORAGE = StorageConfig()
 _LIMITS = Limits()
 
@@ -70,7 +73,10 @@ def from_mapping(
         dead_retention=st.duration("dead_retention", _STORAGE.dead_retention),
         payload_retention=st.duration("payload_retention", None),
         cleanup_interval=st.duration("cleanup_interval", 60.0),
+        answer_bytes=st.size("answer_bytes", _STORAGE.answer_bytes),
     )
+    if storage.answer_bytes > MAX_ANSWER_BYTES:
+        st.error("answer_bytes", f"at most {MAX_ANSWER_BYTES} (64KiB), got {storage.answer_bytes}")
     if not storage.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         st.error("url", f"expected sqlite:///PATH or postgresql://…, got {show(storage.url)}")
     st.finish()

@@ -62,6 +62,8 @@ class StorageConfig:
     dead_retention: float = 30 * 86400.0
     payload_retention: float | None = None  # drop delivered bodies after this long
     cleanup_interval: float = 60.0
+    # The first bytes of each attempt's answer kept for the console (0: none).
+    answer_bytes: int = 1024
 
 
 @dataclass(frozen=True, slots=True)

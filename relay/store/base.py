@@ -39,11 +39,13 @@ from relay.store.records import (
     Outcome,
     Pause,
     Preview,
+    RecentAttempt,
     ReplicaInfo,
     RouteBacklog,
     StoredResponse,
     SyncClaim,
     SyncState,
+    UpstreamCounts,
     new_token,
     replica_name,
 )
@@ -246,6 +248,12 @@ class Store(DeliveryStore, Protocol):
         """Per route with any: events pending, in flight and dead, and the oldest
         open one. Cheap enough for every scrape (grouped counts over an index)."""
 
+    async def upstream_counts(self) -> list[UpstreamCounts]:
+        """Per (route, upstream) with any: deliveries pending, in flight, dead, stale."""
+
+    async def recent_attempts(self, after_id: int, limit: int) -> list[RecentAttempt]:
+        """Attempts with an id above ``after_id``, newest first, at most ``limit``."""
+
     async def open_deliveries(self) -> dict[tuple[str, str], int]:
         """Deliveries pending or in flight per (route, upstream): what a reload
         that removed a route or an upstream leaves without a worker."""
@@ -272,12 +280,14 @@ __all__ = [
     "Outcome",
     "Pause",
     "Preview",
+    "RecentAttempt",
     "ReplicaInfo",
     "RouteBacklog",
     "Store",
     "StoredResponse",
     "SyncClaim",
     "SyncState",
+    "UpstreamCounts",
     "new_token",
     "replica_name",
 ]

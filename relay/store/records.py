@@ -158,6 +158,8 @@ class Attempt:
     duration_ms: float
     status: int | None  # upstream HTTP status, None when there was none
     error: str | None  # "timeout", "connect: ...", None on an HTTP answer
+    # The first bytes of the upstream's answer (storage.answer_bytes), for the console.
+    answer: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,22 @@ class AttemptInfo:
     duration_ms: float
     status: int | None
     error: str | None
+    answer: bytes | None = None  # the answer's first bytes; None once payloads were dropped
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecentAttempt:
+    """An attempt of any event, newest first, for the console's tail and overview."""
+
+    id: int
+    event_id: int
+    route: str
+    upstream: str
+    started_at: float
+    duration_ms: float
+    status: int | None
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +230,7 @@ class EventInfo:
     sync_state: SyncState | None  # None for queue-mode events
     deliveries: tuple[DeliveryInfo, ...] = ()
     attempts: tuple[AttemptInfo, ...] = field(default=())
+    first_duplicate_at: float | None = None  # when the first duplicate came, if one did
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +246,18 @@ class RouteBacklog:
     in_flight: int = 0
     dead: int = 0
     oldest_open_at: float | None = None  # received_at of the oldest event pending or in flight
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCounts:
+    """Deliveries of one (route, upstream) per state that needs a look (not delivered)."""
+
+    route: str
+    upstream: str
+    pending: int = 0
+    in_flight: int = 0
+    dead: int = 0
+    stale: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,10 @@ from relay.store.base import (
     Lease,
     Pause,
     Preview,
+    RecentAttempt,
     StoredResponse,
     SyncClaim,
+    UpstreamCounts,
 )
 
 
@@ -80,6 +82,7 @@ def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> Ev
         headers=headers_from_json(e["headers"]),
         body=bytes(e["body"]) if e["body"] is not None else None,
         sync_state=e["sync_state"],
+        first_duplicate_at=e["first_duplicate_at"],
         deliveries=tuple(
             DeliveryInfo(
                 id=int(d["id"]),
@@ -101,6 +104,8 @@ def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> Ev
                 duration_ms=float(a["duration_ms"]),
                 status=a["status"],
                 error=a["error"],
+                answer=None if a["answer"] is None else bytes(a["answer"]),
+                id=int(a["id"]),
             )
             for a in attempts
         ),
@@ -154,3 +159,26 @@ def preview(rows: Any) -> Preview:
     counted = Counter(str(r[0]) for r in rows)
     events = len({int(r[1]) for r in rows})
     return Preview(sum(counted.values()), tuple(sorted(counted.items())), events)
+
+
+def upstream_counts(rows: Iterable[Any]) -> list[UpstreamCounts]:
+    by: dict[tuple[str, str], dict[str, int]] = {}
+    for route, upstream, state, n in rows:
+        by.setdefault((str(route), str(upstream)), {})[str(state)] = int(n)
+    return [
+        UpstreamCounts(route, upstream, **counts)
+        for (route, upstream), counts in sorted(by.items())
+    ]
+
+
+def recent_attempt(r: Any) -> RecentAttempt:
+    return RecentAttempt(
+        id=int(r[0]),
+        event_id=int(r[1]),
+        route=str(r[2]),
+        upstream=str(r[3]),
+        started_at=float(r[4]),
+        duration_ms=float(r[5]),
+        status=None if r[6] is None else int(r[6]),
+        error=None if r[7] is None else str(r[7]),
+    )

@@ -6,7 +6,16 @@ from typing import Any
 
 from relay.store import common_sql
 from relay.store import rows as rowmap
-from relay.store.base import AuditEntry, Clock, EventFilter, EventInfo, Preview, RouteBacklog
+from relay.store.base import (
+    AuditEntry,
+    Clock,
+    EventFilter,
+    EventInfo,
+    Preview,
+    RecentAttempt,
+    RouteBacklog,
+    UpstreamCounts,
+)
 from relay.store.postgres import ops_sql as q
 from relay.store.postgres.pool import Database, affected
 
@@ -127,7 +136,8 @@ class PostgresOperations:
         return purged
 
     async def drop_payloads(self, delivered_before: float, limit: int) -> int:
-        return await self.db.run(q.DROP_PAYLOADS, delivered_before, limit)
+        async with self.db.acquire() as conn:
+            return int(await conn.fetchval(q.DROP_PAYLOADS, delivered_before, limit))
 
     # --- observability ----------------------------------------------------------
 
@@ -144,6 +154,15 @@ class PostgresOperations:
         for route, received_at in oldest:
             by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
         return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
+
+    async def upstream_counts(self) -> list[UpstreamCounts]:
+        async with self.db.acquire() as conn:
+            return rowmap.upstream_counts(await conn.fetch(q.UPSTREAM_COUNTS))
+
+    async def recent_attempts(self, after_id: int, limit: int) -> list[RecentAttempt]:
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(q.RECENT_ATTEMPTS, after_id, limit)
+        return [rowmap.recent_attempt(r) for r in rows]
 
     async def open_deliveries(self) -> dict[tuple[str, str], int]:
         async with self.db.acquire() as conn:

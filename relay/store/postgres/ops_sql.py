@@ -14,8 +14,8 @@ from relay.store.common_sql import NO_OPEN_WORK
 
 SELECT_EVENTS = (
     "SELECT e.id, e.route, e.key, e.key_source, e.fingerprint, e.received_at, e.last_seen_at,"
-    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state"
-    " FROM events AS e"
+    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state,"
+    " e.first_duplicate_at FROM events AS e"
 )
 
 DELIVERIES_OF = (
@@ -25,7 +25,7 @@ DELIVERIES_OF = (
 )
 
 ATTEMPTS_OF = (
-    "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status, a.error"
+    "SELECT a.id, a.delivery_id, a.started_at, a.duration_ms, a.status, a.error, a.answer"
     " FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
     " WHERE d.event_id = $1 ORDER BY a.id"
 )
@@ -98,13 +98,17 @@ PURGE_EXPIRED = (
 )
 
 # $1 delivered_before, $2 limit.
+# The kept answers of attempts go with the payloads, in the same statement.
 DROP_PAYLOADS = (
-    "UPDATE events SET body = NULL WHERE id IN (SELECT e.id FROM events AS e"
+    "WITH dropped AS (UPDATE events SET body = NULL WHERE id IN (SELECT e.id FROM events AS e"
     " WHERE e.received_at < $1 AND e.body IS NOT NULL AND e.sync_state IS NULL"
     " AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
     " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id"
     "  AND (d.state <> 'delivered' OR d.delivered_at >= $1))"
-    " LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id),"
+    " cleared AS (UPDATE attempts SET answer = NULL WHERE answer IS NOT NULL AND delivery_id IN"
+    "  (SELECT d.id FROM deliveries AS d WHERE d.event_id IN (SELECT id FROM dropped)))"
+    " SELECT count(*) FROM dropped"
 )
 
 # --- observability ------------------------------------------------------------
@@ -130,3 +134,20 @@ def audit_log(paged: bool) -> str:
     if paged:  # $1 before id, $2 limit
         return f"SELECT {common_sql.AUDIT_COLUMNS} FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
     return f"SELECT {common_sql.AUDIT_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT $1"
+
+
+# --- the console ------------------------------------------------------------------
+
+# The deliveries that need a look, per upstream: over the (state, route, event_id)
+# index's open, dead and stale rows, never the delivered history.
+UPSTREAM_COUNTS = (
+    "SELECT route, upstream, state, count(*) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight', 'dead', 'stale') GROUP BY route, upstream, state"
+)
+
+# Newest first by the attempts' primary key: the tail and the overview's last errors.
+RECENT_ATTEMPTS = (
+    "SELECT a.id, d.event_id, d.route, d.upstream, a.started_at, a.duration_ms, a.status,"
+    " a.error FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
+    " WHERE a.id > $1 ORDER BY a.id DESC LIMIT $2"
+)

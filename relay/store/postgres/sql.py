@@ -51,6 +51,7 @@ INGEST_EVENTS = (
     " ON CONFLICT (route, key) DO UPDATE SET"
     " duplicates = e.duplicates + 1 + excluded.duplicates,"
     " last_seen_at = greatest(e.last_seen_at, excluded.last_seen_at),"
+    " first_duplicate_at = coalesce(e.first_duplicate_at, excluded.last_seen_at),"
     " mismatches = e.mismatches + (e.fingerprint <> excluded.fingerprint)::int"
     " RETURNING id, route, key, fingerprint, claim_token"
 )
@@ -223,8 +224,9 @@ def finish_params(items: Sequence[tuple[Lease, Attempt | None, Outcome]], now: f
 
 
 INSERT_ATTEMPTS = (
-    "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
-    " SELECT * FROM unnest($1::bigint[], $2::float8[], $3::float8[], $4::int[], $5::text[])"
+    "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, answer)"
+    " SELECT * FROM unnest($1::bigint[], $2::float8[], $3::float8[], $4::int[], $5::text[],"
+    " $6::bytea[])"
 )
 
 DELIVERED_VERSION_FOR_UPDATE = (
@@ -275,6 +277,7 @@ CLAIM_SYNC = (
     " ON CONFLICT (route, key) DO UPDATE SET"
     " lease_token = excluded.lease_token, lease_expires = excluded.lease_expires,"
     " duplicates = e.duplicates + 1, last_seen_at = greatest(e.last_seen_at, excluded.last_seen_at),"
+    " first_duplicate_at = coalesce(e.first_duplicate_at, excluded.last_seen_at),"
     " mismatches = e.mismatches + (e.fingerprint <> excluded.fingerprint)::int"
     " WHERE e.sync_state = 'in_flight' AND e.lease_expires < $19"
     " RETURNING id, claim_token"
@@ -304,6 +307,7 @@ def sync_params(event: NewEvent, now: float, claim_token: str) -> list[Any]:
 
 COUNT_SYNC_DUPLICATE = (
     "UPDATE events SET duplicates = duplicates + 1, last_seen_at = greatest(last_seen_at, $1),"
+    " first_duplicate_at = coalesce(first_duplicate_at, $1),"
     " mismatches = mismatches + (fingerprint <> $2)::int"
     f" WHERE route = $3 AND key = $4 RETURNING {_SYNC_COLUMNS}"
 )

@@ -280,7 +280,14 @@ class PostgresStore(PostgresOperations, PostgresReplicas):
                     ok[i] = (items[i][0].delivery_id, items[i][0].token) in done
             # A fenced finish (its lease lost) logs no attempt: the new holder's counts.
             tried = [
-                (lease.delivery_id, a.started_at, a.duration_ms, a.status, q.opt_text(a.error))
+                (
+                    lease.delivery_id,
+                    a.started_at,
+                    a.duration_ms,
+                    a.status,
+                    q.opt_text(a.error),
+                    a.answer,
+                )
                 for (lease, a, _), good in zip(items, ok, strict=True)
                 if a is not None and good
             ]

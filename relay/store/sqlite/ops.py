@@ -7,7 +7,15 @@ from typing import Any
 
 from relay.store import common_sql
 from relay.store import rows as rowmap
-from relay.store.base import AuditEntry, EventFilter, EventInfo, Preview, RouteBacklog
+from relay.store.base import (
+    AuditEntry,
+    EventFilter,
+    EventInfo,
+    Preview,
+    RecentAttempt,
+    RouteBacklog,
+    UpstreamCounts,
+)
 from relay.store.sqlite import ops_sql as q
 from relay.store.sqlite.thread import SQLiteAccess
 
@@ -24,7 +32,7 @@ class SQLiteOperations(SQLiteAccess):
             attempts = c.execute(q.ATTEMPTS_OF, (event_id,)).fetchall()
             return rowmap.event_info(row, deliveries, attempts)
 
-        info: EventInfo | None = await self._tx(run, begin="BEGIN")
+        info: EventInfo | None = await self._read(run)
         return info
 
     async def list_events(
@@ -45,7 +53,7 @@ class SQLiteOperations(SQLiteAccess):
                 by_event.setdefault(int(d["event_id"]), []).append(d)
             return [rowmap.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
 
-        events: list[EventInfo] = await self._tx(run, begin="BEGIN")
+        events: list[EventInfo] = await self._read(run)
         return events
 
     async def requeue(self, flt: EventFilter) -> int:
@@ -119,7 +127,16 @@ class SQLiteOperations(SQLiteAccess):
         return purged
 
     async def drop_payloads(self, delivered_before: float, limit: int) -> int:
-        return await self._one(q.DROP_PAYLOADS, {"before": delivered_before, "limit": limit})
+        args = {"before": delivered_before, "limit": limit}
+
+        def run(c: sqlite3.Connection) -> int:
+            ids = [int(r[0]) for r in c.execute(q.DROP_PAYLOADS, args).fetchall()]
+            if ids:
+                c.execute(q.clear_answers(len(ids)), ids)
+            return len(ids)
+
+        dropped: int = await self._tx(run)
+        return dropped
 
     # --- observability ----------------------------------------------------------
 
@@ -129,13 +146,20 @@ class SQLiteOperations(SQLiteAccess):
                 common_sql.OLDEST_OPEN
             ).fetchall()
 
-        counts, oldest = await self._tx(run, begin="BEGIN")
+        counts, oldest = await self._read(run)
         by_route: dict[str, dict[str, Any]] = {}
         for route, state, n in counts:
             by_route.setdefault(str(route), {})[str(state)] = int(n)
         for route, received_at in oldest:
             by_route.setdefault(str(route), {})["oldest_open_at"] = float(received_at)
         return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
+
+    async def upstream_counts(self) -> list[UpstreamCounts]:
+        return rowmap.upstream_counts(await self._read_rows(q.UPSTREAM_COUNTS))
+
+    async def recent_attempts(self, after_id: int, limit: int) -> list[RecentAttempt]:
+        rows = await self._read_rows(q.RECENT_ATTEMPTS, (after_id, limit))
+        return [rowmap.recent_attempt(r) for r in rows]
 
     async def open_deliveries(self) -> dict[tuple[str, str], int]:
         rows = await self._rows(common_sql.OPEN_BY_UPSTREAM)

@@ -16,8 +16,8 @@ from relay.store.sqlite.sql import marks
 
 SELECT_EVENTS = (
     "SELECT e.id, e.route, e.key, e.key_source, e.fingerprint, e.received_at, e.last_seen_at,"
-    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state"
-    " FROM events AS e"
+    " e.duplicates, e.mismatches, e.method, e.path, e.query, e.headers, e.body, e.sync_state,"
+    " e.first_duplicate_at FROM events AS e"
 )
 
 
@@ -31,7 +31,7 @@ def deliveries_of(events: int) -> str:
 
 
 ATTEMPTS_OF = (
-    "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status, a.error"
+    "SELECT a.id, a.delivery_id, a.started_at, a.duration_ms, a.status, a.error, a.answer"
     " FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
     " WHERE d.event_id = ? ORDER BY a.id"
 )
@@ -129,5 +129,31 @@ DROP_PAYLOADS = (
     " AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
     " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id"
     "  AND (d.state <> 'delivered' OR d.delivered_at >= :before))"
-    " LIMIT :limit)"
+    " LIMIT :limit) RETURNING id"
+)
+
+
+@lru_cache(maxsize=8)
+def clear_answers(events: int) -> str:
+    """The kept answers go with the payloads (payload retention)."""
+    return (
+        "UPDATE attempts SET answer = NULL WHERE answer IS NOT NULL AND delivery_id IN"
+        f" (SELECT id FROM deliveries WHERE event_id IN ({marks(events)}))"
+    )
+
+
+# --- the console ------------------------------------------------------------------
+
+# The deliveries that need a look, per upstream: over the (state, route, event_id)
+# index's open, dead and stale rows, never the delivered history.
+UPSTREAM_COUNTS = (
+    "SELECT route, upstream, state, count(*) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight', 'dead', 'stale') GROUP BY route, upstream, state"
+)
+
+# Newest first by the attempts' primary key: the tail and the overview's last errors.
+RECENT_ATTEMPTS = (
+    "SELECT a.id, d.event_id, d.route, d.upstream, a.started_at, a.duration_ms, a.status,"
+    " a.error FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id"
+    " WHERE a.id > ? ORDER BY a.id DESC LIMIT ?"
 )

@@ -65,6 +65,7 @@ def ingest_events(rows: int) -> str:
         " ON CONFLICT (route, key) DO UPDATE SET"
         " duplicates = duplicates + 1 + excluded.duplicates,"
         " last_seen_at = max(last_seen_at, excluded.last_seen_at),"
+        " first_duplicate_at = coalesce(first_duplicate_at, excluded.last_seen_at),"
         " mismatches = mismatches + (fingerprint <> excluded.fingerprint)"
         " RETURNING id, route, key, fingerprint, claim_token"
     )
@@ -262,9 +263,9 @@ def finish_row(lease: Lease, attempt: Attempt | None, outcome: Outcome, now: flo
 
 @lru_cache(maxsize=64)
 def insert_attempts(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
     return (
-        "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error)"
+        "INSERT INTO attempts (delivery_id, started_at, duration_ms, status, error, answer)"
         f" VALUES {values}"
     )
 
@@ -301,13 +302,16 @@ CLAIM_SYNC = (
     " ON CONFLICT (route, key) DO UPDATE SET"
     " lease_token = excluded.lease_token, lease_expires = excluded.lease_expires,"
     " duplicates = duplicates + 1, last_seen_at = max(last_seen_at, excluded.last_seen_at),"
+    " first_duplicate_at = coalesce(first_duplicate_at, excluded.last_seen_at),"
     " mismatches = mismatches + (fingerprint <> excluded.fingerprint)"
     " WHERE sync_state = 'in_flight' AND lease_expires < ?"
     " RETURNING id, claim_token"
 )
 
 COUNT_SYNC_DUPLICATE = (
-    "UPDATE events SET duplicates = duplicates + 1, last_seen_at = max(last_seen_at, ?),"
+    # ?1 twice: the duplicate's time is also the first duplicate's, if none came before.
+    "UPDATE events SET duplicates = duplicates + 1, last_seen_at = max(last_seen_at, ?1),"
+    " first_duplicate_at = coalesce(first_duplicate_at, ?1),"
     " mismatches = mismatches + (fingerprint <> ?)"
     f" WHERE route = ? AND key = ? RETURNING {_SYNC_COLUMNS}"
 )

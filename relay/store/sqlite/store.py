@@ -103,7 +103,9 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         self._lock_file()
         try:
             await self._db.open(self._connect)
+            await self._reader.open(self._connect_reader)
         except BaseException as exc:
+            await self._db.close()
             self._unlock_file()
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
@@ -144,6 +146,16 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
             raise
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        """On the reader's thread, once the writer has migrated: reads only."""
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
     async def close(self) -> None:
         if self._db.is_open:
             with contextlib.suppress(StoreUnavailable):
@@ -154,6 +166,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
                 await batcher.close()
         self._batcher = self._finisher = self._completer = self._claimer = None
         self._inliner = self._answerer = None
+        await self._reader.close()
         await self._db.close()
         self._unlock_file()
 
@@ -296,7 +309,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
                 )
             # A fenced finish (its lease lost) logs no attempt: the new holder's counts.
             tried = [
-                (lease.delivery_id, a.started_at, a.duration_ms, a.status, a.error)
+                (lease.delivery_id, a.started_at, a.duration_ms, a.status, a.error, a.answer)
                 for (lease, a, _), good in zip(items, ok, strict=True)
                 if a is not None and good
             ]

@@ -108,6 +108,10 @@ class SQLiteAccess:
 
     def __init__(self) -> None:
         self._db = SQLiteThread()
+        # Inspection reads (the admin API, the console, the scrape's gauges) on a
+        # connection and thread of their own: WAL lets them read while the writer
+        # commits, so a heavy page never holds up an ingest batch.
+        self._reader = SQLiteThread()
 
     def token(self) -> str:
         """A lease or claim token that names its holder (see ``Store.replica_id``)."""
@@ -130,3 +134,10 @@ class SQLiteAccess:
 
     async def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return await self._db.call(lambda c: c.execute(sql, params).fetchall())
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one read transaction on the reader (one snapshot for all it reads)."""
+        return await self._reader.call(lambda c: transaction(c, fn, begin="BEGIN"))
+
+    async def _read_rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return await self._reader.call(lambda c: c.execute(sql, params).fetchall())

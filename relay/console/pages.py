@@ -1,0 +1,259 @@
+"""The console's pages (GET): overview, events, one event, dead letters, live tail."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from relay.admin.api import route_secret_headers
+from relay.admin.control import STORE, breakers
+from relay.admin.views import (
+    DEFAULT_LIMIT,
+    FILTER_FIELDS,
+    ApiError,
+    event_detail,
+    event_state,
+    iso,
+    parse_filter,
+    parse_int,
+)
+from relay.console.common import STATE, render
+from relay.console.history import sparkline
+from relay.console.views import field_matches, last_errors, route_row, show_bytes
+from relay.runtime import RELAY, Relay
+from relay.store.base import EventFilter, EventInfo
+
+# A field search reads this many events per page at most, newest first, and
+# offers to go on from where it stopped: a page never scans the whole store.
+SCAN: Final = 500
+# The overview's "last error" is the newest failure among this many attempts.
+RECENT: Final = 500
+TAIL: Final = 50
+OUTCOMES: Final = ("accepted", "duplicate", "rejected")
+_EVENT_PARAMS: Final = frozenset(
+    {*FILTER_FIELDS, "field", "value", "before_id", "limit", "replayed"}
+) - {"ids"}
+_FIELD: Final = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+
+
+def received_totals(relay: Relay) -> dict[tuple[str, str], float]:
+    """relay_webhooks_received_total by (route, outcome), workers' included."""
+    totals: dict[tuple[str, str], float] = {}
+    for family in relay.metrics.registry.collect():
+        if family.name == "relay_webhooks_received":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    totals[(s.labels["route"], s.labels["outcome"])] = s.value
+    return totals
+
+
+def sample_counts(app: web.Application) -> None:
+    app[STATE].history.observe(app[STORE].clock(), received_totals(app[RELAY]))
+
+
+# --- overview ----------------------------------------------------------------------
+
+
+async def overview(request: web.Request) -> web.Response:
+    relay = request.config_dict[RELAY]
+    store = request.config_dict[STORE]
+    now = store.clock()
+    history = request.app[STATE].history
+    history.observe(now, received_totals(relay))
+    backlog = await store.backlog()
+    counts = {(c.route, c.upstream): c for c in await store.upstream_counts()}
+    pauses = await store.pauses()
+    errors = last_errors(await store.recent_attempts(0, RECENT))
+    open_breakers = {(b["route"], b["upstream"]): b["state"] for b in breakers(relay)}
+    rows = [
+        route_row(
+            name=rt.cfg.name,
+            path=rt.cfg.path,
+            mode=rt.cfg.mode,
+            queued=rt.cfg.queued,
+            upstreams=rt.cfg.upstreams,
+            backlog=backlog.get(rt.cfg.name),
+            counts=counts,
+            pauses=pauses,
+            breakers=open_breakers,
+            errors=errors,
+            now=now,
+            sparks={o: sparkline(history.per_minute((rt.cfg.name, o), now)) for o in OUTCOMES},
+        )
+        for rt in relay.routes.values()
+    ]
+    return render(
+        request, "overview.html", {"routes": rows, "now": now, "draining": relay.draining}
+    )
+
+
+# --- events --------------------------------------------------------------------------
+
+
+def _query(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+    q = {k: v for k, v in request.rel_url.query.items() if v != ""}
+    unknown = sorted(set(q) - allowed)
+    if unknown:
+        raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
+    return q
+
+
+def _row(e: EventInfo) -> dict[str, Any]:
+    return {"event": e, "state": event_state(e)}
+
+
+async def events(request: web.Request) -> web.Response:
+    return await _event_list(request, "events.html", None)
+
+
+async def dead(request: web.Request) -> web.Response:
+    return await _event_list(request, "dead.html", "dead")
+
+
+async def _event_list(request: web.Request, template: str, state: str | None) -> web.Response:
+    store = request.config_dict[STORE]
+    allowed = _EVENT_PARAMS - {"state"} if state else _EVENT_PARAMS
+    q = _query(request, allowed)
+    values: dict[str, object] = {k: q[k] for k in FILTER_FIELDS if k in q}
+    if state:
+        values["state"] = state
+    flt = parse_filter(values, store.clock())
+    limit = parse_int("limit", q.get("limit", str(DEFAULT_LIMIT)), 1, 200)
+    before = parse_int("before_id", q["before_id"], 1) if "before_id" in q else None
+    path, value = q.get("field"), q.get("value")
+    if (path is None) != (value is None):
+        raise ApiError(
+            400, "bad_filter", "field and value go together: data.object.id and its value"
+        )
+    if path is not None and not _FIELD.fullmatch(path):
+        raise ApiError(400, "bad_filter", "field: a dotted path of names, like data.object.id")
+    searched = None
+    if path is not None and value is not None:
+        scanned = await store.list_events(flt, SCAN, before)
+        page = [e for e in scanned if field_matches(e.body, path, value)][:limit]
+        more = len(scanned) == SCAN
+        cursor = scanned[-1].id if more else None
+        searched = {"count": len(scanned), "from": scanned[0].id if scanned else None, "to": cursor}
+    else:
+        rows = await store.list_events(flt, limit + 1, before)
+        page, more = rows[:limit], len(rows) > limit
+        cursor = page[-1].id if more else None
+    next_url = str(request.rel_url.update_query(before_id=str(cursor))) if cursor else None
+    api = {k: v for k, v in q.items() if k in (*FILTER_FIELDS, "limit", "before_id")}
+    if state:
+        api["state"] = state
+    return render(
+        request,
+        template,
+        {
+            "rows": [_row(e) for e in page],
+            "q": q,
+            "next_url": next_url,
+            "searched": searched,
+            "api_url": "/api/v1/events" + (f"?{urlencode(api)}" if api else ""),
+            "routes": sorted(rt.cfg.name for rt in request.config_dict[RELAY].routes.values()),
+            "states": ("pending", "in_flight", "delivered", "dead", "stale"),
+            "replayed": request.rel_url.query.get("replayed"),
+        },
+    )
+
+
+def event_id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not re.fullmatch(r"[0-9]{1,18}", text):
+        raise ApiError(400, "bad_id", "an event id is a positive integer")
+    return int(text)
+
+
+async def load_event(request: web.Request) -> EventInfo:
+    found = await request.config_dict[STORE].get_event(event_id(request))
+    if found is None:
+        raise ApiError(404, "not_found", f"no event {event_id(request)}")
+    return found
+
+
+async def event(request: web.Request) -> web.Response:
+    relay = request.config_dict[RELAY]
+    e = await load_event(request)
+    detail = event_detail(e, route_secret_headers(relay, e.route))
+    upstream_of = {d.id: d.upstream for d in e.deliveries}
+    attempts = [
+        {
+            "a": a,
+            "number": n,
+            "upstream": upstream_of.get(a.delivery_id, "?"),
+            "answer": show_bytes(a.answer),
+            "ok": a.error is None and a.status is not None and a.status < 400,
+        }
+        for n, a in enumerate(e.attempts, 1)
+    ]
+    return render(
+        request,
+        "event.html",
+        {
+            "e": e,
+            "d": detail,
+            "state": event_state(e),
+            "body": show_bytes(e.body),
+            "attempts": attempts,
+            "replayed": request.rel_url.query.get("replayed"),
+        },
+    )
+
+
+# --- live tail -----------------------------------------------------------------------
+
+
+async def tail(request: web.Request) -> web.Response:
+    return render(request, "tail.html", {})
+
+
+async def tail_json(request: web.Request) -> web.Response:
+    """What came since the ids the page has seen; the page's script polls it."""
+    store = request.config_dict[STORE]
+    q = _query(request, frozenset({"event", "attempt"}))
+    after_event = parse_int("event", q.get("event", "0"), 0)
+    after_attempt = parse_int("attempt", q.get("attempt", "0"), 0)
+    newest = await store.list_events(EventFilter(), TAIL)
+    attempts = await store.recent_attempts(after_attempt, TAIL)
+    return web.json_response(
+        {
+            "events": [
+                {
+                    "id": e.id,
+                    "route": e.route,
+                    "key": e.key,
+                    "state": event_state(e),
+                    "received_at": iso(e.received_at),
+                    "duplicates": e.duplicates,
+                }
+                for e in newest
+                if e.id > after_event
+            ],
+            "attempts": [
+                {
+                    "id": a.id,
+                    "event_id": a.event_id,
+                    "route": a.route,
+                    "upstream": a.upstream,
+                    "started_at": iso(a.started_at),
+                    "status": a.status,
+                    "error": a.error,
+                    "duration_ms": round(a.duration_ms, 1),
+                }
+                for a in attempts
+            ],
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", overview, name="overview")
+    app.router.add_get("/events", events, name="events")
+    app.router.add_get("/events/{id}", event, name="event")
+    app.router.add_get("/dead", dead, name="dead")
+    app.router.add_get("/tail", tail, name="tail")
+    app.router.add_get("/tail.json", tail_json, name="tail_json")
