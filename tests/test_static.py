@@ -20,8 +20,8 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "args",
     [
-        ("ruff", "check", "relay", "tests", "bench"),
-        ("ruff", "format", "--check", "relay", "tests", "bench"),
+        ("ruff", "check", "relay", "tests", "bench", "docs"),
+        ("ruff", "format", "--check", "relay", "tests", "bench", "docs"),
         ("mypy", "--strict", "relay"),
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],

@@ -4,9 +4,9 @@ per-upstream counts and the newest attempts."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from relay.store.base import Attempt, Outcome, Store, UpstreamCounts
+from relay.store.base import Attempt, EventFilter, Outcome, Store, UpstreamCounts
 from tests.integration.test_store import UP_A, UP_B, attempt, deliver, event, kill, lease_one
 
 if TYPE_CHECKING:
@@ -91,3 +91,36 @@ async def test_recent_attempts_newest_first_after_an_id(store: Store, clock: Fak
     assert await store.recent_attempts(oldest.id, 10) == [newest]
     assert await store.recent_attempts(0, 1) == [newest]
     assert await store.recent_attempts(newest.id, 10) == []
+
+
+async def test_filters_answer_the_same_whichever_index_drives_them(
+    store: Store, clock: FakeClock
+) -> None:
+    ids = {}
+    for i, (route, key) in enumerate(
+        [("orders", "k1"), ("github", "k1"), ("orders", "k2"), ("github", "k2"), ("orders", "k3")]
+    ):
+        made = event(key, route=route, received_at=clock.now)
+        ids[route, key] = (await store.ingest(made)).event_id
+        if key == "k1":
+            await kill(store, route=route)
+        clock.advance(10 * (i + 1))
+
+    async def found(**kw: Any) -> list[int]:
+        return [e.id for e in await store.list_events(EventFilter(**kw), 10)]
+
+    assert await found(key="k1") == [ids["github", "k1"], ids["orders", "k1"]]
+    assert await found(state="dead") == [ids["github", "k1"], ids["orders", "k1"]]
+    assert await found(state="dead", route="orders") == [ids["orders", "k1"]]
+    assert await found(state="pending", route="github") == [ids["github", "k2"]]
+    t_k2 = (await store.get_event(ids["orders", "k2"])).received_at  # type: ignore[union-attr]
+    assert await found(since=t_k2) == [
+        ids["orders", "k3"],
+        ids["github", "k2"],
+        ids["orders", "k2"],
+    ]
+    assert await found(until=t_k2) == [ids["github", "k1"], ids["orders", "k1"]]
+    assert await found(since=t_k2, until=t_k2 + 1) == [ids["orders", "k2"]]
+    assert await found(since=clock.now + 1) == [] and await found(until=0) == []
+    assert (await store.preview_requeue(EventFilter(state="dead", route="github"))).count == 1
+    assert (await store.preview_purge(EventFilter(key="k1"))).count == 2  # dead: nothing open

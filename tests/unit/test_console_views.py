@@ -34,7 +34,7 @@ def test_a_session_round_trips_and_expires() -> None:
 
 def test_a_cookie_cannot_be_edited_or_carried_to_another_token() -> None:
     signer = Signer(signing_key("tok"))
-    session, cookie = signer.issue(NOW, authed=False)
+    _, cookie = signer.issue(NOW, authed=False)
     nonce, expires, kind, sig = cookie.split(".")
     assert signer.read(f"{nonce}.{expires}.a.{sig}", NOW) is None  # not signed in by editing
     assert signer.read(f"{nonce}.{int(expires) + 999}.{kind}.{sig}", NOW) is None

@@ -47,6 +47,8 @@ def filter_sql(flt: EventFilter, params: list[Any]) -> str:
     ):
         if value is not None:
             clauses.append(f"{column} {op} {arg(value)}")
+    if flt.key is not None and flt.route is None:
+        clauses.append(f"e.route IN ({common_sql.ROUTES_WITH_EVENTS})")
     if flt.ids is not None:
         clauses.append(f"e.id = ANY({arg(list(flt.ids))}::bigint[])" if flt.ids else "FALSE")
     if flt.state is not None:

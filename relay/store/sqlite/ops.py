@@ -16,6 +16,7 @@ from relay.store.base import (
     RouteBacklog,
     UpstreamCounts,
 )
+from relay.store.common_sql import Driver
 from relay.store.sqlite import ops_sql as q
 from relay.store.sqlite.thread import SQLiteAccess
 
@@ -38,13 +39,12 @@ class SQLiteOperations(SQLiteAccess):
     async def list_events(
         self, flt: EventFilter, limit: int, before_id: int | None = None
     ) -> list[EventInfo]:
-        where, params = q.filter_sql(flt)
-        if before_id is not None:
-            where += " AND e.id < ?"
-            params.append(before_id)
-        sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ?"
-
         def run(c: sqlite3.Connection) -> list[EventInfo]:
+            where, params = q.filter_sql(flt, self._driver(c, flt))
+            if before_id is not None:
+                where += " AND e.id < ?"
+                params.append(before_id)
+            sql = f"{q.SELECT_EVENTS} WHERE {where} ORDER BY e.id DESC LIMIT ?"
             rows = c.execute(sql, [*params, limit]).fetchall()
             ids = [int(r["id"]) for r in rows]
             deliveries = c.execute(q.deliveries_of(len(ids)), ids).fetchall() if ids else []
@@ -56,42 +56,54 @@ class SQLiteOperations(SQLiteAccess):
         events: list[EventInfo] = await self._read(run)
         return events
 
+    async def _where(self, flt: EventFilter) -> tuple[str, list[Any]]:
+        """The filter's WHERE clause, driven by the index that reads least (a hint
+        taken on the reader: it changes the plan, never what matches)."""
+        driver = await self._reader.call(lambda c: self._driver(c, flt))
+        return q.filter_sql(flt, driver)
+
+    @staticmethod
+    def _driver(c: sqlite3.Connection, flt: EventFilter) -> Driver:
+        if flt.state is None or flt.state == "delivered" or flt.ids is not None or flt.key:
+            return "scan"  # delivered is most rows; ids and keys have their own index
+        return common_sql.pick_driver(int(c.execute(q.COUNT_STATE, (flt.state,)).fetchone()[0]))
+
     async def requeue(self, flt: EventFilter) -> int:
-        where, params = q.filter_sql(flt)
+        where, params = await self._where(flt)
         states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
         now = self.clock()
         return await self._one(q.requeue(where, len(states)), [now, now, now, *states, *params])
 
     async def requeue_all(self, flt: EventFilter) -> int:
-        where, params = q.filter_sql(flt)
+        where, params = await self._where(flt)
         now = self.clock()
         return await self._one(q.requeue_all(where), [now, now, now, *params])
 
     async def purge(self, flt: EventFilter) -> int:
-        where, params = q.filter_sql(flt)
+        where, params = await self._where(flt)
         return await self._one(common_sql.purge(where), params)
 
+    # A preview selects the rows the change would touch, by the change's own WHERE
+    # clause, on the reader: exact, and it never takes the write lock that ingest
+    # commits wait on (an UPDATE of 20,000 dead letters rolled back held it 0.3 s).
+
     async def preview_requeue(self, flt: EventFilter, *, force: bool = False) -> Preview:
-        where, params = q.filter_sql(flt)
-        now = self.clock()
+        where, params = await self._where(flt)
         if force:
-            return await self._preview(q.requeue_all(where), [now, now, now, *params])
+            return await self._preview(q.preview_deliveries(q.requeue_all_rows(where)), params)
         states = [flt.state] if flt.state in ("dead", "stale") else ["dead", "stale"]
-        return await self._preview(q.requeue(where, len(states)), [now, now, now, *states, *params])
+        rows = q.requeue_rows(where, len(states))
+        return await self._preview(q.preview_deliveries(rows), [*states, *params])
 
     async def preview_purge(self, flt: EventFilter) -> Preview:
-        where, params = q.filter_sql(flt)
-        return await self._preview(common_sql.purge(where), params, event_id="id")
+        where, params = await self._where(flt)
+        return await self._preview(q.preview_purge(where), params)
 
-    async def _preview(self, sql: str, params: list[Any], event_id: str = "event_id") -> Preview:
+    async def _preview(self, sql: str, params: list[Any]) -> Preview:
         def run(c: sqlite3.Connection) -> list[Any]:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                return c.execute(f"{sql} RETURNING route, {event_id}", params).fetchall()
-            finally:
-                c.execute("ROLLBACK")
+            return c.execute(sql, params).fetchall()
 
-        return rowmap.preview(await self._db.call(run))
+        return rowmap.preview(await self._read(run))
 
     # --- pauses and the audit log ---------------------------------------------------
 

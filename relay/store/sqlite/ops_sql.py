@@ -9,7 +9,7 @@ from typing import Any
 
 from relay.store import common_sql
 from relay.store.base import EventFilter
-from relay.store.common_sql import NO_OPEN_WORK
+from relay.store.common_sql import DRIVE_BELOW, NO_OPEN_WORK, ROUTES_WITH_EVENTS, Driver
 from relay.store.sqlite.sql import marks
 
 # --- operations ---------------------------------------------------------------
@@ -37,12 +37,14 @@ ATTEMPTS_OF = (
 )
 
 
-def filter_sql(flt: EventFilter) -> tuple[str, list[Any]]:
-    """A WHERE clause over ``events AS e`` and its parameters."""
+def filter_sql(flt: EventFilter, driver: Driver = "scan") -> tuple[str, list[Any]]:
+    """A WHERE clause over ``events AS e`` and its parameters; ``driver`` says which
+    index answers it (``common_sql.pick_driver``), never what it matches."""
     clauses = ["1"]
     params: list[Any] = []
+    by_state = flt.state is not None and driver == "state"
     for column, op, value in (
-        ("e.route", "=", flt.route),
+        ("e.route", "=", None if by_state else flt.route),  # then the state's index has it
         ("e.key", "=", flt.key),
         ("e.received_at", ">=", flt.since),
         ("e.received_at", "<", flt.until),
@@ -50,10 +52,25 @@ def filter_sql(flt: EventFilter) -> tuple[str, list[Any]]:
         if value is not None:
             clauses.append(f"{column} {op} ?")
             params.append(value)
+    if flt.key is not None and flt.route is None:
+        clauses.append(f"e.route IN ({ROUTES_WITH_EVENTS})")
+    # Ids grow with arrival: a time range is also an id range, taken from the
+    # received_at index, so a newest-first read starts and stops at its ends. (The
+    # "+ 0": min(id) alone would be read off the primary key, from the first event.)
+    if flt.since is not None:
+        clauses.append("e.id >= (SELECT min(t.id + 0) FROM events AS t WHERE t.received_at >= ?)")
+        params.append(flt.since)
+    if flt.until is not None:
+        clauses.append("e.id <= (SELECT max(t.id + 0) FROM events AS t WHERE t.received_at < ?)")
+        params.append(flt.until)
     if flt.ids is not None:
         clauses.append(f"e.id IN ({marks(len(flt.ids))})" if flt.ids else "0")
         params += flt.ids
-    if flt.state is not None:
+    if flt.state is not None and by_state:
+        route = " AND d.route = ?" if flt.route is not None else ""
+        clauses.append(f"e.id IN (SELECT d.event_id FROM deliveries AS d WHERE d.state = ?{route})")
+        params += [flt.state] if flt.route is None else [flt.state, flt.route]
+    elif flt.state is not None:
         clauses.append(
             "EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id AND d.state = ?)"
         )
@@ -61,25 +78,47 @@ def filter_sql(flt: EventFilter) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
+COUNT_STATE = f"SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE state = ? LIMIT {DRIVE_BELOW})"
+
+
+def requeue_rows(where: str, states: int) -> str:
+    """The deliveries ``requeue`` changes; its preview selects the same rows."""
+    return (
+        f"state IN ({marks(states)}) AND event_id IN (SELECT e.id FROM events AS e WHERE {where})"
+    )
+
+
 def requeue(where: str, states: int) -> str:
     return (
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
         " reason = NULL, lease_token = NULL, lease_expires = NULL, updated_at = ?, created_at = ?"
-        f" WHERE state IN ({marks(states)})"
-        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where})"
+        f" WHERE {requeue_rows(where, states)}"
+    )
+
+
+def requeue_all_rows(where: str) -> str:
+    """The deliveries ``requeue_all`` changes. In-flight deliveries are left to their
+    lease holder; a dropped payload cannot be forwarded again."""
+    return (
+        "state <> 'in_flight'"
+        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where} AND e.body IS NOT NULL)"
     )
 
 
 def requeue_all(where: str) -> str:
-    # In-flight deliveries are left to their lease holder; a dropped payload
-    # cannot be forwarded again.
     return (
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
         " reason = NULL, lease_token = NULL, lease_expires = NULL, delivered_at = NULL,"
-        " updated_at = ?, created_at = ?"
-        " WHERE state <> 'in_flight'"
-        f" AND event_id IN (SELECT e.id FROM events AS e WHERE {where} AND e.body IS NOT NULL)"
+        f" updated_at = ?, created_at = ? WHERE {requeue_all_rows(where)}"
     )
+
+
+def preview_deliveries(rows: str) -> str:
+    return f"SELECT route, event_id FROM deliveries WHERE {rows}"
+
+
+def preview_purge(where: str) -> str:
+    return f"SELECT route, id FROM events WHERE id IN ({common_sql.purge_rows(where)})"
 
 
 # --- pauses and the audit log ----------------------------------------------------
