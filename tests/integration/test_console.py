@@ -14,6 +14,7 @@ from yarl import URL
 
 from relay.admin.control import STORE
 from relay.runtime import RELAY
+from relay.store.base import EventFilter
 from tests.integration.conftest import AdminFactory, Backend, RelayFactory, eventually, route
 
 Client = TestClient[web.Request, web.Application]
@@ -253,3 +254,42 @@ async def test_tail_feed_sends_what_is_new(
     assert [e["id"] for e in doc["events"]] == [second]
     assert all(a["id"] > seen for a in doc["attempts"])
     assert public.app[RELAY] is not None
+
+
+async def test_overview_shows_pauses_breakers_last_errors_and_sync_events(
+    make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
+) -> None:
+    async def down(request: web.Request, n: int) -> web.StreamResponse:
+        if request.path == "/pay":
+            return web.json_response({"paid": True})
+        return web.Response(status=503, text="down")
+
+    upstream.behaviour = down
+    breaker = {"failures": 1, "probe_interval": "1h", "ramp": "1s"}
+    public = await make_relay(
+        route(upstream, breaker=breaker),
+        route(upstream, "billing"),
+        route(upstream, "pay", mode="sync"),
+    )
+    admin = await make_admin(public)
+    resp = await admin.post("/api/v1/routes/billing/pause", json={"reason": "<b>deploy</b>"})
+    assert resp.status == 200
+    event_id = await send(public, "k1")
+
+    async def broken() -> bool:
+        html = await page(admin, "/ui/")
+        return "breaker open" in html and "HTTP 503" in html
+
+    await eventually(broken, "the overview to show the open breaker and the last error")
+    html = await page(admin, "/ui/")
+    assert 'badge paused" title="&lt;b&gt;deploy&lt;/b&gt;"' in html
+    assert f'href="/ui/events/{event_id}">HTTP 503' in html
+    resp = await public.post("/hooks/pay", data=b"{}", headers={"Idempotency-Key": "s1"})
+    assert resp.status == 200
+    (sync_event,) = await public.app[STORE].list_events(EventFilter(route="pay"), 10)
+    html = await page(admin, f"/ui/events/{sync_event.id}")
+    assert "Sync mode: forwarded while the sender waited (completed)" in html
+    assert "Replay" not in html
+    await page(admin, f"/ui/events/{sync_event.id}/replay", status=409)
+    await page(admin, "/ui/events/999999", status=404)
+    await page(admin, "/ui/events/abc", status=400)

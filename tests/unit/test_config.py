@@ -130,6 +130,8 @@ def test_unknown_keys_are_named_with_their_path(doc: dict[str, Any], message: st
         (doc_with(route(idempotency={"header": "Idem Key"})),
          'routes[0].idempotency.header: invalid header name "Idem Key"'),
         (doc_with(route(resign=True)), "routes[0].resign: needs verify: (the secret to re-sign with)"),
+        (doc_with(storage={"answer_bytes": "1MiB"}),
+         "storage.answer_bytes: at most 65536 (64KiB), got 1048576"),
     ],
 )  # fmt: skip
 def test_wrong_types_and_values(doc: dict[str, Any], message: str) -> None:
@@ -800,3 +802,8 @@ def test_sync_lease_bound_applies_to_sync_routes_only() -> None:
     assert errors_of(doc_with(route(mode="sync", **lease))) == [
         "routes[0].sync.lease: must be longer than timeout.total, or a live request could be taken over"
     ]
+
+
+def test_answer_bytes_default_and_off() -> None:
+    assert from_mapping(doc_with(), env={}).storage.answer_bytes == 1024
+    assert from_mapping(doc_with(storage={"answer_bytes": 0}), env={}).storage.answer_bytes == 0
