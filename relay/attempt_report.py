@@ -32,6 +32,15 @@ class AttemptReport:
         result_label = {"delivered": "delivered", "pending": "retry"}.get(outcome.state, "dead")
         self.child(self.metrics.attempts, cfg.name, result_label, status_class(result.status)).inc()
         self.child(self.metrics.attempt_seconds, cfg.name).observe(result.duration_ms / 1000.0)
+        # lease.received_at: acceptance, or the replay that started this retry window,
+        # on the store's clock (as ``now``, taken when the answer came).
+        if lease.attempts == 0:
+            lag = max(0.0, now - result.duration_ms / 1000.0 - lease.received_at)
+            self.child(self.metrics.lag, cfg.name, "first_attempt").observe(lag)
+        if outcome.state == "delivered":
+            self.child(self.metrics.lag, cfg.name, "delivered").observe(
+                max(0.0, now - lease.received_at)
+            )
         log_fields = dict(
             delivery_id=lease.delivery_id,
             event_id=lease.event_id,

@@ -41,6 +41,13 @@ def recording_to_files() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
+# From an in-line delivery (milliseconds) to a backlog after an outage (hours).
+_LAG: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+)  # fmt: skip
+
+
 def status_class(status: int | None) -> str:
     return "error" if status is None else f"{status // 100}xx"
 
@@ -57,6 +64,7 @@ SERVING_FAMILIES: Final[tuple[str, ...]] = (
     "relay_ingest_duration_seconds",
     "relay_delivery_attempts",
     "relay_delivery_attempt_duration_seconds",
+    "relay_delivery_lag_seconds",
     "relay_deliveries_stale",
     "relay_ordering_dead_heads",
     "relay_signature_failures",
@@ -142,6 +150,14 @@ class Metrics:
             "Duration of one upstream attempt.",
             ["route"],
             buckets=_LATENCY,
+            registry=w,
+        )
+        self.lag = Histogram(
+            "relay_delivery_lag_seconds",
+            "Time from a delivery's acceptance (or its replay) to its first attempt"
+            " (to=first_attempt) and to its delivery (to=delivered).",
+            ["route", "to"],
+            buckets=_LAG,
             registry=w,
         )
         self.stale = Counter(

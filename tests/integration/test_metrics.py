@@ -17,7 +17,8 @@ from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
 from relay.runtime import RELAY
 from relay.store.batch import BatchStats, GroupCommitter
-from tests.integration.conftest import Backend, RelayFactory, eventually, route
+from tests.conftest import FakeClock
+from tests.integration.conftest import Backend, RelayFactory, dispatcher_of, eventually, route
 
 Client = TestClient[web.Request, web.Application]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -255,3 +256,34 @@ def test_each_metrics_object_has_its_own_registry() -> None:
         Scrape(_exposition(a))("relay_webhooks_received_total", route="r", outcome="accepted") == 3
     )
     assert Scrape(_exposition(b)).total("relay_webhooks_received_total") == 0
+
+
+async def test_delivery_lag_from_acceptance_to_first_attempt_and_delivery(
+    upstream: Backend,
+    make_relay: RelayFactory,
+    make_admin: Callable[[Client], Awaitable[Client]],
+    now_clock: FakeClock,
+) -> None:
+    async def busy_once(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=503 if n == 1 else 200)
+
+    upstream.behaviour = busy_once
+    public = await make_relay(route(upstream), start_dispatcher=False)
+    admin = await make_admin(public)
+    resp = await public.post("/hooks/orders", data=b"{}", headers={"Idempotency-Key": "k1"})
+    assert resp.status == 202
+    now_clock.advance(120)  # the backlog waited two minutes
+    dispatcher = dispatcher_of(public)
+    dispatcher.rand = lambda: 0.0
+    assert await dispatcher.burst() == 1  # 503: retried later
+    now_clock.advance(3600)
+    assert await dispatcher.burst() == 1
+    m = await scrape(admin)
+    first = {"route": "orders", "to": "first_attempt"}
+    assert m("relay_delivery_lag_seconds_count", **first) == 1
+    assert m("relay_delivery_lag_seconds_bucket", **first, le="60.0") == 0
+    assert m("relay_delivery_lag_seconds_bucket", **first, le="300.0") == 1
+    done = {"route": "orders", "to": "delivered"}
+    assert m("relay_delivery_lag_seconds_count", **done) == 1
+    assert m("relay_delivery_lag_seconds_bucket", **done, le="3600.0") == 0
+    assert m("relay_delivery_lag_seconds_bucket", **done, le="7200.0") == 1

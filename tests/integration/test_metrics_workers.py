@@ -60,6 +60,7 @@ SINGLE_PROCESS_FAMILIES = [
     "relay_ingest_duration_seconds",
     "relay_delivery_attempts",
     "relay_delivery_attempt_duration_seconds",
+    "relay_delivery_lag_seconds",
     "relay_deliveries_stale",
     "relay_ordering_dead_heads",
     "relay_signature_failures",
