@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any, Final
 
 from aiohttp import web
@@ -186,8 +187,10 @@ async def purge(request: web.Request) -> web.Response:
 
 def _previewing(request: web.Request, doc: Mapping[str, object]) -> bool:
     """``"preview": true`` in the body, or ``?preview=true``: count, change nothing."""
-    given = doc.get("preview", request.rel_url.query.get("preview", False))
-    return parse_flag("preview", given)
+    # Both checked, whichever is given: a malformed one is an error, not ignored.
+    in_body = parse_flag("preview", doc.get("preview", False))
+    in_query = parse_flag("preview", request.rel_url.query.get("preview", "false"))
+    return in_body or in_query
 
 
 def _target(doc: Mapping[str, object]) -> dict[str, object]:
@@ -280,7 +283,17 @@ async def replicas(request: web.Request) -> web.Response:
     )
 
 
+# The admin API described (OpenAPI 3.1), kept beside this module; tests check it
+# against the routes and run schemathesis on it.
+OPENAPI: Final = resources.files("relay.admin").joinpath("openapi.json")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+
 def add_api_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/replicas", replicas)
     app.router.add_get("/api/v1/events", list_events)

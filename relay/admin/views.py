@@ -27,6 +27,8 @@ MAX_LIMIT: Final = 200
 MAX_IDS: Final = 1000
 PREVIEW_CHARS: Final = 4096
 REDACTED: Final = "[redacted]"
+# Ids are 64-bit in both stores: a larger one matches nothing and cannot be bound.
+MAX_ID: Final = 2**63 - 1
 
 # Headers that carry credentials or signatures, whatever the route's config says.
 _SECRET_HEADERS: Final = frozenset(
@@ -218,10 +220,13 @@ def parse_time(name: str, value: object, now: float) -> float:
     return t
 
 
-def parse_int(name: str, value: object, low: int, high: int | None = None) -> int:
+def parse_int(name: str, value: object, low: int, high: int | None = MAX_ID) -> int:
     if isinstance(value, bool):
         raise ApiError(400, "bad_request", f"{name}: expected an integer, got {value!r}")
     if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        value = int(value)
+    # JSON has one kind of number: 7.0 is the integer 7 (as JSON Schema says).
+    if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
@@ -241,7 +246,6 @@ def parse_flag(name: str, value: object) -> bool:
         "false",
         "no",
         "off",
-        "",
     ):
         return value.lower() in ("1", "true", "yes", "on")
     raise ApiError(400, "bad_request", f"{name}: expected true or false, got {value!r}")
