@@ -18,6 +18,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from relay import tracing
 from relay.dispatcher import Dispatcher
 from relay.errors import RelayError
 from relay.ingress import add_routes
@@ -70,6 +71,7 @@ def build_app(
     app[RELAY] = relay
     app[GUARD] = guard
     app[FAILED] = asyncio.get_running_loop().create_future()
+    app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx(start_dispatcher))
@@ -83,6 +85,18 @@ def fail(app: web.Application, exc: BaseException) -> None:
     """Stop the process with a non-zero exit (the first failure wins)."""
     if not app[FAILED].done():
         app[FAILED].set_result(exc)
+
+
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    """OpenTelemetry when ``tracing.enabled``: first up, last down (spans of the
+    shutdown drain are exported too)."""
+    relay = app[RELAY]
+    if relay.tracing is None:
+        relay.tracing = tracing.start(relay.config.tracing)
+    yield
+    if relay.tracing is not None:
+        await asyncio.to_thread(relay.tracing.shutdown)
+        relay.tracing = None
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -112,6 +126,7 @@ def _dispatcher_ctx(start: bool) -> Context:
             backlog=relay.backlog,
             rate_share=share,
             answer_bytes=relay.config.storage.answer_bytes,
+            tracing=relay.tracing,
         )
         dispatcher.set_routes(list(relay.routes.values()), start=start)
         app[DISPATCHER] = dispatcher

@@ -25,6 +25,7 @@ from relay.protect import UpstreamGuard
 from relay.retry import decide, parse_retry_after
 from relay.runtime import RouteRuntime
 from relay.store.base import Attempt, DeliveryStore, Lease, Outcome
+from relay.tracing import ClientSpan, Tracing
 
 # An attempt starts only while its lease has timeout.total plus this much left,
 # so it ends (aiohttp's total timeout) before the lease can expire and another
@@ -60,6 +61,7 @@ class Attempts:
         *,
         on_breaker: Callable[[UpstreamLoop, State], None],
         answer_bytes: int = 0,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.session = session
@@ -68,6 +70,7 @@ class Attempts:
         self.rand = rand
         self.on_breaker = on_breaker  # an answer moved the upstream's breaker
         self.answer_bytes = answer_bytes  # of each answer, kept in the attempt log
+        self.tracing = tracing
         self.report = AttemptReport(metrics)
         # Every outcome still being recorded, of every loop (stop waits for them).
         self.finishing: set[asyncio.Task[None]] = set()
@@ -93,12 +96,36 @@ class Attempts:
             return
         if await self._stale(rt.log, cfg, lease):
             return
+        if self.tracing is None:
+            await self._send(w, lease, answer, None)
+            return
+        with self.tracing.attempt(
+            cfg.name,
+            lease.upstream,
+            lease.attempts + 1,
+            lease.trace,
+            **{"relay.delivery_id": lease.delivery_id, "relay.event_id": lease.event_id},
+        ) as span:
+            await self._send(w, lease, answer, span)
+
+    async def _send(
+        self,
+        w: UpstreamLoop,
+        lease: Lease,
+        answer: asyncio.Future[forward.Result] | None,
+        span: ClientSpan | None,
+    ) -> None:
+        rt = w.rt
+        cfg = rt.cfg
+        headers = rt.upstream_headers(lease.headers, lease.key, None, lease.body)
+        if span is not None:
+            span.inject(headers)
         try:
             result = await forward.send(
                 self.session,
                 method=lease.method,
                 url=forward.upstream_url(lease.upstream, lease.query),
-                headers=rt.upstream_headers(lease.headers, lease.key, None, lease.body),
+                headers=headers,
                 body=lease.body,
                 timeout=rt.timeout,
                 keep_body=answer is not None,
@@ -134,6 +161,8 @@ class Attempts:
             result.started_at, result.duration_ms, result.status, result.error, kept or None
         )
         outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)
+        if span is not None:
+            span.answered(result.status, result.error, decision.state)
         self.report.answered(rt, lease, result, outcome, now)
         # The upstream's slot is free once it has answered: recording the outcome
         # (a group commit, an fsync away) goes on without holding the slot. The

@@ -31,6 +31,7 @@ from relay.metrics import Metrics
 from relay.protect import HELD_REFRESH, Hold, UpstreamGuard
 from relay.runtime import InlineAttempt, RouteRuntime
 from relay.store.base import DeliveryStore, Pause
+from relay.tracing import Tracing
 
 # Safety-net poll: finds work stored by other replicas and due retries we were not told of.
 POLL_INTERVAL: Final = 5.0
@@ -56,6 +57,7 @@ class Dispatcher:
         backlog: Backlog | None = None,
         rate_share: float = 1.0,
         answer_bytes: int = 0,
+        tracing: Tracing | None = None,
         poll_interval: float = POLL_INTERVAL,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -84,6 +86,7 @@ class Dispatcher:
             rand,
             on_breaker=self._breaker_moved,
             answer_bytes=answer_bytes,
+            tracing=tracing,
         )
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 

@@ -34,6 +34,7 @@ from relay.runtime import (
 )
 from relay.store.base import Ingested, NewEvent
 from relay.sync import handle_sync
+from relay.tracing import Tracing
 
 # Long enough for a burst to drain, short enough that senders come back soon.
 BACKPRESSURE_RETRY_AFTER: Final = 30
@@ -100,6 +101,8 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
             )
         found = (payload.sha256(), keys.SHA256)
     key, source = found
+    if (tracing := relay.tracing) is not None:
+        tracing.note({"relay.key_source": str(source)})
     via = Via(request.remote, request.scheme, request.host)
     headers = clean_headers(request.headers.items())
     event = NewEvent(
@@ -121,6 +124,7 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         revive_dead=cfg.revive_dead and cfg.dedupe == "enforce",
         ordering_key=_ordering_key(cfg, payload),
         version=_version(cfg, payload),
+        trace=None if tracing is None else tracing.traceparent(),
     )
     if cfg.mode == "sync":
         return await handle_sync(relay, rt, event, via)
@@ -174,6 +178,20 @@ async def _handle(request: web.Request, relay: Relay) -> web.StreamResponse:
         return resp
     if relay.draining:
         return error(503, "draining", "shutting down", retry_after=STORE_RETRY_AFTER)
+    if relay.tracing is None:
+        return await _serve(request, relay, rt, t0, None)
+    # The webhook's SERVER span: current while it is handled and logged.
+    with relay.tracing.ingest(cfg.name, cfg.mode, request.method, request.headers):
+        return await _serve(request, relay, rt, t0, relay.tracing)
+
+
+# Outcomes of a webhook that was seen before (an ack or an answer without a forward).
+_DUPLICATES: Final = frozenset({"duplicate", "replayed"})
+
+
+async def _serve(
+    request: web.Request, relay: Relay, rt: RouteRuntime, t0: float, tracing: Tracing | None
+) -> web.StreamResponse:
     task = asyncio.current_task()
     assert task is not None
     relay.active.add(task)
@@ -185,8 +203,17 @@ async def _handle(request: web.Request, relay: Relay) -> web.StreamResponse:
     status = reply.response.status
     rt.received(relay.metrics, reply.outcome).inc()
     if reply.reason is not None:
-        relay.metrics.rejected.labels(cfg.name, reply.reason).inc()
+        relay.metrics.rejected.labels(rt.cfg.name, reply.reason).inc()
     rt.ingest_seconds(relay.metrics).observe(elapsed)
+    if tracing is not None:
+        attributes: dict[str, str | int | bool] = {
+            "relay.outcome": reply.outcome,
+            "relay.duplicate": reply.outcome in _DUPLICATES,
+            "http.response.status_code": status,
+        }
+        if reply.reason is not None:
+            attributes["relay.reason"] = reply.reason
+        tracing.note(attributes)
     rt.log.info(
         "webhook",
         key=reply.key,

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, Final, TextIO
 
 import structlog
@@ -73,6 +74,14 @@ class BufferedLogger:
 
 
 _sink: _Sink | None = None
+# Set by relay.otel while tracing: the current span's (trace_id, span_id), if any.
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
+
+def _add_trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    if trace_ids is not None and (ids := trace_ids()) is not None:
+        event["trace_id"], event["span_id"] = ids
+    return event
 
 
 def flush() -> None:
@@ -91,6 +100,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        _add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if console:

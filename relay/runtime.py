@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from relay import signatures
+from relay import forward, signatures
 from relay.backlog import Backlog
 from relay.config import Config, Route
 from relay.errors import StoreUnavailable
@@ -21,6 +21,7 @@ from relay.forward import Result, Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
 from relay.store.base import DeliveryStore, Ingested, NewEvent, StoredResponse, new_token
+from relay.tracing import Tracing
 
 REPLAYED: Final = "Idempotent-Replayed"
 # A shadow route stores a copy of a seen key under the key, this, and a token; the
@@ -150,6 +151,8 @@ class Relay:
     after_request: Callable[[web.Request], None] = lambda request: None
     # Handlers running now, so shutdown can cut them off when the grace runs out.
     active: set[asyncio.Task[Any]] = field(default_factory=set)
+    # None unless tracing.enabled (set by the app before its first request).
+    tracing: Tracing | None = None
 
     def cut_off(self) -> int:
         """Cancel every handler still running (the grace is over); how many."""
@@ -269,4 +272,20 @@ async def store_event(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Ingest
         rt.log.error("store_unavailable", key=event.key, error=str(exc))
         return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
     relay.backlog.ingested(rt.cfg.name, got)
+    if relay.tracing is not None and not got.first:
+        relay.tracing.link(got.stored_trace)  # to the first copy's trace
     return got
+
+
+async def send_traced(
+    relay: Relay, rt: RouteRuntime, headers: CIMultiDict[str], **send: Any
+) -> Result:
+    """``forward.send`` in line (sync mode), a CLIENT span of the ingest span when tracing."""
+    assert relay.session is not None
+    if relay.tracing is None:
+        return await forward.send(relay.session, headers=headers, **send)
+    with relay.tracing.attempt(rt.cfg.name, rt.cfg.upstreams[0], 1, None) as span:
+        span.inject(headers)
+        result = await forward.send(relay.session, headers=headers, **send)
+        span.answered(result.status, result.error, "answered")
+        return result

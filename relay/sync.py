@@ -28,6 +28,7 @@ from relay.runtime import (
     kept,
     reject,
     replay,
+    send_traced,
 )
 from relay.store.base import Acquired, Busy, Completed, NewEvent
 
@@ -71,6 +72,8 @@ async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forw
             return reject(503, "store_unavailable", "could not claim the key", STORE_RETRY_AFTER)
         if isinstance(claim, Acquired):
             return await _forward(relay, rt, event, claim, via)
+        if relay.tracing is not None:
+            relay.tracing.link(claim.trace)  # a duplicate: to the first copy's trace
         if cfg.dedupe == "shadow":
             return await _pass_on(relay, rt, event, claim.fingerprint, via)
         if (
@@ -102,12 +105,12 @@ async def _pass_on(
     """``dedupe: shadow``: a seen key is forwarded again and the backend's own answer
     returned, nothing stored; the first copy's claim and answer stay for enforcing."""
     rt.shadowed(relay.metrics, event, first_fingerprint)
-    assert relay.session is not None
-    result = await forward.send(
-        relay.session,
+    result = await send_traced(
+        relay,
+        rt,
+        rt.upstream_headers(event.headers, event.key, via, event.body),
         method=event.method,
         url=forward.upstream_url(rt.cfg.upstreams[0], event.query),
-        headers=rt.upstream_headers(event.headers, event.key, via, event.body),
         body=event.body,
         timeout=rt.timeout,
         keep_body=True,
@@ -166,12 +169,12 @@ async def _forward(
     if claim.taken_over:
         rt.log.warning("sync_lease_taken_over", key=event.key, event_id=claim.event_id)
     try:
-        assert relay.session is not None
-        result = await forward.send(
-            relay.session,
+        result = await send_traced(
+            relay,
+            rt,
+            rt.upstream_headers(event.headers, event.key, via, event.body),
             method=event.method,
             url=forward.upstream_url(cfg.upstreams[0], event.query),
-            headers=rt.upstream_headers(event.headers, event.key, via, event.body),
             body=event.body,
             timeout=rt.timeout,
             keep_body=True,

@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "relay.forward",
             "relay.limits",
             "relay.protect",
+            "relay.tracing",
+            "relay.otel",
             "relay.runtime",
         ),
     ),

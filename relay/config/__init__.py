@@ -27,6 +27,7 @@ from relay.config.types import (
     StorageConfig,
     SyncConfig,
     Timeouts,
+    TracingConfig,
     VerifyConfig,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "StorageConfig",
     "SyncConfig",
     "Timeouts",
+    "TracingConfig",
     "VerifyConfig",
     "from_mapping",
     "load",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from relay.config.types import (
     LogConfig,
     Route,
     StorageConfig,
+    TracingConfig,
 )
 from relay.config.validate import MISSING, Section, Skip, show
 from relay.errors import ConfigError
@@ -98,6 +100,7 @@ def from_mapping(
     lg.finish()
     grace = top.duration("shutdown_grace", 25.0)
     workers = top.integer("workers", 0, lo=0, hi=64)
+    tracing = _tracing(top.section("tracing"))
 
     routes: list[Route] = []
     raw_routes = top.raw("routes")
@@ -135,9 +138,31 @@ def from_mapping(
         storage=storage,
         limits=limits,
         log=log,
+        tracing=tracing,
         shutdown_grace=grace,
         workers=workers,
     )
+
+
+def _have(*modules: str) -> bool:
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def _tracing(tr: Section) -> TracingConfig:
+    cfg = TracingConfig(
+        enabled=tr.flag("enabled", False), trust_incoming=tr.flag("trust_incoming", False)
+    )
+    # Asked only when switched on: off, nothing of OpenTelemetry is even looked for.
+    if cfg.enabled and not _have("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
+        tr.error(
+            "enabled",
+            "tracing needs the OpenTelemetry extra: pip install 'webhook-relay[otel]'",
+        )
+    tr.finish()
+    return cfg
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -67,6 +67,15 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry (the ``otel`` extra); exporter and sampler from the OTEL_* variables."""
+
+    enabled: bool = False
+    # A sender's traceparent is a stranger's: used as the parent only when trusted.
+    trust_incoming: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     max_body: int = 1024 * 1024
     header_timeout: float = 10.0
@@ -197,6 +206,7 @@ class Config:
     storage: StorageConfig = StorageConfig()
     limits: Limits = Limits()
     log: LogConfig = LogConfig()
+    tracing: TracingConfig = TracingConfig()
     shutdown_grace: float = 25.0
     # Worker processes serving the public listener and delivering; 0 = all in one process.
     workers: int = 0

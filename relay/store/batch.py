@@ -209,7 +209,10 @@ class IngestBatch:
             row = by_key[(route, key)]
             event_id, stored = int(row["id"]), str(row["fingerprint"])
             claimed = row["claim_token"] == self.token
-            results[indexes[0]] = Ingested(event_id, claimed, stored, revived.get(event_id, 0))
+            trace = row["trace_context"]
+            results[indexes[0]] = Ingested(
+                event_id, claimed, stored, revived.get(event_id, 0), stored_trace=trace
+            )
             for index in indexes[1:]:
-                results[index] = Ingested(event_id, False, stored)
+                results[index] = Ingested(event_id, False, stored, stored_trace=trace)
         return [r for r in results if r is not None]

@@ -64,6 +64,7 @@ class NewEvent:
     revive_dead: bool = True
     ordering_key: str | None = None
     version: str | None = None
+    trace: str | None = None  # the ingest span's traceparent (tracing.enabled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Ingested:
     first: bool  # this call created the event; False: (route, key) was seen before
     stored_fingerprint: str  # fingerprint of the event first stored under this key
     revived: int = 0  # dead deliveries returned to pending by this duplicate
+    stored_trace: str | None = None  # the first copy's traceparent, for a duplicate's link
 
     def mismatch(self, fingerprint: str) -> bool:
         return not self.first and fingerprint != self.stored_fingerprint
@@ -105,6 +107,7 @@ class Completed:
     event_id: int
     fingerprint: str
     response: StoredResponse
+    trace: str | None = None  # the first copy's traceparent
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,7 @@ class Busy:
     event_id: int
     fingerprint: str
     lease_expires: float
+    trace: str | None = None  # the first copy's traceparent
 
 
 SyncClaim = Acquired | Completed | Busy
@@ -148,6 +152,7 @@ class Lease:
     # transaction. Per-key ordering leases one delivery of a key at a time, so
     # it cannot change before this lease is finished.
     delivered_version: str | None = None
+    trace: str | None = None  # the event's ingest span (tracing): attempts are its children
 
 
 @dataclass(frozen=True, slots=True)

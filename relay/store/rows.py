@@ -62,6 +62,7 @@ def lease_from_rows(d: Row, e: Row, delivered_version: str | None) -> Lease:
         version=e["version"],
         expires=float(d["lease_expires"]),
         delivered_version=delivered_version,
+        trace=e["trace_context"],
     )
 
 
@@ -119,12 +120,12 @@ _QUEUED_RESPONSE = StoredResponse(status=202, content_type=None, body=b"")
 
 
 def sync_claim_from_row(row: Row) -> SyncClaim:
-    event_id, fingerprint = int(row["id"]), str(row["fingerprint"])
+    event_id, fingerprint, trace = int(row["id"]), str(row["fingerprint"]), row["trace_context"]
     if row["sync_state"] == "in_flight":
-        return Busy(event_id, fingerprint, float(row["lease_expires"]))
+        return Busy(event_id, fingerprint, float(row["lease_expires"]), trace)
     if row["sync_state"] is None:
-        return Completed(event_id, fingerprint, _QUEUED_RESPONSE)
-    return Completed(event_id, fingerprint, stored_response(row))
+        return Completed(event_id, fingerprint, _QUEUED_RESPONSE, trace)
+    return Completed(event_id, fingerprint, stored_response(row), trace)
 
 
 def stored_response(row: Row) -> StoredResponse:

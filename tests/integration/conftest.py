@@ -128,14 +128,17 @@ async def make_relay(tmp_path: Path, now_clock: FakeClock) -> AsyncIterator[Rela
         *routes: dict[str, Any],
         start_dispatcher: bool = True,
         env: dict[str, str] | None = None,
+        tracing: Any = None,
         **top: Any,
     ) -> TestClient[web.Request, web.Application]:
+        """``tracing``: a ``relay.tracing.Tracing`` to use (an in-memory exporter's)."""
         doc: dict[str, Any] = {"routes": list(routes), **top}
         config: Config = from_mapping(doc, env=env or {}, base=tmp_path)
         store = SQLiteStore(tmp_path / "relay.db", clock=now_clock)
         app = single_process_app(
             config, store=store, metrics=Metrics(), start_dispatcher=start_dispatcher
         )
+        app[RELAY].tracing = tracing
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
         await client.start_server()
         assert client.server.runner.server is not None

@@ -124,3 +124,23 @@ async def test_filters_answer_the_same_whichever_index_drives_them(
     assert await found(since=clock.now + 1) == [] and await found(until=0) == []
     assert (await store.preview_requeue(EventFilter(state="dead", route="github"))).count == 1
     assert (await store.preview_purge(EventFilter(key="k1"))).count == 2  # dead: nothing open
+
+
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def test_the_ingest_span_is_kept_for_attempts_and_duplicates(store: Store) -> None:
+    first = await store.ingest(event("k1", trace=TRACE))
+    assert first.first and first.stored_trace == TRACE
+    again = await store.ingest(event("k1", trace="00-" + "1" * 32 + "-" + "2" * 16 + "-01"))
+    assert not again.first and again.stored_trace == TRACE  # the first copy's, for the link
+    untraced = await store.ingest(event("k2"))
+    assert untraced.stored_trace is None
+    leases = {lease.key: lease.trace for lease in await store.lease_due("orders", UP_A, 10, 30)}
+    assert leases == {"k1": TRACE, "k2": None}
+
+
+async def test_sync_duplicates_see_the_first_copys_trace(store: Store) -> None:
+    claim = await store.claim_sync(event("s1", upstreams=(), trace=TRACE), lease_ttl=30)
+    busy = await store.claim_sync(event("s1", upstreams=()), lease_ttl=30)
+    assert busy.event_id == claim.event_id and getattr(busy, "trace", None) == TRACE

@@ -807,3 +807,50 @@ def test_sync_lease_bound_applies_to_sync_routes_only() -> None:
 def test_answer_bytes_default_and_off() -> None:
     assert from_mapping(doc_with(), env={}).storage.answer_bytes == 1024
     assert from_mapping(doc_with(storage={"answer_bytes": 0}), env={}).storage.answer_bytes == 0
+
+
+def _run(code: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_tracing_switched_on_without_the_extra_is_a_clear_config_error() -> None:
+    # The extra made unimportable in a process of its own, as on a machine without it.
+    out = _run(
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "from relay.config import from_mapping\n"
+        "from relay.errors import ConfigError\n"
+        "doc = {'routes': [{'name': 'a', 'path': '/a', 'upstream': 'http://127.0.0.1:1/'}],"
+        " 'tracing': {'enabled': True}}\n"
+        "try:\n    from_mapping(doc, env={})\nexcept ConfigError as e:\n    print(e)\n"
+    )
+    assert out == (
+        "tracing.enabled: tracing needs the OpenTelemetry extra: pip install 'webhook-relay[otel]'"
+    )
+
+
+def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
+    out = _run(
+        "import sys, asyncio\n"
+        "from relay.config import from_mapping\n"
+        "from relay.serve import single_process_app\n"
+        "from relay.store.sqlite import SQLiteStore\n"
+        "import relay.workers.worker, relay.cli.main\n"
+        "doc = {'routes': [{'name': 'a', 'path': '/a', 'upstream': 'http://127.0.0.1:1/'}]}\n"
+        "cfg = from_mapping(doc, env={})\n"
+        "assert not cfg.tracing.enabled\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'relay.otel'))))\n"
+    )
+    assert out == "[]"
+
+
+def test_tracing_settings() -> None:
+    cfg = from_mapping(doc_with(tracing={"enabled": True, "trust_incoming": True}), env={})
+    assert (cfg.tracing.enabled, cfg.tracing.trust_incoming) == (True, True)
+    assert one_error(doc_with(tracing={"sample": 1})).startswith("tracing.sample: unknown key")

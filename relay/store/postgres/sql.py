@@ -33,7 +33,7 @@ def opt_text(value: str | None) -> str | None:
 
 _EVENT_COLUMNS = (
     "route, key, key_source, fingerprint, received_at, last_seen_at, duplicates, mismatches,"
-    " method, path, query, headers, body, ordering_key, version, claim_token"
+    " method, path, query, headers, body, ordering_key, version, claim_token, trace_context"
 )
 
 # One statement per batch whatever its size: the rows travel as arrays. They go
@@ -42,18 +42,20 @@ _EVENT_COLUMNS = (
 INGEST_EVENTS = (
     f"INSERT INTO events AS e ({_EVENT_COLUMNS})"
     " SELECT r.route, r.key, r.key_source, r.fingerprint, r.received_at, $15, r.duplicates,"
-    " r.mismatches, r.method, r.path, r.query, r.headers, r.body, r.ordering_key, r.version, $16"
+    " r.mismatches, r.method, r.path, r.query, r.headers, r.body, r.ordering_key, r.version, $16,"
+    " r.trace_context"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::bigint[],"
     " $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[],"
-    " $13::text[], $14::text[]) AS r(route, key, key_source, fingerprint, received_at,"
-    " duplicates, mismatches, method, path, query, headers, body, ordering_key, version)"
+    " $13::text[], $14::text[], $17::text[]) AS r(route, key, key_source, fingerprint,"
+    " received_at, duplicates, mismatches, method, path, query, headers, body, ordering_key,"
+    " version, trace_context)"
     " ORDER BY r.route, r.key"
     " ON CONFLICT (route, key) DO UPDATE SET"
     " duplicates = e.duplicates + 1 + excluded.duplicates,"
     " last_seen_at = greatest(e.last_seen_at, excluded.last_seen_at),"
     " first_duplicate_at = coalesce(e.first_duplicate_at, excluded.last_seen_at),"
     " mismatches = e.mismatches + (e.fingerprint <> excluded.fingerprint)::int"
-    " RETURNING id, route, key, fingerprint, claim_token"
+    " RETURNING id, route, key, fingerprint, claim_token, trace_context"
 )
 
 
@@ -63,7 +65,9 @@ def ingest_params(
     """``INGEST_EVENTS``'s arrays, one per column, from (first copy, its extra
     copies in the batch, how many of those have another fingerprint)."""
     cols: list[list[Any]] = [[] for _ in range(14)]
+    traces: list[str | None] = []
     for event, duplicates, mismatches in groups:
+        traces.append(event.trace)
         row = (
             event.route,
             event.key,
@@ -82,7 +86,7 @@ def ingest_params(
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)
-    return [*cols, float(now), claim_token]
+    return [*cols, float(now), claim_token, traces]
 
 
 INSERT_DELIVERIES = (
@@ -145,7 +149,7 @@ def lease_due(hold_dead: bool, one_event: bool = False) -> str:
         " RETURNING u.id, u.event_id, u.route, u.upstream, u.attempts, u.lease_token,"
         " u.lease_expires, u.next_attempt_at, u.created_at)"
         " SELECT l.*, e.key, e.method, e.path, e.query, e.headers, e.body, e.ordering_key,"
-        " e.version, CASE WHEN e.ordering_key IS NOT NULL AND e.version IS NOT NULL"
+        " e.version, e.trace_context, CASE WHEN e.ordering_key IS NOT NULL AND e.version IS NOT NULL"
         "  THEN v.version END AS delivered_version"
         " FROM leased AS l JOIN events AS e ON e.id = l.event_id"
         " LEFT JOIN delivered_versions AS v ON v.route = l.route AND v.upstream = l.upstream"
@@ -262,24 +266,24 @@ RELEASE_EXPIRED = (
 # --- sync ---------------------------------------------------------------------
 
 _SYNC_COLUMNS = (
-    "id, fingerprint, sync_state, lease_expires,"
+    "id, fingerprint, sync_state, lease_expires, trace_context,"
     " response_status, response_content_type, response_body, response_body_omitted"
 )
 
-# $1..$16 the event (EVENT_PARAMS order), $17 lease token, $18 expires, $19 now.
+# $1..$17 the event (sync_params order), $18 lease token, $19 expires, $20 now.
 # ON CONFLICT DO UPDATE locks the conflicting row (waiting for a concurrent
 # claimer to commit) before its WHERE is evaluated on the newest version, so
 # of two replicas taking over one expired claim exactly one succeeds.
 CLAIM_SYNC = (
     f"INSERT INTO events AS e ({_EVENT_COLUMNS}, sync_state, lease_token, lease_expires)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-    " 'in_flight', $17, $18)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,"
+    " 'in_flight', $18, $19)"
     " ON CONFLICT (route, key) DO UPDATE SET"
     " lease_token = excluded.lease_token, lease_expires = excluded.lease_expires,"
     " duplicates = e.duplicates + 1, last_seen_at = greatest(e.last_seen_at, excluded.last_seen_at),"
     " first_duplicate_at = coalesce(e.first_duplicate_at, excluded.last_seen_at),"
     " mismatches = e.mismatches + (e.fingerprint <> excluded.fingerprint)::int"
-    " WHERE e.sync_state = 'in_flight' AND e.lease_expires < $19"
+    " WHERE e.sync_state = 'in_flight' AND e.lease_expires < $20"
     " RETURNING id, claim_token"
 )
 
@@ -302,6 +306,7 @@ def sync_params(event: NewEvent, now: float, claim_token: str) -> list[Any]:
         event.ordering_key,
         event.version,
         claim_token,
+        event.trace,
     ]
 
 

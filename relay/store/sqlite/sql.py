@@ -27,9 +27,9 @@ def marks(n: int) -> str:
 
 _EVENT_COLUMNS = (
     "route, key, key_source, fingerprint, received_at, last_seen_at, duplicates, mismatches,"
-    " method, path, query, headers, body, ordering_key, version, claim_token"
+    " method, path, query, headers, body, ordering_key, version, claim_token, trace_context"
 )
-EVENT_PARAMS = 16
+EVENT_PARAMS = 17
 
 
 def event_params(
@@ -52,6 +52,7 @@ def event_params(
         event.ordering_key,
         event.version,
         claim_token,
+        event.trace,
     ]
 
 
@@ -67,7 +68,7 @@ def ingest_events(rows: int) -> str:
         " last_seen_at = max(last_seen_at, excluded.last_seen_at),"
         " first_duplicate_at = coalesce(first_duplicate_at, excluded.last_seen_at),"
         " mismatches = mismatches + (fingerprint <> excluded.fingerprint)"
-        " RETURNING id, route, key, fingerprint, claim_token"
+        " RETURNING id, route, key, fingerprint, claim_token, trace_context"
     )
 
 
@@ -174,8 +175,8 @@ SET_DELIVERED_VERSION = (
 @lru_cache(maxsize=64)
 def lease_payloads(events: int) -> str:
     return (
-        "SELECT id, key, received_at, method, path, query, headers, body, ordering_key, version"
-        f" FROM events WHERE id IN ({marks(events)})"
+        "SELECT id, key, received_at, method, path, query, headers, body, ordering_key, version,"
+        f" trace_context FROM events WHERE id IN ({marks(events)})"
     )
 
 
@@ -290,7 +291,7 @@ RELEASE_EXPIRED = (
 # --- sync ---------------------------------------------------------------------
 
 _SYNC_COLUMNS = (
-    "id, fingerprint, sync_state, lease_expires,"
+    "id, fingerprint, sync_state, lease_expires, trace_context,"
     " response_status, response_content_type, response_body, response_body_omitted"
 )
 

@@ -3,3 +3,6 @@
 -- (storage.answer_bytes; emptied with the event's body by payload retention).
 ALTER TABLE events ADD COLUMN first_duplicate_at DOUBLE PRECISION;
 ALTER TABLE attempts ADD COLUMN answer BYTEA;
+-- The W3C traceparent of the ingest span (tracing.enabled): each delivery
+-- attempt is its child, and a duplicate links to it.
+ALTER TABLE events ADD COLUMN trace_context TEXT;

@@ -3,3 +3,6 @@
 -- with the event's body by payload retention).
 ALTER TABLE events ADD COLUMN first_duplicate_at REAL;
 ALTER TABLE attempts ADD COLUMN answer BLOB;
+-- The W3C traceparent of the ingest span (tracing.enabled): each delivery
+-- attempt is its child, and a duplicate links to it.
+ALTER TABLE events ADD COLUMN trace_context TEXT;

@@ -1,0 +1,87 @@
+"""The daemon, started with tracing on and the standard OTEL_* variables, exports
+its spans over OTLP/HTTP (protobuf) to a collector this test runs (a real
+listener that records what it is sent), and the backend gets a traceparent of
+the same trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .support import Backend, post, queue_route, wait_for
+
+
+class Collector:
+    """POST /v1/traces: every span it is sent, with its resource's service name."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Any]] = []
+        self.content_types: set[str] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/traces", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.content_types.add(request.content_type)
+        req = ExportTraceServiceRequest()
+        req.ParseFromString(await request.read())
+        for rs in req.resource_spans:
+            service = next(
+                a.value.string_value for a in rs.resource.attributes if a.key == "service.name"
+            )
+            for ss in rs.scope_spans:
+                self.spans.extend((service, span) for span in ss.spans)
+        return web.Response(status=200, content_type="application/x-protobuf")
+
+    def named(self, prefix: str) -> list[Any]:
+        return [span for _, span in self.spans if span.name.startswith(prefix)]
+
+
+class Recording(Backend):
+    """Records each request's traceparent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.traceparents: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.traceparents.append(request.headers.get("traceparent", ""))
+        return await super().handle(request)
+
+
+async def test_spans_reach_an_otlp_collector_and_the_backend_joins_the_trace(
+    relays: Any, start_backend: Any, aiohttp_server: Any
+) -> None:
+    collector = Collector()
+    server = await aiohttp_server(collector.app(), host="127.0.0.1")
+    backend = Recording()
+    await start_backend(backend)
+    relay = relays([queue_route(backend, "orders")], tracing={"enabled": True})
+    relay.extra_env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.port}",
+        OTEL_SERVICE_NAME="relay-under-test",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    await relay.start()
+    async with aiohttp.ClientSession() as s:
+        assert (await post(s, relay.url("/orders"), "k-1"))[0] == 202
+        assert (await post(s, relay.url("/orders"), "k-1"))[0] == 202  # a duplicate
+    await wait_for(lambda: len(collector.named("deliver")) == 1, 10, "the attempt span")
+    await wait_for(lambda: len(collector.named("webhook")) == 2, 10, "both ingest spans")
+    assert collector.content_types == {"application/x-protobuf"}
+    assert {service for service, _ in collector.spans} == {"relay-under-test"}
+    first, duplicate = sorted(collector.named("webhook"), key=lambda s: s.start_time_unix_nano)
+    (attempt,) = collector.named("deliver")
+    assert attempt.trace_id == first.trace_id and attempt.parent_span_id == first.span_id
+    assert [link.span_id for link in duplicate.links] == [first.span_id]
+    (sent,) = backend.traceparents
+    assert sent.startswith(f"00-{attempt.trace_id.hex()}-{attempt.span_id.hex()}-")
+    # Log lines written inside a span name it.
+    (line,) = [e for e in relay.logged("delivery_succeeded")]
+    assert (line["trace_id"], line["span_id"]) == (attempt.trace_id.hex(), attempt.span_id.hex())
+    assert await relay.stop() == 0
