@@ -18,7 +18,6 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from relay import tracing
 from relay.dispatcher import Dispatcher
 from relay.errors import RelayError
 from relay.ingress import add_routes
@@ -91,8 +90,10 @@ async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     """OpenTelemetry when ``tracing.enabled``: first up, last down (spans of the
     shutdown drain are exported too)."""
     relay = app[RELAY]
-    if relay.tracing is None:
-        relay.tracing = tracing.start(relay.config.tracing)
+    if relay.tracing is None and relay.config.tracing.enabled:
+        from relay import otel  # the extra: imported only when switched on
+
+        relay.tracing = otel.from_environment(relay.config.tracing)
     yield
     if relay.tracing is not None:
         await asyncio.to_thread(relay.tracing.shutdown)

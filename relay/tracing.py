@@ -1,7 +1,7 @@
 """What the hot path asks of tracing, with no OpenTelemetry in it.
 
 ``Relay.tracing`` is None unless ``tracing.enabled``: then every call site is one
-``is None`` test and nothing of OpenTelemetry is imported. Switched on, ``start``
+``is None`` test and nothing of OpenTelemetry is imported. Switched on, the app
 loads ``relay.otel`` (the ``otel`` extra), which implements this protocol.
 
 The ingest span is the current span while a webhook is handled, so what ingest
@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Protocol
-
-from relay.config import TracingConfig
 
 Attribute = str | int | float | bool
 
@@ -50,11 +48,3 @@ class Tracing(Protocol):
 
     def shutdown(self) -> None:
         """Export what is buffered (blocking); at exit."""
-
-
-def start(cfg: TracingConfig) -> Tracing | None:
-    if not cfg.enabled:
-        return None
-    from relay import otel  # the extra: imported only when switched on
-
-    return otel.from_environment(cfg)
