@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 from aiohttp import web
 
 from relay.dispatcher import Dispatcher
 from relay.errors import RelayError
+from relay.forward import new_session
 from relay.ingress import add_routes
 from relay.lifecycle import settle_heap
 from relay.limits import ConnectionGuard
@@ -102,13 +102,7 @@ async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     relay = app[RELAY]
-    # One shared session: connection reuse to the backend is most of a proxy's speed.
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
-    relay.session = aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=True,
-        cookie_jar=aiohttp.DummyCookieJar(),  # a relay must not carry cookies between senders
-    )
+    relay.session = new_session()
     yield
     await relay.session.close()
 

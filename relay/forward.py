@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Iterable
@@ -147,6 +148,24 @@ class Result:
         return self.error == "timeout"
 
 
+@functools.lru_cache(maxsize=1024)
+def _url(url: str) -> URL:
+    """Parsed once per upstream (and query): yarl's parse was a tenth of an attempt."""
+    return URL(url, encoded=True)
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The process's one client session: connection reuse to the backend is most of a
+    proxy's speed; no cookies carried between senders; aiohttp's own headers off."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=True,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=SKIP_AUTO_HEADERS,
+    )
+
+
 def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
 
@@ -174,16 +193,15 @@ async def send(
         return Result(started, (time.perf_counter() - t0) * 1000.0, **kw)  # type: ignore[arg-type]
 
     try:
+        # The session skips aiohttp's own headers (SKIP_AUTO_HEADERS, set once on it).
         async with session.request(
             method,
             # encoded=True: the query goes out as the sender wrote it, not re-normalised.
-            URL(url, encoded=True),
+            _url(url),
             data=body,
             headers=headers,
             allow_redirects=False,
             timeout=timeout,
-            skip_auto_headers=SKIP_AUTO_HEADERS,
-            auto_decompress=True,
         ) as resp:
             if keep_body:
                 data = await resp.content.read(MAX_RESPONSE_BODY + 1)
