@@ -97,11 +97,16 @@ def evaluate(rows: dict[str, Row]) -> list[Target]:
         _at_least("Q1 throughput", "≥ 10,000 events/s", _rate(rows, "Q1"), 10_000, "/s"),
         _ratio("Q1 vs direct", "≥ 0.35 x B0", rows, "Q1", "B0", 0.35),
         _ratio("Q2 vs direct", "≥ 0.7 x B0", rows, "Q2", "B0", 0.7),
+        # Absorbing a duplicate must cost less than storing a new event.
+        _ratio("duplicates vs Q1", "≥ 1.3 x Q1", rows, "Q2", "Q1", 1.3),
         _ratio("S1 vs naive proxy", "≥ 0.8 x B1", rows, "S1", "B1", 0.8),
         # dedupe: shadow forwards every copy as sync mode forwards the first: no dearer.
         _ratio("SH vs S1", "≥ 0.9 x S1", rows, "SH", "S1", 0.9),
         _q3(rows),
         _at_least("D1 drain", "≥ 5,000 deliveries/s", _rate(rows, "D1"), 5_000, "/s"),
+        # A delivery sends one request; the naive proxy also parses one: cheaper.
+        _ratio("D1 vs naive proxy", "≥ 1.2 x B1", rows, "D1", "B1", 1.2),
+        _ratio("E1 vs naive proxy", "≥ 0.5 x B1", rows, "E1", "B1", 0.5),
         _ratio("G1 vs Q1", "≥ 0.8 x Q1", rows, "G1", "Q1", 0.8),
         _rss(rows),
         _rss_backlog(rows),
