@@ -25,6 +25,7 @@ from relay.admin.control import CREDENTIAL, STORE
 from relay.admin.views import ApiError, iso
 from relay.console import actions, pages
 from relay.console.common import PREFIX, SESSION, STATE, ConsoleState, error_page, set_cookie
+from relay.console.history import History
 from relay.console.session import COOKIE
 from relay.console.views import age
 from relay.errors import StoreError
@@ -136,7 +137,7 @@ async def _sample(app: web.Application) -> AsyncIterator[None]:
 
 def build_console(relay: Relay, store: Store) -> web.Application:
     app = web.Application(middlewares=[guard])
-    app[STATE] = ConsoleState()
+    app[STATE] = ConsoleState(history=History(start=store.clock()))
     app[RELAY] = relay
     app[STORE] = store
     env = aiohttp_jinja2.setup(

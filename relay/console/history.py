@@ -14,10 +14,13 @@ Series = tuple[str, str]  # (route, outcome)
 
 
 class History:
-    def __init__(self, minutes: int = MINUTES) -> None:
+    def __init__(self, minutes: int = MINUTES, start: float | None = None) -> None:
         self.minutes = minutes
         # minute number -> the totals last seen in that minute
         self._seen: dict[int, dict[Series, float]] = {}
+        if start is not None:
+            # Counters start at zero with the process: the first minute counts from there.
+            self._seen[int(start // 60) - 1] = {}
 
     def observe(self, now: float, totals: Mapping[Series, float]) -> None:
         minute = int(now // 60)

@@ -85,3 +85,34 @@ async def test_spans_reach_an_otlp_collector_and_the_backend_joins_the_trace(
     (line,) = [e for e in relay.logged("delivery_succeeded")]
     assert (line["trace_id"], line["span_id"]) == (attempt.trace_id.hex(), attempt.span_id.hex())
     assert await relay.stop() == 0
+
+
+async def test_with_workers_each_worker_exports_and_the_owner_serves_the_console(
+    relays: Any, start_backend: Any, aiohttp_server: Any
+) -> None:
+    collector = Collector()
+    server = await aiohttp_server(collector.app(), host="127.0.0.1")
+    backend = Recording()
+    await start_backend(backend)
+    relay = relays([queue_route(backend, "orders")], tracing={"enabled": True}, workers=2)
+    relay.extra_env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.port}",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    await relay.start()
+    keys = [f"w-{i}" for i in range(20)]
+    async with aiohttp.ClientSession() as s:
+        for key in keys:
+            assert (await post(s, relay.url("/orders"), key))[0] == 202
+        await wait_for(lambda: len(collector.named("deliver")) == len(keys), 15, "20 attempts")
+        ingests = {span.span_id: span for span in collector.named("webhook")}
+        assert len(ingests) == len(keys)
+        for attempt in collector.named("deliver"):
+            assert attempt.parent_span_id in ingests  # a child, whichever worker sent it
+        # The owner's console reads the workers' counts and the shared store.
+        async with s.get(relay.admin_url("/ui/")) as resp:
+            assert resp.status == 200
+            assert 'data-route="orders"' in await resp.text()
+        async with s.get(relay.admin_url("/ui/events?route=orders&limit=50")) as resp:
+            assert (await resp.text()).count('<tr data-id="') == len(keys)
+    assert await relay.stop() == 0

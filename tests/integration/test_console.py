@@ -73,6 +73,7 @@ async def test_overview_lists_routes_with_security_headers(
     assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert "<polyline" in html  # the sparklines are drawn by the server
+    assert 'aria-label="accepted per minute, last hour: 1 in all' in html
     cookie = resp.cookies["relay_console"]
     assert cookie["httponly"] and cookie["samesite"] == "Strict"
     assert (await admin.get("/ui", allow_redirects=False)).status == 308

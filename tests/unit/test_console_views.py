@@ -78,6 +78,13 @@ def test_per_minute_counts_are_differences_of_sampled_totals() -> None:
     assert len(h._seen) <= 5  # old minutes are forgotten
 
 
+def test_the_first_minute_counts_from_the_start() -> None:
+    s = ("orders", "accepted")
+    h = History(minutes=3, start=60 * 1000.0 + 5)
+    h.observe(60 * 1000.0 + 20, {s: 4})
+    assert h.per_minute(s, 60 * 1000.0 + 20) == [None, None, 4]
+
+
 def test_sparkline_points_fit_the_box() -> None:
     line = sparkline([0, 5, None, 10], width=30, height=10)
     assert (line.peak, line.total) == (10, 15)
