@@ -73,10 +73,11 @@ def fetch(url: str) -> float:
     return time.perf_counter() - t0
 
 
-def pages(admin: str, rows: int) -> list[tuple[str, str]]:
+def pages(rows: int, prefix: str) -> list[tuple[str, str]]:
+    """Each page to time, by name; ``prefix``: the keys' (the store's ids carry it)."""
     dead = int(rows * DEAD_SHARE)
     middle = rows // 2
-    key = f"{prefill_prefix}-{middle:09d}"
+    key = f"{prefix}-{middle:09d}"
     return [
         ("overview", "/ui/"),
         ("events, newest", "/ui/events"),
@@ -98,12 +99,11 @@ def pages(admin: str, rows: int) -> list[tuple[str, str]]:
     ]
 
 
-prefill_prefix = "console"
-
-
-def time_pages(admin: str, rows: int, repeat: int) -> list[tuple[str, str, list[float]]]:
+def time_pages(
+    admin: str, paths: list[tuple[str, str]], repeat: int
+) -> list[tuple[str, str, list[float]]]:
     out = []
-    for name, path in pages(admin, rows):
+    for name, path in paths:
         url = admin + path
         for _ in range(3):
             fetch(url)
@@ -115,9 +115,9 @@ class Reader(threading.Thread):
     """Fetches the console's pages in turn until stopped, ``pace`` a second (0: as
     fast as they come)."""
 
-    def __init__(self, admin: str, rows: int, pace: float) -> None:
+    def __init__(self, admin: str, paths: list[tuple[str, str]], pace: float) -> None:
         super().__init__(daemon=True)
-        self.urls = [admin + p for _, p in pages(admin, rows)]
+        self.urls = [admin + p for _, p in paths]
         self.pace = pace
         self.stopped = threading.Event()
         self.fetched = 0
@@ -135,7 +135,6 @@ class Reader(threading.Thread):
 
 
 def main(argv: list[str] | None = None) -> int:
-    global prefill_prefix
     ap = argparse.ArgumentParser(prog="python -m bench.console", description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=20)
@@ -143,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=32)
     o = ap.parse_args(argv)
     run_id = secrets.token_hex(4)
-    prefill_prefix = f"console-{run_id}"
+    prefix = f"console-{run_id}"
+    paths = pages(o.rows, prefix)
     wrk_path = wrk.ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="bench-console-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
@@ -151,41 +151,41 @@ def main(argv: list[str] | None = None) -> int:
         backend = servers.backend_in(stack, folder)
         db = folder / "relay.db"
         t0 = time.monotonic()
-        prefill.build(db, o.rows, "delivered", backend.url(SINK_PATH), prefix=prefill_prefix)
+        prefill.build(db, o.rows, "delivered", backend.url(SINK_PATH), prefix=prefix)
         shape(db, o.rows)
         print(f"store: {o.rows:,} events in {time.monotonic() - t0:.0f}s", file=sys.stderr)
         relay = relayproc.start(folder, relayproc.RouteSpec("queue", backend.url(SINK_PATH)), db)
         stack.callback(relay.proc.stop)
         admin = f"http://127.0.0.1:{relay.admin_port}"
-        timed = time_pages(admin, o.rows, o.repeat)
+        timed = time_pages(admin, paths, o.repeat)
         print(f"\nConsole pages, {o.rows:,} events stored ({o.repeat} fetches each, ms)\n")
         print("| page | path | median | p95 | max |\n|---|---|---:|---:|---:|")
         for name, path, secs in timed:
             ms = sorted(s * 1000 for s in secs)
             p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
             print(f"| {name} | `{path}` | {statistics.median(ms):.1f} | {p95:.1f} | {ms[-1]:.1f} |")
-        alone = wrk.run(
-            wrk_path,
-            script,
-            wrk.Load(relay.url, prefix=f"{run_id}-alone"),
-            duration=o.duration,
-            connections=o.connections,
-        )
-        runs = [("alone", alone, 0)]
-        # An operator clicking about and a tail polling; then a reader flat out.
-        for label, pace in (("console read, 2 pages/s", 2.0), ("console read flat out", 0.0)):
-            reader = Reader(admin, o.rows, pace)
-            reader.start()
-            busy = wrk.run(
+        runs = []
+        # Alone; with an operator clicking about and a tail polling; with a reader flat out.
+        for label, pace in (
+            ("alone", None),
+            ("console read, 2 pages/s", 2.0),
+            ("console read flat out", 0.0),
+        ):
+            reader = None if pace is None else Reader(admin, paths, pace)
+            if reader is not None:
+                reader.start()
+            result = wrk.run(
                 wrk_path,
                 script,
-                wrk.Load(relay.url, prefix=f"{run_id}-read-{pace:g}"),
+                wrk.Load(relay.url, prefix=f"{run_id}-{label.replace(' ', '-')}"),
                 duration=o.duration,
                 connections=o.connections,
             )
-            reader.stopped.set()
-            reader.join(30)
-            runs.append((label, busy, reader.fetched))
+            if reader is not None:
+                reader.stopped.set()
+                reader.join(30)
+            runs.append((label, result, 0 if reader is None else reader.fetched))
+        alone = runs[0][1]
         print(
             f"\nIngest with {o.rows:,} events stored ({o.duration}s each, wrk -c{o.connections})\n"
         )

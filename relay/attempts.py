@@ -156,10 +156,9 @@ class Attempts:
             retry_after=retry_after,
             rand=self.rand,
         )
-        kept = result.body[: self.answer_bytes] if result.body else None
-        attempt = Attempt(
-            result.started_at, result.duration_ms, result.status, result.error, kept or None
-        )
+        # The answer's start (sync's whole body in hybrid mode, so cut here too).
+        kept = result.body[: self.answer_bytes] or None
+        attempt = Attempt(result.started_at, result.duration_ms, result.status, result.error, kept)
         outcome = Outcome(decision.state, decision.next_attempt_at, decision.reason)
         if span is not None:
             span.answered(result.status, result.error, decision.state)

@@ -56,7 +56,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "relay.dispatcher",
         ),
     ),
-    ("upkeep", ("relay.housekeeping", "relay.reload", "relay.admin.*", "relay.console.*")),
+    ("upkeep", ("relay.housekeeping", "relay.reload", "relay.admin.*")),
     ("assembly", ("relay.lifecycle", "relay.app")),
     ("roles", ("relay.serve", "relay.workers.*")),
     ("entry", ("relay.cli.*", "relay.__main__")),

@@ -24,6 +24,7 @@ from relay.admin.control import (
     pause_json,
     preview_json,
     read_json,
+    store_of,
 )
 from relay.admin.views import (
     DEFAULT_LIMIT,
@@ -35,13 +36,14 @@ from relay.admin.views import (
     event_summary,
     is_empty_filter,
     iso,
+    only_params,
     parse_filter,
     parse_flag,
     parse_int,
 )
 from relay.housekeeping import DEAD_AFTER, find_orphans
 from relay.runtime import RELAY, Relay
-from relay.store.base import EventFilter, ReplicaInfo, Store
+from relay.store.base import EventFilter, EventInfo, ReplicaInfo, Store
 
 
 def route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
@@ -51,11 +53,41 @@ def route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
     return frozenset()
 
 
-def _event_id(request: web.Request) -> int:
+def event_id_of(request: web.Request) -> int:
     text = request.match_info["id"]
     if not re.fullmatch(r"[0-9]{1,18}", text):
         raise ApiError(400, "bad_id", f"event id must be a positive integer, got {text!r}")
     return int(text)
+
+
+async def load_event(request: web.Request) -> EventInfo:
+    """The event the path names (``{id}``); 400 for a bad id, 404 for none."""
+    event_id = event_id_of(request)
+    event = await store_of(request).get_event(event_id)
+    if event is None:
+        raise ApiError(404, "not_found", f"no event {event_id}")
+    return event
+
+
+def queued(event: EventInfo) -> EventInfo:
+    if event.sync_state is not None:
+        raise ApiError(
+            409,
+            "not_queued",
+            "a sync-mode event has no deliveries to replay: its sender's retry is forwarded afresh",
+        )
+    return event
+
+
+async def requeue(relay: Relay, store: Store, flt: EventFilter, *, force: bool) -> int:
+    """Replay what ``flt`` matches (``force``: delivered deliveries too), and wake the
+    routes it names (every route when it names none), which pace it as any delivery:
+    rate limit and breaker."""
+    n = await (store.requeue_all(flt) if force else store.requeue(flt))
+    if n:
+        for name in {flt.route} if flt.route else {rt.cfg.name for rt in relay.routes.values()}:
+            relay.wake(name)
+    return n
 
 
 # --- handlers --------------------------------------------------------------------
@@ -66,13 +98,7 @@ _LIST_PARAMS: Final = frozenset({"route", "state", "key", "since", "until", "lim
 async def list_events(request: web.Request) -> web.Response:
     store = request.app[STORE]
     q = request.rel_url.query
-    unknown = sorted(set(q) - _LIST_PARAMS)
-    if unknown:
-        raise ApiError(
-            400,
-            "unknown_parameter",
-            f"unknown parameter(s): {', '.join(unknown)}; expected {', '.join(sorted(_LIST_PARAMS))}",
-        )
+    only_params(q, _LIST_PARAMS, name_them=True)
     flt = parse_filter({k: q[k] for k in FILTER_FIELDS if k in q}, store.clock())
     limit = parse_int("limit", q.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
     before = parse_int("before_id", q["before_id"], 1) if "before_id" in q else None
@@ -93,11 +119,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def show_event(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
-    store = request.app[STORE]
-    event_id = _event_id(request)
-    event = await store.get_event(event_id)
-    if event is None:
-        raise ApiError(404, "not_found", f"no event {event_id}")
+    event = await load_event(request)
     return web.json_response(event_detail(event, route_secret_headers(relay, event.route)))
 
 
@@ -108,27 +130,14 @@ def _route_active(relay: Relay, route: str) -> bool:
 async def replay_event(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     store = request.app[STORE]
-    event_id = _event_id(request)
-    unknown = sorted(set(request.rel_url.query) - {"force"})
-    if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
+    only_params(request.rel_url.query, {"force"})
     force = parse_flag("force", request.rel_url.query.get("force", "0"))
-    event = await store.get_event(event_id)
-    if event is None:
-        raise ApiError(404, "not_found", f"no event {event_id}")
-    if event.sync_state is not None:
-        raise ApiError(
-            409,
-            "not_queued",
-            "a sync-mode event has no deliveries to replay: its sender's retry is forwarded afresh",
-        )
+    event = queued(await load_event(request))
+    event_id = event.id
     if force and event.body is None:
         raise ApiError(409, "payload_dropped", "the payload was dropped by payload retention")
     reason = parse_reason(await read_json(request, ("reason",)), required=False)
-    flt = EventFilter(ids=(event_id,))
-    n = await (store.requeue_all(flt) if force else store.requeue(flt))
-    if n:
-        relay.wake(event.route)
+    n = await requeue(relay, store, EventFilter(route=event.route, ids=(event_id,)), force=force)
     await audit(request, "replay", {"event_id": event_id, "force": force}, n, reason)
     after = await store.get_event(event_id)
     out: dict[str, Any] = {
@@ -164,11 +173,7 @@ async def replay_bulk(request: web.Request) -> web.Response:
         preview = await store.preview_requeue(flt, force=force)
         return web.json_response({**preview_json(preview, "would_requeue"), "force": force})
     reason = parse_reason(doc, required=True)
-    n = await (store.requeue_all(flt) if force else store.requeue(flt))
-    if n:
-        # Paced like any delivery: by the routes' rate limits and breakers.
-        for name in {flt.route} if flt.route else {rt.cfg.name for rt in relay.routes.values()}:
-            relay.wake(name)
+    n = await requeue(relay, store, flt, force=force)
     await audit(request, "replay_bulk", {**_target(doc), "force": force}, n, reason)
     return web.json_response({"requeued": n, "force": force})
 

@@ -11,10 +11,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.admin.api import add_api_routes, replica_state
+from relay.admin.console.app import mount_console
+from relay.admin.console.common import PREFIX
 from relay.admin.control import CREDENTIAL, STORE, add_control_routes
 from relay.admin.views import ApiError
-from relay.console.app import mount_console
-from relay.console.common import PREFIX
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay

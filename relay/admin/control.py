@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from relay.admin.views import ApiError, iso, parse_int
+from relay.admin.views import ApiError, iso, only_params, parse_int
 from relay.breaker import State
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay, RouteRuntime
@@ -125,9 +125,7 @@ def _queue_route(relay: Relay, name: str) -> RouteRuntime:
 
 
 def _upstream(request: web.Request, rt: RouteRuntime) -> str:
-    unknown = sorted(set(request.rel_url.query) - {"upstream"})
-    if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
+    only_params(request.rel_url.query, {"upstream"})
     upstream = request.rel_url.query.get("upstream", "")
     if upstream and upstream not in rt.cfg.upstreams:
         raise ApiError(404, "not_found", f"route {rt.cfg.name!r} has no upstream {upstream!r}")
@@ -176,9 +174,7 @@ def audit_json(e: AuditEntry) -> dict[str, Any]:
 
 async def audit_log(request: web.Request) -> web.Response:
     q = request.rel_url.query
-    unknown = sorted(set(q) - {"limit", "before_id"})
-    if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
+    only_params(q, {"limit", "before_id"})
     limit = parse_int("limit", q.get("limit", "50"), 1, AUDIT_LIMIT)
     before = parse_int("before_id", q["before_id"], 1) if "before_id" in q else None
     entries = await store_of(request).audit_log(limit + 1, before)

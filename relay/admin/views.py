@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
@@ -249,6 +249,17 @@ def parse_flag(name: str, value: object) -> bool:
     ):
         return value.lower() in ("1", "true", "yes", "on")
     raise ApiError(400, "bad_request", f"{name}: expected true or false, got {value!r}")
+
+
+def only_params(given: Iterable[str], allowed: Iterable[str], *, name_them: bool = False) -> None:
+    """400 ``unknown_parameter`` for any name outside ``allowed`` (``name_them``: list
+    the allowed ones in the message)."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        message = f"unknown parameter(s): {', '.join(unknown)}"
+        if name_them:
+            message += f"; expected {', '.join(sorted(allowed))}"
+        raise ApiError(400, "unknown_parameter", message)
 
 
 FILTER_FIELDS: Final = ("route", "state", "key", "since", "until", "ids")

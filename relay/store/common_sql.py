@@ -110,6 +110,13 @@ OLDEST_OPEN = (
     " JOIN events AS e ON e.id = m.first"
 )
 
+# The deliveries that need a look, per upstream: over the (state, route, event_id)
+# index's open, dead and stale rows, never the delivered history.
+UPSTREAM_COUNTS = (
+    "SELECT route, upstream, state, count(*) FROM deliveries"
+    " WHERE state IN ('pending', 'in_flight', 'dead', 'stale') GROUP BY route, upstream, state"
+)
+
 OPEN_BY_UPSTREAM = (
     "SELECT route, upstream, count(*) FROM deliveries"
     " WHERE state IN ('pending', 'in_flight') GROUP BY route, upstream"

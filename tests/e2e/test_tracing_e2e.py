@@ -54,20 +54,29 @@ class Recording(Backend):
         return await super().handle(request)
 
 
-async def test_spans_reach_an_otlp_collector_and_the_backend_joins_the_trace(
-    relays: Any, start_backend: Any, aiohttp_server: Any
-) -> None:
+async def traced(
+    relays: Any, start_backend: Any, aiohttp_server: Any, **top: Any
+) -> tuple[Collector, Recording, Any]:
+    """A collector, a recording backend and a started relay with tracing on, exporting
+    to the collector through the OTEL_* variables."""
     collector = Collector()
     server = await aiohttp_server(collector.app(), host="127.0.0.1")
     backend = Recording()
     await start_backend(backend)
-    relay = relays([queue_route(backend, "orders")], tracing={"enabled": True})
+    relay = relays([queue_route(backend, "orders")], tracing={"enabled": True}, **top)
     relay.extra_env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.port}",
         OTEL_SERVICE_NAME="relay-under-test",
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
     await relay.start()
+    return collector, backend, relay
+
+
+async def test_spans_reach_an_otlp_collector_and_the_backend_joins_the_trace(
+    relays: Any, start_backend: Any, aiohttp_server: Any
+) -> None:
+    collector, backend, relay = await traced(relays, start_backend, aiohttp_server)
     async with aiohttp.ClientSession() as s:
         assert (await post(s, relay.url("/orders"), "k-1"))[0] == 202
         assert (await post(s, relay.url("/orders"), "k-1"))[0] == 202  # a duplicate
@@ -90,16 +99,7 @@ async def test_spans_reach_an_otlp_collector_and_the_backend_joins_the_trace(
 async def test_with_workers_each_worker_exports_and_the_owner_serves_the_console(
     relays: Any, start_backend: Any, aiohttp_server: Any
 ) -> None:
-    collector = Collector()
-    server = await aiohttp_server(collector.app(), host="127.0.0.1")
-    backend = Recording()
-    await start_backend(backend)
-    relay = relays([queue_route(backend, "orders")], tracing={"enabled": True}, workers=2)
-    relay.extra_env.update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.port}",
-        OTEL_BSP_SCHEDULE_DELAY="100",
-    )
-    await relay.start()
+    collector, _, relay = await traced(relays, start_backend, aiohttp_server, workers=2)
     keys = [f"w-{i}" for i in range(20)]
     async with aiohttp.ClientSession() as s:
         for key in keys:

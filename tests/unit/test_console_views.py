@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.console.history import History, sparkline
-from relay.console.session import Signer, signing_key
-from relay.console.views import (
+from relay.admin.console.history import History, sparkline
+from relay.admin.console.session import Signer, signing_key
+from relay.admin.console.views import (
     age,
     field_matches,
     json_path,

@@ -157,7 +157,7 @@ class PostgresOperations:
 
     async def upstream_counts(self) -> list[UpstreamCounts]:
         async with self.db.acquire() as conn:
-            return rowmap.upstream_counts(await conn.fetch(q.UPSTREAM_COUNTS))
+            return rowmap.upstream_counts(await conn.fetch(common_sql.UPSTREAM_COUNTS))
 
     async def recent_attempts(self, after_id: int, limit: int) -> list[RecentAttempt]:
         async with self.db.acquire() as conn:

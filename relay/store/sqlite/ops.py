@@ -167,7 +167,7 @@ class SQLiteOperations(SQLiteAccess):
         return {route: RouteBacklog(route, **fields) for route, fields in by_route.items()}
 
     async def upstream_counts(self) -> list[UpstreamCounts]:
-        return rowmap.upstream_counts(await self._read_rows(q.UPSTREAM_COUNTS))
+        return rowmap.upstream_counts(await self._read_rows(common_sql.UPSTREAM_COUNTS))
 
     async def recent_attempts(self, after_id: int, limit: int) -> list[RecentAttempt]:
         rows = await self._read_rows(q.RECENT_ATTEMPTS, (after_id, limit))

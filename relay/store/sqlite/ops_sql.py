@@ -183,13 +183,6 @@ def clear_answers(events: int) -> str:
 
 # --- the console ------------------------------------------------------------------
 
-# The deliveries that need a look, per upstream: over the (state, route, event_id)
-# index's open, dead and stale rows, never the delivered history.
-UPSTREAM_COUNTS = (
-    "SELECT route, upstream, state, count(*) FROM deliveries"
-    " WHERE state IN ('pending', 'in_flight', 'dead', 'stale') GROUP BY route, upstream, state"
-)
-
 # Newest first by the attempts' primary key: the tail and the overview's last errors.
 RECENT_ATTEMPTS = (
     "SELECT a.id, d.event_id, d.route, d.upstream, a.started_at, a.duration_ms, a.status,"

@@ -127,14 +127,18 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
             stats=stats,
         )
 
-    def _connect(self) -> sqlite3.Connection:
-        """On the store's thread: connect, set the pragmas, migrate."""
+    def _connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
         )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """On the store's thread: connect, set the pragmas, migrate."""
+        conn = self._connection()
         try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(mode[0]).lower() != "wal":
                 raise StoreUnavailable(f"{self.path}: cannot switch to WAL (got {mode[0]})")
@@ -148,11 +152,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
 
     def _connect_reader(self) -> sqlite3.Connection:
         """On the reader's thread, once the writer has migrated: reads only."""
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn = self._connection()
         conn.execute("PRAGMA query_only = ON")
         return conn
 

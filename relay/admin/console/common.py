@@ -11,8 +11,8 @@ from typing import Any, Final
 import aiohttp_jinja2
 from aiohttp import web
 
-from relay.console.history import History
-from relay.console.session import COOKIE, Session, Signer, signing_key
+from relay.admin.console.history import History
+from relay.admin.console.session import COOKIE, Session, Signer, signing_key
 from relay.runtime import RELAY
 
 PREFIX: Final = "/ui"

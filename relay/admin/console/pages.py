@@ -8,7 +8,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from relay.admin.api import route_secret_headers
+from relay.admin.api import load_event, route_secret_headers
+from relay.admin.console.common import STATE, render
+from relay.admin.console.history import sparkline
+from relay.admin.console.views import field_matches, last_errors, route_row, show_bytes
 from relay.admin.control import STORE, breakers
 from relay.admin.views import (
     DEFAULT_LIMIT,
@@ -17,12 +20,10 @@ from relay.admin.views import (
     event_detail,
     event_state,
     iso,
+    only_params,
     parse_filter,
     parse_int,
 )
-from relay.console.common import STATE, render
-from relay.console.history import sparkline
-from relay.console.views import field_matches, last_errors, route_row, show_bytes
 from relay.runtime import RELAY, Relay
 from relay.store.base import EventFilter, EventInfo
 
@@ -94,10 +95,9 @@ async def overview(request: web.Request) -> web.Response:
 
 
 def _query(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The query without empty fields (a filter form sends every field)."""
     q = {k: v for k, v in request.rel_url.query.items() if v != ""}
-    unknown = sorted(set(q) - allowed)
-    if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
+    only_params(q, allowed)
     return q
 
 
@@ -159,20 +159,6 @@ async def _event_list(request: web.Request, template: str, state: str | None) ->
             "replayed": request.rel_url.query.get("replayed"),
         },
     )
-
-
-def event_id(request: web.Request) -> int:
-    text = request.match_info["id"]
-    if not re.fullmatch(r"[0-9]{1,18}", text):
-        raise ApiError(400, "bad_id", "an event id is a positive integer")
-    return int(text)
-
-
-async def load_event(request: web.Request) -> EventInfo:
-    found = await request.config_dict[STORE].get_event(event_id(request))
-    if found is None:
-        raise ApiError(404, "not_found", f"no event {event_id(request)}")
-    return found
 
 
 async def event(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
-from .support import Backend, queue_route, wait_for
+from tests.e2e.support import Backend, queue_route, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

@@ -13,11 +13,11 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from relay.admin.control import MAX_REASON, STORE, audit
-from relay.admin.views import ApiError, parse_filter
-from relay.console.common import PREFIX, STATE, render, set_cookie
-from relay.console.pages import load_event
-from relay.console.session import COOKIE
+from relay.admin.api import load_event, queued, requeue
+from relay.admin.console.common import PREFIX, STATE, render, set_cookie
+from relay.admin.console.session import COOKIE
+from relay.admin.control import STORE, audit, parse_reason
+from relay.admin.views import only_params, parse_filter
 from relay.logging import get_logger
 from relay.runtime import RELAY
 from relay.store.base import EventFilter
@@ -29,15 +29,6 @@ log = get_logger()
 async def _form(request: web.Request) -> dict[str, str]:
     form = await request.post()
     return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
-
-
-def _reason(form: dict[str, str], required: bool) -> str | None:
-    reason = form.get("reason", "").strip()
-    if len(reason) > MAX_REASON:
-        raise ApiError(400, "bad_reason", f"a reason is at most {MAX_REASON} characters")
-    if required and not reason:
-        raise ApiError(400, "reason_required", "say why: the reason goes to the audit log")
-    return reason or None
 
 
 # --- sign in and out ---------------------------------------------------------------
@@ -89,9 +80,7 @@ async def logout(request: web.Request) -> web.Response:
 
 async def replay_page(request: web.Request) -> web.Response:
     store = request.config_dict[STORE]
-    e = await load_event(request)
-    if e.sync_state is not None:
-        raise ApiError(409, "not_queued", "a sync-mode event has no deliveries to replay")
+    e = queued(await load_event(request))
     flt = EventFilter(ids=(e.id,))
     plain = await store.preview_requeue(flt)
     forced = await store.preview_requeue(flt, force=True)
@@ -105,16 +94,11 @@ async def replay_page(request: web.Request) -> web.Response:
 async def replay(request: web.Request) -> web.Response:
     relay = request.config_dict[RELAY]
     store = request.config_dict[STORE]
-    e = await load_event(request)
-    if e.sync_state is not None:
-        raise ApiError(409, "not_queued", "a sync-mode event has no deliveries to replay")
+    e = queued(await load_event(request))
     form = await _form(request)
     force = form.get("force") == "1"
-    reason = _reason(form, required=False)
-    flt = EventFilter(ids=(e.id,))
-    n = await (store.requeue_all(flt) if force else store.requeue(flt))
-    if n:
-        relay.wake(e.route)
+    reason = parse_reason(form, required=False)
+    n = await requeue(relay, store, EventFilter(route=e.route, ids=(e.id,)), force=force)
     await audit(request, "replay", {"event_id": e.id, "force": force}, n, reason)
     raise web.HTTPSeeOther(f"{PREFIX}/events/{e.id}?{urlencode({'replayed': n})}")
 
@@ -123,9 +107,7 @@ async def replay(request: web.Request) -> web.Response:
 
 
 def _bulk(values: dict[str, str], now: float) -> tuple[EventFilter, dict[str, str]]:
-    unknown = sorted(set(values) - {*BULK_FIELDS, "reason", "next"})
-    if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
+    only_params(values, {*BULK_FIELDS, "reason", "next"})
     given = {k: values[k] for k in BULK_FIELDS if values.get(k)}
     flt = parse_filter({**given, "state": "dead"}, now)
     return flt, given
@@ -142,13 +124,9 @@ async def dead_replay(request: web.Request) -> web.Response:
     relay = request.config_dict[RELAY]
     store = request.config_dict[STORE]
     form = await _form(request)
-    reason = _reason(form, required=True)
+    reason = parse_reason(form, required=True)
     flt, given = _bulk({k: v for k, v in form.items() if k != "reason"}, store.clock())
-    n = await store.requeue(flt)
-    if n:
-        # Paced like any delivery: by the routes' rate limits and breakers.
-        for name in {flt.route} if flt.route else {rt.cfg.name for rt in relay.routes.values()}:
-            relay.wake(name)
+    n = await requeue(relay, store, flt, force=False)
     await audit(request, "replay_bulk", {**given, "state": "dead"}, n, reason)
     raise web.HTTPSeeOther(f"{PREFIX}/dead?{urlencode({**given, 'replayed': n})}")
 

@@ -21,13 +21,13 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from relay.admin.console import actions, pages
+from relay.admin.console.common import PREFIX, SESSION, STATE, ConsoleState, error_page, set_cookie
+from relay.admin.console.history import History
+from relay.admin.console.session import COOKIE
+from relay.admin.console.views import age
 from relay.admin.control import CREDENTIAL, STORE
 from relay.admin.views import ApiError, iso
-from relay.console import actions, pages
-from relay.console.common import PREFIX, SESSION, STATE, ConsoleState, error_page, set_cookie
-from relay.console.history import History
-from relay.console.session import COOKIE
-from relay.console.views import age
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
