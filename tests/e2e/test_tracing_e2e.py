@@ -90,8 +90,10 @@ async def test_spans_reach_an_otlp_collector_and_the_backend_joins_the_trace(
     assert [link.span_id for link in duplicate.links] == [first.span_id]
     (sent,) = backend.traceparents
     assert sent.startswith(f"00-{attempt.trace_id.hex()}-{attempt.span_id.hex()}-")
-    # Log lines written inside a span name it.
-    (line,) = [e for e in relay.logged("delivery_succeeded")]
+    # Log lines written inside a span name it. The span is exported when it ends, which
+    # can be before the line reaches the relay's stderr, so wait for the line.
+    await wait_for(lambda: bool(relay.logged("delivery_succeeded")), 10, "the delivery's log line")
+    (line,) = relay.logged("delivery_succeeded")
     assert (line["trace_id"], line["span_id"]) == (attempt.trace_id.hex(), attempt.span_id.hex())
     assert await relay.stop() == 0
 
