@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -46,6 +47,8 @@ class UpstreamLoop:
     # Answered attempts whose outcome is still being recorded (still leased).
     finishing: set[asyncio.Task[None]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    # Leased ahead of a free slot, not yet sent (at most one slot's worth each).
+    ready: deque[Lease] = field(default_factory=deque)
     retired: bool = False  # its route was removed or changed by a reload
 
 
@@ -166,7 +169,16 @@ class Attempts:
         # The upstream's slot is free once it has answered: recording the outcome
         # (a group commit, an fsync away) goes on without holding the slot. The
         # delivery stays in flight in the store until then, so nothing re-leases it.
-        task = asyncio.create_task(self._finish(lease, attempt, outcome), name="finish")
+        self._finishing(w, self._finish(lease, attempt, outcome))
+
+    def give_back(self, w: UpstreamLoop, leases: Iterable[Lease]) -> None:
+        """Leases that were never sent: pending and due now, no attempt charged."""
+        now = self.store.clock()
+        for lease in leases:
+            self._finishing(w, self._finish(lease, None, Outcome("pending", next_attempt_at=now)))
+
+    def _finishing(self, w: UpstreamLoop, finish: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(finish, name="finish")
         self.finishing.add(task)
         w.finishing.add(task)
         task.add_done_callback(functools.partial(self._finish_done, w))

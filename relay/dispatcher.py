@@ -231,6 +231,14 @@ class Dispatcher:
     # --- the delivery loop ---------------------------------------------------
 
     async def _run(self, w: UpstreamLoop) -> None:
+        try:
+            await self._deliver(w)
+        finally:
+            # Leased ahead and never sent: due again at once, for whoever leases next.
+            self.attempts.give_back(w, w.ready)
+            w.ready.clear()
+
+    async def _deliver(self, w: UpstreamLoop) -> None:
         clock = asyncio.get_running_loop().time
         while not w.retired:
             w.wake.clear()
@@ -238,7 +246,17 @@ class Dispatcher:
             cap, free, hold = self._slots(w, now)
             if hold is not None or w.guard.held is not None:
                 await w.guard.show_held(self.store, hold, now)
-            if free <= 0 or (w.inflight and free < max(1, cap // LEASE_BATCH_DIVISOR)):
+            free -= self._start(w, free, clock())
+            # Leased ahead, a freed slot is refilled at once: the lease's round trip to
+            # the store (behind a busy ingest's commits) is not part of an attempt's
+            # cycle. Only while nothing holds the upstream back, and never more ahead
+            # than there are slots.
+            ahead = cap if hold is None and w.guard.bucket is None else 0
+            if w.ready and ahead == 0:
+                self.attempts.give_back(w, w.ready)  # a hold began: they would wait
+                w.ready.clear()
+            want = free + ahead - len(w.ready)
+            if want <= 0 or (w.inflight and want < max(1, cap // LEASE_BATCH_DIVISOR)):
                 # Busy: lease a few slots at a time, not one per finished attempt,
                 # so a lease transaction serves several deliveries.
                 await self._sleep(w, full=True)
@@ -247,7 +265,7 @@ class Dispatcher:
                 leases = await self.store.lease_due(
                     rt.cfg.name,
                     w.upstream,
-                    free,
+                    want,
                     rt.cfg.timeout.total + LEASE_MARGIN,
                     hold_dead=_hold_dead(rt.cfg),
                 )
@@ -255,16 +273,26 @@ class Dispatcher:
                 self.log.error("lease_failed", route=rt.cfg.name, error=str(exc))
                 await asyncio.sleep(STORE_ERROR_PAUSE)
                 continue
-            w.guard.started(len(leases), clock())
-            for lease in leases:
-                task = asyncio.create_task(
-                    self.attempts.run(w, lease), name=f"attempt:{lease.delivery_id}"
-                )
-                w.inflight.add(task)
-                task.add_done_callback(functools.partial(self._attempt_done, w))
-            if leases and len(leases) == free:
-                continue  # maybe more due; the next round leases what slots remain
+            w.ready.extend(leases)
+            if leases and len(leases) == want:
+                continue  # maybe more due; the next round starts them and leases on
+            self._start(w, self._slots(w, clock())[1], clock())
             await self._sleep(w, full=False)
+
+    def _start(self, w: UpstreamLoop, free: int, now: float) -> int:
+        """Start up to ``free`` attempts from what is leased; how many started."""
+        n = min(max(0, free), len(w.ready))
+        if n == 0:
+            return 0
+        w.guard.started(n, now)
+        for _ in range(n):
+            lease = w.ready.popleft()
+            task = asyncio.create_task(
+                self.attempts.run(w, lease), name=f"attempt:{lease.delivery_id}"
+            )
+            w.inflight.add(task)
+            task.add_done_callback(functools.partial(self._attempt_done, w))
+        return n
 
     def _slots(self, w: UpstreamLoop, now: float) -> tuple[int, int, Hold | None]:
         """The attempts allowed in flight now, how many more may start, and what holds
