@@ -68,6 +68,7 @@ class GroupCommitter(Generic[T, R]):
         on_error: Callable[[BaseException], BaseException],
         closed_error: Callable[[], BaseException],
         stats: BatchStats | None = None,
+        share: Callable[[], int | None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -79,7 +80,15 @@ class GroupCommitter(Generic[T, R]):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._committing = False
+        # Asked before each batch: a smaller cap for it (another committer's fair share).
+        self._share = share
         self.stats = stats if stats is not None else BatchStats()
+
+    @property
+    def busy(self) -> bool:
+        """Items are waiting or being committed."""
+        return self._committing or bool(self._queue)
 
     def start(self) -> None:
         if self._task is None and not self._closed:
@@ -120,12 +129,16 @@ class GroupCommitter(Generic[T, R]):
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch: list[tuple[T, asyncio.Future[R]]] = []
-        while self._queue and len(batch) < self._max_batch:
+        cap = self._max_batch
+        if self._share is not None and (share := self._share()) is not None:
+            cap = max(1, min(cap, share))
+        while self._queue and len(batch) < cap:
             batch.append(self._queue.popleft())
         return batch
 
     async def _commit_one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         started = time.perf_counter()
+        self._committing = True
         try:
             results = await self._commit([item for item, _ in batch])
             if len(results) != len(batch):
@@ -139,6 +152,8 @@ class GroupCommitter(Generic[T, R]):
             if not isinstance(exc, Exception):
                 raise  # cancelled: the callers are answered, now stop
             return
+        finally:
+            self._committing = False
         elapsed = time.perf_counter() - started
         self.stats.batches += 1
         self.stats.rows += len(batch)

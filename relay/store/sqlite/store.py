@@ -16,9 +16,9 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from relay import versions
 from relay.errors import StoreUnavailable
@@ -46,6 +46,8 @@ from relay.store.sqlite.sync import SQLiteSyncMode
 # for RETURNING).
 _MAX_VARIABLES = 32766
 _MAX_BATCH = _MAX_VARIABLES // q.EVENT_PARAMS
+# An ingest batch while delivery outcomes wait is never smaller than this.
+INGEST_SHARE_FLOOR: Final = 8
 
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
@@ -115,17 +117,32 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         self._finisher = self._committer(self._finish_batch, self.finish_stats)
         self._inliner = self._committer(self._inline_batch, BatchStats())
         self._answerer = self._committer(self._answer_batch, BatchStats())
-        self._batcher = self._committer(self._commit_batch, self.stats)
+        self._batcher = self._committer(self._commit_batch, self.stats, self._ingest_share)
         self._batcher.start()
 
-    def _committer(self, commit: Any, stats: BatchStats) -> GroupCommitter[Any, Any]:
+    def _committer(
+        self, commit: Any, stats: BatchStats, share: Callable[[], int | None] | None = None
+    ) -> GroupCommitter[Any, Any]:
         return GroupCommitter(
             commit,
             max_batch=self.max_batch,
             on_error=_unavailable,
             closed_error=lambda: StoreUnavailable("the store is closed"),
             stats=stats,
+            share=share,
         )
+
+    def _ingest_share(self) -> int | None:
+        """Delivery's fair share of the one writer thread. Its transactions run in
+        turn, so with ingest and delivery both waiting each commits a batch per
+        round: an ingest batch no larger than the last batch of delivery outcomes
+        gives delivery half of the rounds' rows. A busy listener (64 connections
+        against 16 delivery slots) otherwise took two thirds and the backlog grew
+        while the backend sat idle. Senders wait a little longer for their ack."""
+        finisher = self._finisher
+        if finisher is None or not finisher.busy:
+            return None
+        return max(INGEST_SHARE_FLOOR, finisher.stats.last_batch_size)
 
     def _connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(

@@ -1,0 +1,89 @@
+"""A delivery loop leases ahead of its free slots: what it holds, what it sends, and
+what it gives back unsent (a pause, shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from relay.runtime import RELAY
+from relay.store.base import EventFilter, Store
+from tests.integration.conftest import Backend, RelayFactory, dispatcher_of, eventually
+from tests.integration.test_queue_mode import post, queue_route
+
+
+async def _in_flight(store: Store) -> int:
+    return sum(c.in_flight for c in await store.upstream_counts())
+
+
+async def _held_backend(upstream: Backend) -> asyncio.Event:
+    """The backend answers only once the returned event is set."""
+    release = asyncio.Event()
+
+    async def held(request: web.Request, n: int) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response({"n": n})
+
+    upstream.behaviour = held
+    return release
+
+
+async def test_leases_ahead_send_no_more_than_concurrency_and_pause_gives_them_back(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    release = await _held_backend(upstream)
+    client = await make_relay(queue_route(upstream, concurrency=2))
+    store = client.app[RELAY].store
+    for i in range(10):
+        assert (await post(client, f"k-{i}")).status == 202
+    await upstream.wait_for(2)
+
+    async def two_ahead() -> bool:
+        return await _in_flight(store) == 4
+
+    await eventually(two_ahead, "two slots in flight and two leased ahead")
+    assert len(upstream.seen) == 2  # the backend never sees more than concurrency
+    # A pause holds the upstream: what was leased ahead goes back, uncharged.
+    assert await store.pause("orders", upstream.url("/orders"), "deploy")
+    await dispatcher_of(client).refresh_pauses()
+
+    async def only_sent() -> bool:
+        return await _in_flight(store) == 2
+
+    await eventually(only_sent, "the leases ahead given back")
+    events = await store.list_events(EventFilter(), limit=20)
+    attempts = sorted(d.attempts for e in events for d in e.deliveries)
+    assert attempts == [0] * 10  # none charged yet: the two sent are still out
+    release.set()
+    await eventually(lambda: _in_flight_is(store, 0), "the two sent recorded")
+    assert len(upstream.seen) == 2  # paused: nothing more went out
+    await store.resume("orders", upstream.url("/orders"))
+    await dispatcher_of(client).refresh_pauses()
+    await upstream.wait_for(10)
+    assert sorted(upstream.keys()) == sorted(f"k-{i}" for i in range(10))  # once each
+
+
+async def _in_flight_is(store: Store, n: int) -> bool:
+    return await _in_flight(store) == n
+
+
+async def test_shutdown_gives_back_the_leases_ahead_as_due_and_uncharged(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    release = await _held_backend(upstream)
+    client = await make_relay(queue_route(upstream, concurrency=2))
+    store = client.app[RELAY].store
+    for i in range(6):
+        assert (await post(client, f"s-{i}")).status == 202
+    await upstream.wait_for(2)
+    await eventually(lambda: _in_flight_is(store, 4), "two leased ahead")
+    release.set()
+    await dispatcher_of(client).stop(grace=5.0)
+    assert await _in_flight(store) == 0
+    counts = await store.upstream_counts()
+    delivered = len(upstream.seen)
+    assert sum(c.pending for c in counts) == 6 - delivered
+    events = await store.list_events(EventFilter(), limit=20)
+    pending = [d for e in events for d in e.deliveries if d.state == "pending"]
+    assert all(d.attempts == 0 for d in pending)  # never sent, never charged
