@@ -9,7 +9,7 @@ import asyncio
 import functools
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -49,6 +49,7 @@ class UpstreamLoop:
     task: asyncio.Task[None] | None = None
     # Leased ahead of a free slot, not yet sent (at most one slot's worth each).
     ready: deque[Lease] = field(default_factory=deque)
+    last_attempt_ms: float = 0.0  # how long the upstream took to answer, last time
     retired: bool = False  # its route was removed or changed by a reload
 
 
@@ -145,6 +146,7 @@ class Attempts:
             raise
         if answer is not None and not answer.done():
             answer.set_result(result)
+        w.last_attempt_ms = result.duration_ms
         now = self.store.clock()
         retry_after = parse_retry_after(result.retry_after, time.time())
         moved = w.guard.answered(result.status, retry_after, asyncio.get_running_loop().time())
@@ -171,10 +173,11 @@ class Attempts:
         # delivery stays in flight in the store until then, so nothing re-leases it.
         self._finishing(w, self._finish(lease, attempt, outcome))
 
-    def give_back(self, w: UpstreamLoop, leases: Iterable[Lease]) -> None:
-        """Leases that were never sent: pending and due now, no attempt charged."""
+    def give_back(self, w: UpstreamLoop, leases: deque[Lease]) -> None:
+        """Leases that were never sent (emptied): pending, due now, no attempt charged."""
         now = self.store.clock()
-        for lease in leases:
+        while leases:
+            lease = leases.popleft()
             self._finishing(w, self._finish(lease, None, Outcome("pending", next_attempt_at=now)))
 
     def _finishing(self, w: UpstreamLoop, finish: Coroutine[Any, Any, None]) -> None:

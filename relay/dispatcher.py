@@ -6,9 +6,9 @@ for work other replicas stored. Concurrency per upstream is bounded by the
 route's ``concurrency``.
 
 Per-key ordering is enforced by the store (``lease_due`` leases at most one
-delivery of an ordering key at a time, the earliest accepted first); this
-loop decides what a leased delivery becomes: sent, dropped as stale, or given
-back because its lease could end before its attempt does.
+delivery of an ordering key at a time, the earliest accepted first). A loop
+leases ahead of its free slots, so a freed slot is refilled without a round
+trip to the store; what it never sent goes back, due and uncharged.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
 
 from relay import forward
-from relay.attempts import Attempts, UpstreamLoop
+from relay.attempts import SEND_MARGIN, Attempts, UpstreamLoop
 from relay.backlog import Backlog
 from relay.breaker import State
 from relay.config import Route
@@ -39,6 +40,9 @@ POLL_INTERVAL: Final = 5.0
 LEASE_MARGIN: Final = 30.0
 # While attempts are in flight, wait until a quarter of the slots are free to lease.
 LEASE_BATCH_DIVISOR: Final = 4
+# Leasing ahead saves a store round trip per attempt: worth it for a quick upstream
+# only. A slow one would keep leases waiting long enough to run out.
+AHEAD_MAX_ATTEMPT_MS: Final = 1000.0
 # Back-off after a store error inside a delivery loop, so a broken disk does not spin.
 STORE_ERROR_PAUSE: Final = 1.0
 # How often the paused routes are re-read from the store (the lease itself checks
@@ -234,9 +238,7 @@ class Dispatcher:
         try:
             await self._deliver(w)
         finally:
-            # Leased ahead and never sent: due again at once, for whoever leases next.
-            self.attempts.give_back(w, w.ready)
-            w.ready.clear()
+            self.attempts.give_back(w, w.ready)  # for whoever leases next
 
     async def _deliver(self, w: UpstreamLoop) -> None:
         clock = asyncio.get_running_loop().time
@@ -251,10 +253,10 @@ class Dispatcher:
             # the store (behind a busy ingest's commits) is not part of an attempt's
             # cycle. Only while nothing holds the upstream back, and never more ahead
             # than there are slots.
-            ahead = cap if hold is None and w.guard.bucket is None else 0
+            quick = w.last_attempt_ms <= AHEAD_MAX_ATTEMPT_MS
+            ahead = cap if hold is None and w.guard.bucket is None and quick else 0
             if w.ready and ahead == 0:
                 self.attempts.give_back(w, w.ready)  # a hold began: they would wait
-                w.ready.clear()
             want = free + ahead - len(w.ready)
             if want <= 0 or (w.inflight and want < max(1, cap // LEASE_BATCH_DIVISOR)):
                 # Busy: lease a few slots at a time, not one per finished attempt,
@@ -281,6 +283,11 @@ class Dispatcher:
 
     def _start(self, w: UpstreamLoop, free: int, now: float) -> int:
         """Start up to ``free`` attempts from what is leased; how many started."""
+        cfg = w.rt.cfg
+        cutoff = self.store.clock() + cfg.timeout.total + SEND_MARGIN
+        while w.ready and w.ready[0].expires < cutoff:
+            # Held too long to cover an attempt now (the upstream slowed): due again.
+            self.attempts.give_back(w, deque([w.ready.popleft()]))
         n = min(max(0, free), len(w.ready))
         if n == 0:
             return 0
