@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
 
 from relay import forward
-from relay.attempts import SEND_MARGIN, Attempts, UpstreamLoop
+from relay.attempts import Attempts, UpstreamLoop
 from relay.backlog import Backlog
 from relay.breaker import State
 from relay.config import Route
@@ -283,11 +282,7 @@ class Dispatcher:
 
     def _start(self, w: UpstreamLoop, free: int, now: float) -> int:
         """Start up to ``free`` attempts from what is leased; how many started."""
-        cfg = w.rt.cfg
-        cutoff = self.store.clock() + cfg.timeout.total + SEND_MARGIN
-        while w.ready and w.ready[0].expires < cutoff:
-            # Held too long to cover an attempt now (the upstream slowed): due again.
-            self.attempts.give_back(w, deque([w.ready.popleft()]))
+        # A lease held too long to cover its attempt is given back by Attempts.run.
         n = min(max(0, free), len(w.ready))
         if n == 0:
             return 0
