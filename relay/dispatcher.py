@@ -303,8 +303,9 @@ class Dispatcher:
         cap, hold, moved = w.guard.capacity(concurrency, now)
         if moved is not None:
             self._breaker_moved(w, moved)
-        # Past `concurrency` outcomes still being recorded, they hold slots too: the
-        # leases one process holds (a crash's re-forwards) stay under 2 x concurrency.
+        # Past `concurrency` outcomes still being recorded, they hold slots too: what
+        # one process sent and has not recorded (a crash's re-forwards) stays under
+        # 2 x concurrency.
         backlog = max(0, len(w.finishing) - concurrency)
         free = cap - len(w.inflight) - backlog
         if free > 0 and (allowed := w.guard.tokens(free, now)) < free:
