@@ -47,7 +47,7 @@ class UpstreamLoop:
     # Answered attempts whose outcome is still being recorded (still leased).
     finishing: set[asyncio.Task[None]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
-    # Leased ahead of a free slot, not yet sent (at most one slot's worth each).
+    # Leased ahead of a free slot, not yet sent (at most `concurrency` between rounds).
     ready: deque[Lease] = field(default_factory=deque)
     last_attempt_ms: float = 0.0  # how long the upstream took to answer, last time
     retired: bool = False  # its route was removed or changed by a reload

@@ -9,16 +9,26 @@ from aiohttp import web
 
 from relay.runtime import RELAY
 from relay.store.base import EventFilter, Store
-from tests.integration.conftest import Backend, RelayFactory, dispatcher_of, eventually
+from tests.integration.conftest import (
+    Backend,
+    Client,
+    RelayFactory,
+    dispatcher_of,
+    eventually,
+)
 from tests.integration.test_queue_mode import post, queue_route
 
 
-async def _in_flight(store: Store) -> int:
-    return sum(c.in_flight for c in await store.upstream_counts())
+async def _in_flight_is(store: Store, n: int) -> bool:
+    return sum(c.in_flight for c in await store.upstream_counts()) == n
 
 
-async def _held_backend(upstream: Backend) -> asyncio.Event:
-    """The backend answers only once the returned event is set."""
+async def _two_sent_two_ahead(
+    upstream: Backend, make_relay: RelayFactory, keys: list[str]
+) -> tuple[Client, Store, asyncio.Event]:
+    """A relay with ``concurrency: 2`` whose backend holds every answer until the
+    returned event is set, once ``keys`` are stored and it has two attempts out and
+    two deliveries leased ahead."""
     release = asyncio.Event()
 
     async def held(request: web.Request, n: int) -> web.StreamResponse:
@@ -26,32 +36,25 @@ async def _held_backend(upstream: Backend) -> asyncio.Event:
         return web.json_response({"n": n})
 
     upstream.behaviour = held
-    return release
+    client = await make_relay(queue_route(upstream, concurrency=2))
+    store = client.app[RELAY].store
+    for key in keys:
+        assert (await post(client, key)).status == 202
+    await upstream.wait_for(2)
+    await eventually(lambda: _in_flight_is(store, 4), "two slots in flight, two leased ahead")
+    return client, store, release
 
 
 async def test_leases_ahead_send_no_more_than_concurrency_and_pause_gives_them_back(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    release = await _held_backend(upstream)
-    client = await make_relay(queue_route(upstream, concurrency=2))
-    store = client.app[RELAY].store
-    for i in range(10):
-        assert (await post(client, f"k-{i}")).status == 202
-    await upstream.wait_for(2)
-
-    async def two_ahead() -> bool:
-        return await _in_flight(store) == 4
-
-    await eventually(two_ahead, "two slots in flight and two leased ahead")
+    keys = [f"k-{i}" for i in range(10)]
+    client, store, release = await _two_sent_two_ahead(upstream, make_relay, keys)
     assert len(upstream.seen) == 2  # the backend never sees more than concurrency
     # A pause holds the upstream: what was leased ahead goes back, uncharged.
     assert await store.pause("orders", upstream.url("/orders"), "deploy")
     await dispatcher_of(client).refresh_pauses()
-
-    async def only_sent() -> bool:
-        return await _in_flight(store) == 2
-
-    await eventually(only_sent, "the leases ahead given back")
+    await eventually(lambda: _in_flight_is(store, 2), "the leases ahead given back")
     events = await store.list_events(EventFilter(), limit=20)
     attempts = sorted(d.attempts for e in events for d in e.deliveries)
     assert attempts == [0] * 10  # none charged yet: the two sent are still out
@@ -61,26 +64,18 @@ async def test_leases_ahead_send_no_more_than_concurrency_and_pause_gives_them_b
     await store.resume("orders", upstream.url("/orders"))
     await dispatcher_of(client).refresh_pauses()
     await upstream.wait_for(10)
-    assert sorted(upstream.keys()) == sorted(f"k-{i}" for i in range(10))  # once each
-
-
-async def _in_flight_is(store: Store, n: int) -> bool:
-    return await _in_flight(store) == n
+    assert sorted(upstream.keys()) == keys  # once each
 
 
 async def test_shutdown_gives_back_the_leases_ahead_as_due_and_uncharged(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    release = await _held_backend(upstream)
-    client = await make_relay(queue_route(upstream, concurrency=2))
-    store = client.app[RELAY].store
-    for i in range(6):
-        assert (await post(client, f"s-{i}")).status == 202
-    await upstream.wait_for(2)
-    await eventually(lambda: _in_flight_is(store, 4), "two leased ahead")
+    client, store, release = await _two_sent_two_ahead(
+        upstream, make_relay, [f"s-{i}" for i in range(6)]
+    )
     release.set()
     await dispatcher_of(client).stop(grace=5.0)
-    assert await _in_flight(store) == 0
+    assert await _in_flight_is(store, 0)
     counts = await store.upstream_counts()
     delivered = len(upstream.seen)
     assert sum(c.pending for c in counts) == 6 - delivered
