@@ -17,15 +17,16 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from relay.dispatcher import Dispatcher
+from relay.delivery.dispatcher import Dispatcher
+from relay.delivery.outbound import LocalDelivery
 from relay.errors import RelayError
 from relay.forward import new_session
-from relay.ingress import add_routes
+from relay.intake.limits import ConnectionGuard
+from relay.intake.listener import add_routes
 from relay.lifecycle import settle_heap
-from relay.limits import ConnectionGuard
 from relay.logging import get_logger
 from relay.reload import reload
-from relay.runtime import RELAY, Relay, not_now
+from relay.runtime import RELAY, Relay
 from relay.sdnotify import Notifier
 
 DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
@@ -48,12 +49,14 @@ log = get_logger()
 
 def build_app(
     relay: Relay,
+    delivery: LocalDelivery,
     *,
     store_ctx: Context,
     tasks: Sequence[Task] = (),
     start_dispatcher: bool = True,
 ) -> web.Application:
-    """The public app on ``relay``; ``store_ctx`` opens and closes its store.
+    """The public app on ``relay``; ``store_ctx`` opens and closes its store, and its
+    dispatcher stands behind ``delivery`` (the port the role gave ``relay``).
 
     ``start_dispatcher=False`` registers the delivery loops without running
     them, so tests and tools drive delivery with ``Dispatcher.burst()``.
@@ -73,7 +76,7 @@ def build_app(
     app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(_session_ctx)
-    app.cleanup_ctx.append(_dispatcher_ctx(start_dispatcher))
+    app.cleanup_ctx.append(_dispatcher_ctx(delivery, start_dispatcher))
     app.cleanup_ctx.extend(_task_ctx(body) for body in tasks)
     app.on_shutdown.append(_on_shutdown)
     add_routes(app)
@@ -91,7 +94,7 @@ async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     shutdown drain are exported too)."""
     relay = app[RELAY]
     if relay.tracing is None and relay.config.tracing.enabled:
-        from relay import otel  # the extra: imported only when switched on
+        from relay.tracing import otel  # the extra: imported only when switched on
 
         relay.tracing = otel.from_environment(relay.config.tracing)
     yield
@@ -107,7 +110,7 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     await relay.session.close()
 
 
-def _dispatcher_ctx(start: bool) -> Context:
+def _dispatcher_ctx(delivery: LocalDelivery, start: bool) -> Context:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         relay = app[RELAY]
         assert relay.session is not None
@@ -125,12 +128,10 @@ def _dispatcher_ctx(start: bool) -> Context:
         )
         dispatcher.set_routes(list(relay.routes.values()), start=start)
         app[DISPATCHER] = dispatcher
-        relay.wake = dispatcher.notify
-        relay.deliver_now = dispatcher.deliver_now
+        delivery.attach(dispatcher)
         dispatcher.failed.add_done_callback(lambda f: fail(app, f.result()))
         yield
-        relay.wake = lambda route: None
-        relay.deliver_now = not_now  # nothing is sent in line any more
+        delivery.detach()  # nothing is woken or sent in line any more
         # Begun by _on_shutdown, alongside the request drain (one grace for both).
         await dispatcher.begin_stop(relay.config.shutdown_grace)
 

@@ -79,7 +79,7 @@ async def keep_alive(relay: Relay, store: Store) -> None:
         )
         if returned:
             for rt in relay.routes.values():
-                relay.wake(rt.cfg.name)
+                relay.outbound.wake(rt.cfg.name)
 
 
 async def purge_once(relay: Relay, store: Store) -> int:

@@ -74,7 +74,7 @@ class BufferedLogger:
 
 
 _sink: _Sink | None = None
-# Set by relay.otel while tracing: the current span's (trace_id, span_id), if any.
+# Set by relay.tracing.otel while tracing: the current span's (trace_id, span_id), if any.
 trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 

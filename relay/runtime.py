@@ -1,33 +1,35 @@
-"""A process's runtime state: routes, store, session, backlog, and the replies of the public app."""
+"""A process's state, and the one port between its two wings.
+
+``intake`` (while the sender waits) and ``delivery`` (after the ack) never import
+each other: intake reaches delivery only through ``Outbound``, which each process
+role hands its ``Relay`` when it builds it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from relay import forward, signatures
+from relay import signatures
 from relay.backlog import Backlog
 from relay.config import Config, Route
-from relay.errors import StoreUnavailable
 from relay.forward import Result, Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
-from relay.store.base import DeliveryStore, Ingested, NewEvent, StoredResponse, new_token
+from relay.store.base import DeliveryStore
 from relay.tracing import Tracing
 
-REPLAYED: Final = "Idempotent-Replayed"
 # A shadow route stores a copy of a seen key under the key, this, and a token; the
 # backend is sent the key alone. A unit separator: no key a header can carry has one.
 SHADOW_COPY: Final = "\x1fshadow\x1f"
-STORE_RETRY_AFTER: Final = 5
 
 
 @dataclass(slots=True)
@@ -39,8 +41,6 @@ class RouteRuntime:
     scheme: signatures.Scheme | None
     secrets: tuple[bytes, ...]
     log: Any
-    # Sync mode: keys being forwarded by this process, awaited by their duplicates.
-    waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     # Metric children by label, looked up once per route (labels() costs a lock).
     _children: dict[str, Any] = field(default_factory=dict)
 
@@ -56,29 +56,6 @@ class RouteRuntime:
             child = metrics.ingest_seconds.labels(self.cfg.name, self.cfg.mode)
             self._children["/ingest_seconds"] = child
         return child
-
-    def mismatch(
-        self, metrics: Metrics, event: NewEvent, event_id: int, stored_fingerprint: str
-    ) -> Reply | None:
-        """A copy whose body differs from the first one's: counted and logged; refused
-        (422) when the route says ``on_payload_mismatch: reject``, else None (a duplicate)."""
-        if stored_fingerprint == event.fingerprint:
-            return None
-        metrics.mismatches.labels(self.cfg.name).inc()
-        self.log.warning("payload_mismatch", key=event.key, event_id=event_id)
-        if self.cfg.on_payload_mismatch == "reject":
-            return reject(422, "payload_mismatch", "this key was used with a different body")
-        return None
-
-    def shadowed(self, metrics: Metrics, event: NewEvent, stored_fingerprint: str) -> None:
-        """``dedupe: shadow`` let a copy through: count what enforcing would have done."""
-        metrics.shadow_duplicates.labels(self.cfg.name, event.key_source.partition(":")[0]).inc()
-        if stored_fingerprint != event.fingerprint:
-            metrics.shadow_mismatches.labels(self.cfg.name).inc()
-
-    def duplicate(self, metrics: Metrics, event: NewEvent) -> None:
-        """A copy absorbed (acked again or replayed), counted by the kind of key that caught it."""
-        metrics.duplicates.labels(self.cfg.name, event.key_source.partition(":")[0]).inc()
 
     @classmethod
     def build(cls, cfg: Route) -> RouteRuntime:
@@ -126,9 +103,25 @@ class InlineAttempt:
     task: asyncio.Task[None]
 
 
-async def not_now(route: str, upstream: str, event_id: int) -> InlineAttempt | None:
-    """No dispatcher (yet, or any more): nothing goes in line; the queue takes it."""
-    return None
+class Outbound(Protocol):
+    """What intake (and admin, and upkeep) may ask of delivery."""
+
+    def wake(self, route: str) -> None:
+        """Work was stored or requeued on ``route``: deliver it now, not at the next poll."""
+
+    async def deliver_now(self, route: str, upstream: str, event_id: int) -> InlineAttempt | None:
+        """Hybrid mode: send this just-stored event now, as one of the upstream's
+        attempts; None when it cannot go now (the queue takes it)."""
+
+
+class NoDelivery:
+    """The port of a process, or a moment, in which nothing delivers."""
+
+    def wake(self, route: str) -> None:
+        pass
+
+    async def deliver_now(self, route: str, upstream: str, event_id: int) -> InlineAttempt | None:
+        return None
 
 
 @dataclass(slots=True)
@@ -140,12 +133,11 @@ class Relay:
     # inspection and maintenance); the roles hand the full store to admin themselves.
     store: DeliveryStore
     metrics: Metrics
+    # Delivery, as intake sees it: the role decides what stands behind it.
+    outbound: Outbound = field(default_factory=NoDelivery)
     routes: dict[str, RouteRuntime] = field(default_factory=dict)  # by path
     session: aiohttp.ClientSession | None = None
     backlog: Backlog = field(default_factory=Backlog)
-    wake: Callable[[str], None] = lambda route: None
-    # Hybrid mode: send a just-stored event now (the dispatcher's deliver_now).
-    deliver_now: Callable[[str, str, int], Awaitable[InlineAttempt | None]] = not_now
     draining: bool = False
     # Called after every request (the connection guard re-arms its header deadline).
     after_request: Callable[[web.Request], None] = lambda request: None
@@ -162,130 +154,8 @@ class Relay:
         return len(tasks)
 
     def set_routes(self, routes: tuple[Route, ...]) -> None:
-        old = {rt.cfg.path: rt for rt in self.routes.values()}
-        fresh: dict[str, RouteRuntime] = {}
-        for r in routes:
-            prev = old.get(r.path)
-            rt = RouteRuntime.build(r)
-            if prev is not None and prev.cfg.name == r.name:
-                rt.waiters = prev.waiters  # in-flight sync keys keep their waiters
-            fresh[r.path] = rt
-        self.routes = fresh
+        self.routes = {r.path: RouteRuntime.build(r) for r in routes}
         self.backlog.set_routes((r.name, len(r.upstreams)) for r in routes)
 
 
 RELAY: Final = web.AppKey("relay", Relay)
-
-_ACCEPTED_ACK: Final = b'{"status": "accepted", "event_id": %d}'
-_DUPLICATE_ACK: Final = b'{"status": "duplicate", "event_id": %d}'
-
-
-def queue_ack(cfg: Route, event_id: int, duplicate: bool) -> web.Response:
-    """The queue's answer to a sender: stored (and, ``duplicate``, seen before)."""
-    if cfg.ack.body is not None:
-        body = cfg.ack.body.encode()
-    else:
-        # Formatted, not json.dumps: one per webhook, and both fields are plain.
-        body = (_DUPLICATE_ACK if duplicate else _ACCEPTED_ACK) % event_id
-    resp = web.Response(status=cfg.ack.status, body=body, content_type=None)
-    resp.headers["Content-Type"] = cfg.ack.content_type
-    if duplicate:
-        resp.headers[REPLAYED] = "true"
-    return resp
-
-
-def answer(status: int, content_type: str | None, body: bytes, replayed: bool) -> web.Response:
-    """A backend's answer passed on to a sender (``replayed``: to a duplicate)."""
-    resp = web.Response(status=status, body=body, content_type=None)
-    if content_type:
-        resp.headers["Content-Type"] = content_type
-    if replayed:
-        resp.headers[REPLAYED] = "true"
-    return resp
-
-
-def replay(stored: StoredResponse) -> web.Response:
-    """A stored final answer, again, to a duplicate."""
-    resp = answer(stored.status, stored.content_type, stored.body, replayed=True)
-    if stored.body_omitted:
-        resp.headers["Idempotent-Body-Omitted"] = "true"
-    return resp
-
-
-def kept(result: Result, cap: int) -> StoredResponse:
-    """A final answer as the store keeps it for duplicates: a body over ``cap`` omitted."""
-    omitted = len(result.body) > cap
-    return StoredResponse(
-        status=result.status or 0,
-        content_type=result.content_type,
-        body=b"" if omitted else result.body,
-        body_omitted=omitted,
-    )
-
-
-@dataclass(slots=True)
-class Reply:
-    response: web.Response
-    outcome: str  # accepted | duplicate | forwarded | replayed | rejected | ...
-    key: str | None = None
-    reason: str | None = None
-
-
-def error(status: int, reason: str, message: str, retry_after: float | None = None) -> web.Response:
-    headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
-    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
-
-
-def reject(status: int, reason: str, message: str, retry_after: float | None = None) -> Reply:
-    return Reply(error(status, reason, message, retry_after), "rejected", reason=reason)
-
-
-def absorbed(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply | None:
-    """A queued key seen before: the 422 of a refused mismatch, else None, counted as a
-    duplicate."""
-    if refused := rt.mismatch(relay.metrics, event, got.event_id, got.stored_fingerprint):
-        return refused
-    rt.duplicate(relay.metrics, event)
-    return None
-
-
-def duplicate_ack(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:
-    """The queue's answer to a duplicate; dead deliveries it revived go out now."""
-    if got.revived:
-        rt.log.info("event_revived", key=event.key, event_id=got.event_id, deliveries=got.revived)
-        relay.wake(rt.cfg.name)
-    return Reply(queue_ack(rt.cfg, got.event_id, duplicate=True), "duplicate", event.key)
-
-
-def shadow_copy(event: NewEvent) -> NewEvent:
-    """``dedupe: shadow``: a copy of a seen key, under a key of its own, so it is stored
-    and delivered while the key stays claimed by its first copy."""
-    return dataclasses.replace(event, key=f"{event.key}{SHADOW_COPY}{new_token()[:16]}")
-
-
-async def store_event(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Ingested | Reply:
-    """Claim and commit a queued event, counted in the backlog; a 503 (the sender keeps
-    it) when the store cannot commit."""
-    try:
-        got = await relay.store.ingest(event)
-    except StoreUnavailable as exc:
-        rt.log.error("store_unavailable", key=event.key, error=str(exc))
-        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
-    relay.backlog.ingested(rt.cfg.name, got)
-    if relay.tracing is not None and not got.first:
-        relay.tracing.link(got.stored_trace)  # to the first copy's trace
-    return got
-
-
-async def send_traced(
-    relay: Relay, rt: RouteRuntime, headers: CIMultiDict[str], **send: Any
-) -> Result:
-    """``forward.send`` in line (sync mode), a CLIENT span of the ingest span when tracing."""
-    assert relay.session is not None
-    if relay.tracing is None:
-        return await forward.send(relay.session, headers=headers, **send)
-    with relay.tracing.attempt(rt.cfg.name, rt.cfg.upstreams[0], 1, None) as span:
-        span.inject(headers)
-        result = await forward.send(relay.session, headers=headers, **send)
-        span.answered(result.status, result.error, "answered")
-        return result

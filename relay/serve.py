@@ -11,6 +11,7 @@ from aiohttp import web
 from relay.admin import STORE, build_admin_app
 from relay.app import FAILED, apply_reload, build_app, start_public
 from relay.config import Config
+from relay.delivery.outbound import LocalDelivery
 from relay.errors import RelayError
 from relay.housekeeping import housekeeping, report_orphans, take_over
 from relay.lifecycle import (
@@ -43,7 +44,8 @@ def single_process_app(
     """The public app of a process that holds its own store (the store named by the
     config unless one is given); its cleanup_ctx opens, recovers and closes it."""
     store = store or open_store_for_url(config.storage.url)
-    relay = Relay(config=config, store=store, metrics=metrics or Metrics())
+    delivery = LocalDelivery()
+    relay = Relay(config=config, store=store, metrics=metrics or Metrics(), outbound=delivery)
     relay.set_routes(config.routes)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -56,7 +58,7 @@ def single_process_app(
         await housekeeping(relay, store)
 
     app = build_app(
-        relay, store_ctx=store_ctx, tasks=[keep_house], start_dispatcher=start_dispatcher
+        relay, delivery, store_ctx=store_ctx, tasks=[keep_house], start_dispatcher=start_dispatcher
     )
     app[STORE] = store
     return app

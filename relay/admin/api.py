@@ -86,7 +86,7 @@ async def requeue(relay: Relay, store: Store, flt: EventFilter, *, force: bool) 
     n = await (store.requeue_all(flt) if force else store.requeue(flt))
     if n:
         for name in {flt.route} if flt.route else {rt.cfg.name for rt in relay.routes.values()}:
-            relay.wake(name)
+            relay.outbound.wake(name)
     return n
 
 

@@ -150,7 +150,7 @@ async def _pause_or_resume(request: web.Request, pause: bool) -> web.Response:
         changed = int(await store.pause(rt.cfg.name, upstream, reason))
     else:
         changed = await store.resume(rt.cfg.name, upstream)
-        relay.wake(rt.cfg.name)
+        relay.outbound.wake(rt.cfg.name)
     target = {"route": rt.cfg.name, "upstream": upstream or None}
     await audit(request, "pause" if pause else "resume", target, changed, reason)
     return web.json_response({**target, "paused": pause, "changed": changed})

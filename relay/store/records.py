@@ -102,11 +102,12 @@ class Acquired:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """The key was already answered; replay this response."""
+    """The key was already answered; replay this response (None: the event was stored
+    by queue mode, before the route's mode changed, and has no answer to replay)."""
 
     event_id: int
     fingerprint: str
-    response: StoredResponse
+    response: StoredResponse | None
     trace: str | None = None  # the first copy's traceparent
 
 

@@ -116,15 +116,13 @@ def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> Ev
 # A duplicate of a queue-mode event reaching a route that now runs in sync
 # mode: the event was already accepted and queued, so answer as the queue
 # route did rather than forward it a second time.
-_QUEUED_RESPONSE = StoredResponse(status=202, content_type=None, body=b"")
-
-
 def sync_claim_from_row(row: Row) -> SyncClaim:
     event_id, fingerprint, trace = int(row["id"]), str(row["fingerprint"]), row["trace_context"]
     if row["sync_state"] == "in_flight":
         return Busy(event_id, fingerprint, float(row["lease_expires"]), trace)
-    if row["sync_state"] is None:
-        return Completed(event_id, fingerprint, _QUEUED_RESPONSE, trace)
+    if row["sync_state"] is None and row["response_status"] is None:
+        # Stored by the queue (the route's mode changed): no answer to replay.
+        return Completed(event_id, fingerprint, None, trace)
     return Completed(event_id, fingerprint, stored_response(row), trace)
 
 

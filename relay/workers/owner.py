@@ -176,7 +176,8 @@ async def _supervise(
         log.error("startup_failed", error=str(exc))
         return 1
     metrics = OwnerMetrics(metrics_dir)
-    relay = Relay(config=config, store=store, metrics=metrics)
+    wake_workers = protocol.WakeWorkers()
+    relay = Relay(config=config, store=store, metrics=metrics, outbound=wake_workers)
     relay.set_routes(config.routes)
     server: StoreServer | None = None
     admin_runner: web.AppRunner | None = None
@@ -200,8 +201,7 @@ async def _supervise(
         )
         await server.start()
         # Admin replays wake the workers' dispatchers, not a local one.
-        srv = server
-        relay.wake = lambda route: protocol.wake_workers(srv, route)
+        wake_workers.attach(server)
         admin_app = build_admin_app(relay, store)
         admin_runner = web.AppRunner(admin_app, handle_signals=False, access_log=None)
         await admin_runner.setup()

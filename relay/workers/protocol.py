@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from relay.backlog import Backlog
+from relay.runtime import InlineAttempt
 from relay.store.base import Attempt, DeliveryStore, Ingested, Lease, NewEvent, Outcome
 from relay.store.remote import RemoteStore, StoreServer
 from relay.store.remote.client import PushHandler
@@ -60,8 +61,23 @@ def on_push(wake: Callable[[str], None]) -> PushHandler:
 # --- the owner's side -------------------------------------------------------------
 
 
-def wake_workers(server: StoreServer, route: str) -> None:
-    server.push(Push.WAKE.value, route)
+class WakeWorkers:
+    """The owner's ``Outbound``: it delivers nothing itself, so a wake (an admin
+    replay, a revived event) is pushed to every worker's dispatcher, once the
+    store's server that reaches them is attached."""
+
+    def __init__(self) -> None:
+        self._server: StoreServer | None = None
+
+    def attach(self, server: StoreServer) -> None:
+        self._server = server
+
+    def wake(self, route: str) -> None:
+        if self._server is not None:
+            self._server.push(Push.WAKE.value, route)
+
+    async def deliver_now(self, route: str, upstream: str, event_id: int) -> InlineAttempt | None:
+        return None  # the owner has no listener: nothing of its own goes in line
 
 
 def owner_calls(

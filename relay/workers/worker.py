@@ -25,6 +25,7 @@ from relay import config as config_mod
 from relay import logging as relay_logging
 from relay.app import FAILED, apply_reload, build_app, fail, start_public
 from relay.config import Config
+from relay.delivery.outbound import LocalDelivery
 from relay.errors import ConfigError, StoreError, StoreUnavailable
 from relay.lifecycle import (
     begin_shutdown,
@@ -51,9 +52,10 @@ log = get_logger()
 def worker_app(config: Config, owner: RemoteStore, metrics: Metrics) -> web.Application:
     """The public app of a worker: its store is the owner's, reached over RPC; the
     owner recovers leases and keeps house, the worker only refreshes its counts."""
-    relay = Relay(config=config, store=owner, metrics=metrics)
+    delivery = LocalDelivery()
+    relay = Relay(config=config, store=owner, metrics=metrics, outbound=delivery)
     relay.set_routes(config.routes)
-    owner.on_push = protocol.on_push(lambda route: relay.wake(route))
+    owner.on_push = protocol.on_push(delivery.wake)
 
     async def owner_ctx(app: web.Application) -> AsyncIterator[None]:
         await owner.open()
@@ -80,7 +82,7 @@ def worker_app(config: Config, owner: RemoteStore, metrics: Metrics) -> web.Appl
             except StoreError as exc:
                 log.error("backlog_refresh_failed", error=str(exc))
 
-    app = build_app(relay, store_ctx=owner_ctx, tasks=[refresh_backlog])
+    app = build_app(relay, delivery, store_ctx=owner_ctx, tasks=[refresh_backlog])
     app[OWNER] = owner
     return app
 

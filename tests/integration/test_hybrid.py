@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.runtime import RELAY, REPLAYED
+from relay.intake.replies import REPLAYED
+from relay.runtime import RELAY
 from relay.store.base import EventFilter
 from tests.integration.conftest import Backend, RelayFactory, eventually, route
 

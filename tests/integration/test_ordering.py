@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from relay.dispatcher import LEASE_MARGIN, Dispatcher
+from relay.delivery.dispatcher import LEASE_MARGIN, Dispatcher
 from relay.logging import get_logger
 from relay.runtime import RELAY
 from relay.store.base import Attempt, EventFilter, NewEvent, Outcome, Store

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from relay.runtime import RELAY, REPLAYED
+from relay.intake.replies import REPLAYED
+from relay.runtime import RELAY
 from relay.sdnotify import Notifier
 from relay.serve import reload_app
 from relay.store.base import EventFilter

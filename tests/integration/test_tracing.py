@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from relay import logging as relay_logging
-from relay.otel import OtelTracing
+from relay.tracing.otel import OtelTracing
 from tests.integration.conftest import Backend, RelayFactory, eventually, route
 
 SENDER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -845,7 +845,7 @@ def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
         "doc = {'routes': [{'name': 'a', 'path': '/a', 'upstream': 'http://127.0.0.1:1/'}]}\n"
         "cfg = from_mapping(doc, env={})\n"
         "assert not cfg.tracing.enabled\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'relay.otel'))))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'relay.tracing.otel'))))\n"
     )
     assert out == "[]"
 

@@ -22,13 +22,13 @@ from typing import Any, Final
 import aiohttp
 
 from relay import forward
-from relay.attempts import Attempts, UpstreamLoop
 from relay.backlog import Backlog
 from relay.breaker import State
 from relay.config import Route
+from relay.delivery.attempts import Attempts, UpstreamLoop
+from relay.delivery.guard import HELD_REFRESH, Hold, UpstreamGuard
 from relay.errors import StoreError
 from relay.metrics import Metrics
-from relay.protect import HELD_REFRESH, Hold, UpstreamGuard
 from relay.runtime import InlineAttempt, RouteRuntime
 from relay.store.base import DeliveryStore, Pause
 from relay.tracing import Tracing

@@ -2,7 +2,7 @@
 
 ``Relay.tracing`` is None unless ``tracing.enabled``: then every call site is one
 ``is None`` test and nothing of OpenTelemetry is imported. Switched on, the app
-loads ``relay.otel`` (the ``otel`` extra), which implements this protocol.
+loads ``relay.tracing.otel`` (the ``otel`` extra), which implements this protocol.
 
 The ingest span is the current span while a webhook is handled, so what ingest
 learns on the way (the key's source, a duplicate's original) is added to the

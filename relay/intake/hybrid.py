@@ -16,45 +16,40 @@ from typing import Any
 
 from relay.errors import StoreUnavailable
 from relay.forward import Result
+from relay.intake.replies import Reply, answer, kept, queue_ack, replay
+from relay.intake.steps import absorbed, duplicate_ack, shadow_copy, shadowed, store_event
 from relay.retry import is_retryable_status
-from relay.runtime import (
-    InlineAttempt,
-    Relay,
-    Reply,
-    RouteRuntime,
-    absorbed,
-    answer,
-    duplicate_ack,
-    kept,
-    queue_ack,
-    replay,
-    shadow_copy,
-    store_event,
-)
+from relay.runtime import InlineAttempt, Relay, RouteRuntime
 from relay.store.base import Ingested, NewEvent, StoredResponse
 
+# Keys (route, key) this process is answering in hybrid mode, awaited by their
+# duplicates: the answer kept for them, or None (they get the queue's ack).
+# Hybrid's own: a route reloaded into another mode never reads them.
+Waiters = dict[tuple[str, str], asyncio.Future[StoredResponse | None]]
 
-async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
+
+async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent, waiters: Waiters) -> Reply:
     cfg = rt.cfg
     if isinstance(got := await store_event(relay, rt, event), Reply):
         return got
     if not got.first and cfg.dedupe == "shadow":
         # Shadow: this copy goes out in line too, under a key of its own.
-        rt.shadowed(relay.metrics, event, got.stored_fingerprint)
+        shadowed(relay, rt, event, got.stored_fingerprint)
         event = shadow_copy(event)
         if isinstance(got := await store_event(relay, rt, event), Reply):
             return got
     if not got.first:
-        return await _duplicate(relay, rt, event, got)
+        return await _duplicate(relay, rt, event, got, waiters)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.hybrid.wait
     # Duplicates arriving meanwhile wait on this (bounded) for the same answer.
     waiter: asyncio.Future[StoredResponse | None] = loop.create_future()
-    rt.waiters[event.key] = waiter
+    ident = (cfg.name, event.key)
+    waiters[ident] = waiter
     try:
-        inline = await relay.deliver_now(cfg.name, cfg.upstreams[0], got.event_id)
+        inline = await relay.outbound.deliver_now(cfg.name, cfg.upstreams[0], got.event_id)
         if inline is None:
-            relay.wake(cfg.name)  # it could not go now: the queue takes it
+            relay.outbound.wake(cfg.name)  # it could not go now: the queue takes it
             result = None
         else:
             result = await _final_answer(inline, deadline - loop.time())
@@ -73,8 +68,8 @@ async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Repl
     finally:
         if not waiter.done():
             waiter.set_result(None)
-        if rt.waiters.get(event.key) is waiter:
-            del rt.waiters[event.key]
+        if waiters.get(ident) is waiter:
+            del waiters[ident]
 
 
 async def _final_answer(inline: InlineAttempt, wait: float) -> Result | None:
@@ -89,12 +84,14 @@ async def _final_answer(inline: InlineAttempt, wait: float) -> Result | None:
     return result
 
 
-async def _duplicate(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:
+async def _duplicate(
+    relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested, waiters: Waiters
+) -> Reply:
     cfg = rt.cfg
     if (refused := absorbed(relay, rt, event, got)) is not None:
         return refused
     stored: StoredResponse | None = None
-    local: Any = rt.waiters.get(event.key)
+    local = waiters.get((cfg.name, event.key))
     if local is not None:  # the first copy's answer is on its way, here
         try:
             stored = await asyncio.wait_for(asyncio.shield(local), cfg.hybrid.wait)

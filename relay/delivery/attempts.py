@@ -16,13 +16,13 @@ from typing import Any, Final
 import aiohttp
 
 from relay import forward
-from relay.attempt_report import AttemptReport
 from relay.backlog import Backlog
 from relay.breaker import State
 from relay.config import Route
+from relay.delivery.guard import UpstreamGuard
+from relay.delivery.report import AttemptReport
 from relay.errors import StoreError
 from relay.metrics import Metrics
-from relay.protect import UpstreamGuard
 from relay.retry import decide, parse_retry_after
 from relay.runtime import RouteRuntime
 from relay.store.base import Attempt, DeliveryStore, Lease, Outcome

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 import aiohttp
@@ -17,27 +18,27 @@ from aiohttp import web
 from relay import keys, signatures
 from relay.config import Route
 from relay.forward import Via, clean_headers, with_forwarded
-from relay.hybrid import handle_hybrid
-from relay.runtime import (
-    RELAY,
-    STORE_RETRY_AFTER,
-    Relay,
-    Reply,
-    RouteRuntime,
-    absorbed,
-    duplicate_ack,
-    error,
-    queue_ack,
-    reject,
-    shadow_copy,
-    store_event,
-)
-from relay.store.base import Ingested, NewEvent
-from relay.sync import handle_sync
+from relay.intake import hybrid, sync
+from relay.intake.queue import handle_queue
+from relay.intake.replies import STORE_RETRY_AFTER, Reply, error, reject
+from relay.runtime import RELAY, Relay, RouteRuntime
+from relay.store.base import NewEvent
 from relay.tracing import Tracing
 
 # Long enough for a burst to drain, short enough that senders come back soon.
 BACKPRESSURE_RETRY_AFTER: Final = 30
+
+
+@dataclass(slots=True)
+class InFlight:
+    """What the in-line modes are answering now, each mode's own, kept for the app's
+    life: a reload that changes a route's mode leaves each mode with its own kind."""
+
+    sync: sync.Waiters = field(default_factory=dict)
+    hybrid: hybrid.Waiters = field(default_factory=dict)
+
+
+IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
 
 
 async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
@@ -79,7 +80,9 @@ def _version(cfg: Route, payload: keys.Payload) -> str | None:
     return keys.extract(cfg.stale.version, payload)
 
 
-async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply:
+async def _accept(
+    request: web.Request, relay: Relay, rt: RouteRuntime, in_flight: InFlight
+) -> Reply:
     cfg = rt.cfg
     if cfg.queued and relay.backlog.full(cfg.name, cfg.max_pending):
         return reject(
@@ -127,33 +130,10 @@ async def _accept(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply
         trace=None if tracing is None else tracing.traceparent(),
     )
     if cfg.mode == "sync":
-        return await handle_sync(relay, rt, event, via)
+        return await sync.handle_sync(relay, rt, event, via, in_flight.sync)
     if cfg.mode == "hybrid":
-        return await handle_hybrid(relay, rt, event)
-    return await _enqueue(relay, rt, event)
-
-
-async def _enqueue(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Reply:
-    cfg = rt.cfg
-    if isinstance(got := await store_event(relay, rt, event), Reply):
-        return got
-    if got.first:
-        relay.wake(cfg.name)
-        return Reply(queue_ack(cfg, got.event_id, duplicate=False), "accepted", event.key)
-    if cfg.dedupe == "shadow":
-        return await _pass_on(relay, rt, event, got)
-    return absorbed(relay, rt, event, got) or duplicate_ack(relay, rt, event, got)
-
-
-async def _pass_on(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply:
-    """``dedupe: shadow``: the key stays claimed by its first copy (so enforcing later
-    absorbs a retry) and counts this one; the copy itself is stored under a key of its
-    own and delivered like any event."""
-    rt.shadowed(relay.metrics, event, got.stored_fingerprint)
-    if isinstance(stored := await store_event(relay, rt, shadow_copy(event)), Reply):
-        return stored
-    relay.wake(rt.cfg.name)
-    return Reply(queue_ack(rt.cfg, stored.event_id, duplicate=False), "accepted", event.key)
+        return await hybrid.handle_hybrid(relay, rt, event, in_flight.hybrid)
+    return await handle_queue(relay, rt, event)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -196,7 +176,7 @@ async def _serve(
     assert task is not None
     relay.active.add(task)
     try:
-        reply = await _accept(request, relay, rt)
+        reply = await _accept(request, relay, rt, request.app[IN_FLIGHT])
     finally:
         relay.active.discard(task)
     elapsed = time.perf_counter() - t0
@@ -226,4 +206,5 @@ async def _serve(
 
 
 def add_routes(app: web.Application) -> None:
+    app[IN_FLIGHT] = InFlight()
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -17,19 +17,19 @@ from aiohttp import web
 
 from relay import forward
 from relay.errors import StoreUnavailable
-from relay.metrics import status_class
-from relay.retry import is_retryable_status
-from relay.runtime import (
+from relay.intake.replies import (
     STORE_RETRY_AFTER,
-    Relay,
     Reply,
-    RouteRuntime,
     answer,
     kept,
+    queue_ack,
     reject,
     replay,
-    send_traced,
 )
+from relay.intake.steps import counted_duplicate, mismatch, send_traced, shadowed
+from relay.metrics import status_class
+from relay.retry import is_retryable_status
+from relay.runtime import Relay, RouteRuntime
 from relay.store.base import Acquired, Busy, Completed, NewEvent
 
 # A duplicate whose original is held by another replica polls the store; it
@@ -51,6 +51,19 @@ class Answer:
         return answer(self.status, self.content_type, self.body, replayed)
 
 
+# Keys (route, key) this process is forwarding in sync mode, awaited by their
+# duplicates. Sync's own: a route reloaded into another mode never reads them.
+Waiters = dict[tuple[str, str], asyncio.Future[Answer]]
+
+
+def _completed(rt: RouteRuntime, claim: Completed, event: NewEvent) -> Reply:
+    """A duplicate of an answered key: the stored answer again; for an event the queue
+    stored (the route was in queue mode then), the queue's duplicate ack."""
+    if claim.response is None:
+        return Reply(queue_ack(rt.cfg, claim.event_id, duplicate=True), "duplicate", event.key)
+    return Reply(replay(claim.response), "replayed", event.key)
+
+
 def _no_upstream_answer(result: forward.Result) -> Answer:
     status, reason = (
         (504, "upstream_timeout") if result.timed_out else (502, "upstream_unreachable")
@@ -59,7 +72,9 @@ def _no_upstream_answer(result: forward.Result) -> Answer:
     return Answer(status, "application/json", body, stored=False)
 
 
-async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forward.Via) -> Reply:
+async def handle_sync(
+    relay: Relay, rt: RouteRuntime, event: NewEvent, via: forward.Via, waiters: Waiters
+) -> Reply:
     cfg = rt.cfg
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.sync.wait
@@ -71,22 +86,20 @@ async def handle_sync(relay: Relay, rt: RouteRuntime, event: NewEvent, via: forw
             rt.log.error("store_unavailable", key=event.key, error=str(exc))
             return reject(503, "store_unavailable", "could not claim the key", STORE_RETRY_AFTER)
         if isinstance(claim, Acquired):
-            return await _forward(relay, rt, event, claim, via)
+            return await _forward(relay, rt, event, claim, via, waiters)
         if relay.tracing is not None:
             relay.tracing.link(claim.trace)  # a duplicate: to the first copy's trace
         if cfg.dedupe == "shadow":
             return await _pass_on(relay, rt, event, claim.fingerprint, via)
-        if (
-            refused := rt.mismatch(relay.metrics, event, claim.event_id, claim.fingerprint)
-        ) is not None:
+        if (refused := mismatch(relay, rt, event, claim.event_id, claim.fingerprint)) is not None:
             return refused
         if isinstance(claim, Completed):
-            rt.duplicate(relay.metrics, event)
-            return Reply(replay(claim.response), "replayed", event.key)
+            counted_duplicate(relay, rt, event)
+            return _completed(rt, claim, event)
         # Busy: the original is in flight, here or on another replica.
-        waited = await _wait(relay, rt, event, claim, deadline, delay)
+        waited = await _wait(relay, rt, event, claim, deadline, delay, waiters)
         if isinstance(waited, Reply):
-            rt.duplicate(relay.metrics, event)
+            counted_duplicate(relay, rt, event)
             return waited
         if waited is None:
             relay.metrics.sync_waits.labels(cfg.name, "timeout").inc()
@@ -104,7 +117,7 @@ async def _pass_on(
 ) -> Reply:
     """``dedupe: shadow``: a seen key is forwarded again and the backend's own answer
     returned, nothing stored; the first copy's claim and answer stay for enforcing."""
-    rt.shadowed(relay.metrics, event, first_fingerprint)
+    shadowed(relay, rt, event, first_fingerprint)
     result = await send_traced(
         relay,
         rt,
@@ -123,11 +136,18 @@ async def _pass_on(
 
 
 async def _wait(
-    relay: Relay, rt: RouteRuntime, event: NewEvent, busy: Busy, deadline: float, delay: float
+    relay: Relay,
+    rt: RouteRuntime,
+    event: NewEvent,
+    busy: Busy,
+    deadline: float,
+    delay: float,
+    waiters: Waiters,
 ) -> Reply | float | None:
     """A Reply once the original answered; a poll delay to claim again; None past the bound."""
     loop = asyncio.get_running_loop()
-    local = rt.waiters.get(event.key)
+    ident = (rt.cfg.name, event.key)
+    local = waiters.get(ident)
     if local is not None:
         try:
             answer: Answer = await asyncio.wait_for(
@@ -151,21 +171,27 @@ async def _wait(
             continue
         if isinstance(now, Completed):
             relay.metrics.sync_waits.labels(rt.cfg.name, "answered").inc()
-            return Reply(replay(now.response), "replayed", event.key)
+            return _completed(rt, now, event)
         if now is None or (isinstance(now, Busy) and now.lease_expires < relay.store.clock()):
             return delay
-        if event.key in rt.waiters:  # the key is now forwarded by this process
+        if ident in waiters:  # the key is now forwarded by this process
             return POLL_FIRST
     return None
 
 
 async def _forward(
-    relay: Relay, rt: RouteRuntime, event: NewEvent, claim: Acquired, via: forward.Via
+    relay: Relay,
+    rt: RouteRuntime,
+    event: NewEvent,
+    claim: Acquired,
+    via: forward.Via,
+    waiters: Waiters,
 ) -> Reply:
     cfg = rt.cfg
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[Answer] = loop.create_future()
-    rt.waiters[event.key] = waiter
+    ident = (cfg.name, event.key)
+    waiters[ident] = waiter
     if claim.taken_over:
         rt.log.warning("sync_lease_taken_over", key=event.key, event_id=claim.event_id)
     try:
@@ -185,8 +211,8 @@ async def _forward(
         if not waiter.done():
             waiter.cancel()
             await _release(relay, rt, claim, event.key)
-        if rt.waiters.get(event.key) is waiter:
-            del rt.waiters[event.key]
+        if waiters.get(ident) is waiter:
+            del waiters[ident]
     outcome = "forwarded" if answer.stored else "released"
     return Reply(answer.response(replayed=False), outcome, event.key)
 
