@@ -25,6 +25,7 @@ lint:
 
 typecheck:
 	$(BIN)/mypy --strict relay
+	$(BIN)/mypy tests
 
 # The README's test command does the same: lint and mypy run inside pytest (tests/test_static.py).
 test: install

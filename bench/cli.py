@@ -59,7 +59,7 @@ RUNNERS: dict[str, Scenario] = {
 }
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
+def _terminate(_signum: int, _frame: FrameType | None) -> None:
     # SIGTERM unwinds like Ctrl-C, so every started process is stopped on the way out.
     raise KeyboardInterrupt
 

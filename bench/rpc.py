@@ -62,7 +62,7 @@ async def _round(tmp: Path, events: int, callers: int, start: int) -> list[Row]:
     row = await _drive(label, lambda i: client.ingest(_event(start + i)), events, callers)
     rows.append((*row[:4], owner.stats.rows / max(1, owner.stats.batches)))
     rows.append(
-        await _drive("no-op call, RemoteStore", lambda i: client.call("noop"), events * 5, callers)
+        await _drive("no-op call, RemoteStore", lambda _i: client.call("noop"), events * 5, callers)
     )
     await client.close()
     await server.close()

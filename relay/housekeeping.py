@@ -14,7 +14,7 @@ from typing import Final
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import Relay, RouteRuntime
-from relay.store.base import Store
+from relay.store.base import Inspection, Upkeep
 
 # Backpressure counts are kept in memory and re-read from the store this often:
 # a COUNT over a million pending rows is not free (it holds the store's thread).
@@ -29,7 +29,7 @@ PURGE_BATCH: Final = 500
 log = get_logger()
 
 
-async def take_over(relay: Relay, store: Store) -> None:
+async def take_over(relay: Relay, store: Upkeep) -> None:
     """Start-up, once the store is open: leases left by a crashed process go back
     (deliveries to pending, sync claims free), and the backpressure counts are read."""
     await store.heartbeat()  # registered before it takes any lease
@@ -38,7 +38,7 @@ async def take_over(relay: Relay, store: Store) -> None:
     await relay.backlog.refresh(store.undelivered_counts)
 
 
-async def housekeeping(relay: Relay, store: Store) -> None:
+async def housekeeping(relay: Relay, store: Upkeep) -> None:
     """Backpressure counts, expired leases, retention: small steps, never a long lock."""
     loop = asyncio.get_running_loop()
     next_sweep = next_purge = next_count = loop.time()
@@ -60,7 +60,7 @@ async def housekeeping(relay: Relay, store: Store) -> None:
             log.error("housekeeping_failed", error=str(exc))
 
 
-async def keep_alive(relay: Relay, store: Store) -> None:
+async def keep_alive(relay: Relay, store: Upkeep) -> None:
     """Heartbeat, and return the leases of replicas that stopped heartbeating."""
     if not await store.heartbeat():
         log.warning(
@@ -82,7 +82,7 @@ async def keep_alive(relay: Relay, store: Store) -> None:
                 relay.outbound.wake(rt.cfg.name)
 
 
-async def purge_once(relay: Relay, store: Store) -> int:
+async def purge_once(relay: Relay, store: Upkeep) -> int:
     """One retention pass in bounded batches, yielding between them so ingest keeps going."""
     st = relay.config.storage
     now = store.clock()
@@ -113,11 +113,11 @@ def orphans(
     return {k: n for k, n in sorted(opened.items()) if k not in served}
 
 
-async def find_orphans(relay: Relay, store: Store) -> dict[tuple[str, str], int]:
+async def find_orphans(relay: Relay, store: Inspection) -> dict[tuple[str, str], int]:
     return orphans(relay.routes.values(), await store.open_deliveries())
 
 
-async def report_orphans(relay: Relay, store: Store, event: str) -> None:
+async def report_orphans(relay: Relay, store: Inspection, event: str) -> None:
     """Log (and gauge) deliveries left pending by routes or upstreams no longer configured."""
     try:
         found = await find_orphans(relay, store)

@@ -78,7 +78,7 @@ _sink: _Sink | None = None
 trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 
-def _add_trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     if trace_ids is not None and (ids := trace_ids()) is not None:
         event["trace_id"], event["span_id"] = ids
     return event
@@ -110,7 +110,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=lambda *args: BufferedLogger(sink),
+        logger_factory=lambda *_args: BufferedLogger(sink),
         cache_logger_on_first_use=True,
     )
     # aiohttp and asyncio log through the stdlib; keep their warnings, route them to the same stream.

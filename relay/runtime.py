@@ -120,7 +120,9 @@ class NoDelivery:
     def wake(self, route: str) -> None:
         pass
 
-    async def deliver_now(self, route: str, upstream: str, event_id: int) -> InlineAttempt | None:
+    async def deliver_now(
+        self, _route: str, _upstream: str, _event_id: int
+    ) -> InlineAttempt | None:
         return None
 
 
@@ -140,7 +142,7 @@ class Relay:
     backlog: Backlog = field(default_factory=Backlog)
     draining: bool = False
     # Called after every request (the connection guard re-arms its header deadline).
-    after_request: Callable[[web.Request], None] = lambda request: None
+    after_request: Callable[[web.Request], None] = lambda _request: None
     # Handlers running now, so shutdown can cut them off when the grace runs out.
     active: set[asyncio.Task[Any]] = field(default_factory=set)
     # None unless tracing.enabled (set by the app before its first request).

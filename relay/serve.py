@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
-from relay.admin import STORE, build_admin_app
+from relay.admin import build_admin_app
 from relay.app import FAILED, apply_reload, build_app, start_public
 from relay.config import Config
 from relay.delivery.outbound import LocalDelivery
@@ -31,6 +32,9 @@ from relay.sdnotify import Notifier
 from relay.store import open_store_for_url
 from relay.store.base import Store
 
+# The whole store this process holds (its hot path, admin and upkeep alike).
+OWN_STORE: Final = web.AppKey("own_store", Store)
+
 log = get_logger()
 
 
@@ -48,19 +52,19 @@ def single_process_app(
     relay = Relay(config=config, store=store, metrics=metrics or Metrics(), outbound=delivery)
     relay.set_routes(config.routes)
 
-    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def store_ctx(_app: web.Application) -> AsyncIterator[None]:
         await store.open()
         await take_over(relay, store)
         yield
         await store.close()
 
-    async def keep_house(app: web.Application) -> None:
+    async def keep_house(_app: web.Application) -> None:
         await housekeeping(relay, store)
 
     app = build_app(
         relay, delivery, store_ctx=store_ctx, tasks=[keep_house], start_dispatcher=start_dispatcher
     )
-    app[STORE] = store
+    app[OWN_STORE] = store
     return app
 
 
@@ -75,7 +79,7 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     runner = await start_public(app)
     if runner is None:
         return 1
-    relay, store = app[RELAY], app[STORE]
+    relay, store = app[RELAY], app[OWN_STORE]
     admin_runner = web.AppRunner(
         build_admin_app(relay, store), handle_signals=False, access_log=None
     )
@@ -122,6 +126,6 @@ def reload_app(app: web.Application, path: Path, notifier: Notifier) -> bool:
     """SIGHUP: the new routes, then the report of what they leave without a delivery loop."""
     if not apply_reload(app, path, notifier):
         return False
-    report = report_orphans(app[RELAY], app[STORE], "reload_orphaned_events")
+    report = report_orphans(app[RELAY], app[OWN_STORE], "reload_orphaned_events")
     background(report, "orphan-report")
     return True

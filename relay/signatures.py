@@ -165,8 +165,8 @@ def _verify_body_hmac(
     secrets: Sequence[bytes],
     headers: Mapping[str, str],
     body: bytes,
-    now: float,
-    tolerance: float,
+    _now: float,
+    _tolerance: float,
 ) -> Reason | None:
     value = _header(headers, scheme.signature_header)
     if value is None or not value.strip():

@@ -62,7 +62,7 @@ _postgres_down: list[str] = []  # why the server is unreachable, checked once pe
 
 
 @asynccontextmanager
-async def _postgres(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
+async def _postgres(_tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]:
     import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
     from relay.store.postgres import PostgresStore
@@ -119,7 +119,7 @@ async def _remote(tmp_path: Path, clock: FakeClock) -> AsyncIterator[StoreMaker]
 
     def make() -> Store:
         client = RemoteStore(server.path, clock=clock)
-        return _RemoteForSuite(client, owner)  # type: ignore[return-value]
+        return _RemoteForSuite(client, owner)
 
     await owner.open()
     try:

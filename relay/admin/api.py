@@ -18,6 +18,7 @@ from aiohttp import web
 from relay import __version__
 from relay.admin.control import (
     STORE,
+    AdminStore,
     audit,
     breakers,
     parse_reason,
@@ -43,7 +44,7 @@ from relay.admin.views import (
 )
 from relay.housekeeping import DEAD_AFTER, find_orphans
 from relay.runtime import RELAY, Relay
-from relay.store.base import EventFilter, EventInfo, ReplicaInfo, Store
+from relay.store.base import EventFilter, EventInfo, ReplicaInfo
 
 
 def route_secret_headers(relay: Relay, route: str) -> frozenset[str]:
@@ -79,7 +80,7 @@ def queued(event: EventInfo) -> EventInfo:
     return event
 
 
-async def requeue(relay: Relay, store: Store, flt: EventFilter, *, force: bool) -> int:
+async def requeue(relay: Relay, store: AdminStore, flt: EventFilter, *, force: bool) -> int:
     """Replay what ``flt`` matches (``force``: delivered deliveries too), and wake the
     routes it names (every route when it names none), which pace it as any delivery:
     rate limit and breaker."""
@@ -203,7 +204,7 @@ def _target(doc: Mapping[str, object]) -> dict[str, object]:
     return {k: doc[k] for k in _BULK_FIELDS if k in doc}
 
 
-def _bulk_filter(doc: Mapping[str, object], store: Store) -> EventFilter:
+def _bulk_filter(doc: Mapping[str, object], store: AdminStore) -> EventFilter:
     flt = parse_filter(doc, store.clock())
     everything = parse_flag("all", doc.get("all", False))
     if is_empty_filter(flt) and not everything:
@@ -293,7 +294,7 @@ async def replicas(request: web.Request) -> web.Response:
 OPENAPI: Final = resources.files("relay.admin").joinpath("openapi.json")
 
 
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(_request: web.Request) -> web.Response:
     return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
 
 

@@ -13,12 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from relay.admin.api import add_api_routes, replica_state
 from relay.admin.console.app import mount_console
 from relay.admin.console.common import PREFIX
-from relay.admin.control import CREDENTIAL, STORE, add_control_routes
+from relay.admin.control import CREDENTIAL, STORE, AdminStore, add_control_routes
 from relay.admin.views import ApiError
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
-from relay.store.base import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes must work without a token: container runtimes and load balancers have none.
@@ -79,7 +78,7 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     return await handler(request)
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
@@ -102,7 +101,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def refresh_gauges(relay: Relay, store: Store) -> None:
+async def refresh_gauges(relay: Relay, store: AdminStore) -> None:
     """The backlog gauges, from one cheap grouped count in the store."""
     backlog = await store.backlog()
     names = [rt.cfg.name for rt in relay.routes.values() if rt.cfg.queued]
@@ -125,7 +124,7 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
-def build_admin_app(relay: Relay, store: Store) -> web.Application:
+def build_admin_app(relay: Relay, store: AdminStore) -> web.Application:
     """The admin listener's app, on the process's runtime state and its full store."""
     app = web.Application(middlewares=[json_errors, require_token])
     app[RELAY] = relay

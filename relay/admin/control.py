@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -18,7 +18,7 @@ from relay.admin.views import ApiError, iso, only_params, parse_int
 from relay.breaker import State
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay, RouteRuntime
-from relay.store.base import AuditEntry, Pause, Preview, Store
+from relay.store.base import AuditEntry, Inspection, Operations, Pause, Preview
 
 # Set on every request by the token middleware.
 CREDENTIAL: Final = web.RequestKey("credential", str)
@@ -28,12 +28,17 @@ AUDIT_LIMIT: Final = 100
 
 
 # The full store (inspection and replay): the role that serves admin hands it over.
-STORE: Final = web.AppKey("store", Store)
+class AdminStore(Inspection, Operations, Protocol):
+    """All the admin API and the console may touch of a store: they read and they act,
+    never on the hot path's leases or on upkeep."""
+
+
+STORE: Final = web.AppKey("store", AdminStore)
 
 log = get_logger()
 
 
-def store_of(request: web.Request) -> Store:
+def store_of(request: web.Request) -> AdminStore:
     # config_dict: the console is a sub-app of the admin app and reads its parent's.
     return request.config_dict[STORE]
 

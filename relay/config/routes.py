@@ -22,6 +22,7 @@ from relay.config.types import (
     SCHEMES,
     STALE_ACTIONS,
     AckConfig,
+    OnMismatch,
     OrderingConfig,
     Route,
     StaleConfig,
@@ -125,14 +126,7 @@ def _required_text(sec: Section, key: str) -> str | None:
         return None
 
 
-def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
-    # A missing name or path drops the route, but only after its other mistakes are recorded.
-    name = _required_text(sec, "name")
-    if name is not None and not ROUTE_NAME.fullmatch(name):
-        sec.error("name", f"use letters, digits, '.', '_' or '-', got {show(name)}")
-    path = _required_text(sec, "path")
-    if path is not None and not path.startswith("/"):
-        sec.error("path", f"must start with '/', got {show(path)}")
+def _upstream_list(sec: Section) -> list[str]:
     upstreams: list[str] = []
     if sec.has("upstream") and sec.has("upstreams"):
         sec.raw("upstreams")  # reported here, not again as an unknown key
@@ -152,15 +146,14 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
                 sec.error("upstreams", "lists the same URL twice")
     else:
         sec.error("upstream", "required (or upstreams)")
-    mode = sec.choice("mode", "queue", MODES)
-    if mode in ("sync", "hybrid") and len(upstreams) > 1:
-        sec.error("upstreams", f"{mode} mode forwards to exactly one upstream")
-    dedupe = sec.choice("dedupe", "enforce", DEDUPE)
-    methods = tuple(m.upper() for m in sec.strings("methods", DEFAULT_METHODS))
-    preset = sec.text("preset", None, choices=tuple(PRESETS))
-    keys = PRESETS[preset].keys if preset is not None and preset in PRESETS else _DEFAULT_KEYS
+    return upstreams
 
-    idem = sec.section("idempotency")
+
+def _idempotency(
+    idem: Section, keys: tuple[KeySource, ...]
+) -> tuple[tuple[KeySource, ...], bool, OnMismatch, str]:
+    """The route's key sources (``keys``, the preset's, unless it names its own),
+    ``require_key``, ``on_payload_mismatch`` and the upstream's key header."""
     if idem.has("key"):
         parsed: list[KeySource] = []
         for i, text in enumerate(idem.strings("key", ())):
@@ -175,14 +168,38 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     if not HEADER_NAME.fullmatch(key_header):
         idem.error("header", f"invalid header name {show(key_header)}")
     idem.finish()
+    return keys, require_key, mismatch, key_header
 
-    ack_sec = sec.section("ack")
+
+def _ack(sec: Section) -> AckConfig:
     ack = AckConfig(
-        status=ack_sec.integer("status", 202, lo=200, hi=299),
-        body=ack_sec.text("body", None),
-        content_type=ack_sec.text("content_type", "application/json"),
+        status=sec.integer("status", 202, lo=200, hi=299),
+        body=sec.text("body", None),
+        content_type=sec.text("content_type", "application/json"),
     )
-    ack_sec.finish()
+    sec.finish()
+    return ack
+
+
+def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
+    # A missing name or path drops the route, but only after its other mistakes are recorded.
+    name = _required_text(sec, "name")
+    if name is not None and not ROUTE_NAME.fullmatch(name):
+        sec.error("name", f"use letters, digits, '.', '_' or '-', got {show(name)}")
+    path = _required_text(sec, "path")
+    if path is not None and not path.startswith("/"):
+        sec.error("path", f"must start with '/', got {show(path)}")
+    upstreams = _upstream_list(sec)
+    mode = sec.choice("mode", "queue", MODES)
+    if mode in ("sync", "hybrid") and len(upstreams) > 1:
+        sec.error("upstreams", f"{mode} mode forwards to exactly one upstream")
+    dedupe = sec.choice("dedupe", "enforce", DEDUPE)
+    methods = tuple(m.upper() for m in sec.strings("methods", DEFAULT_METHODS))
+    preset = sec.text("preset", None, choices=tuple(PRESETS))
+    keys = PRESETS[preset].keys if preset is not None and preset in PRESETS else _DEFAULT_KEYS
+
+    keys, require_key, mismatch, key_header = _idempotency(sec.section("idempotency"), keys)
+    ack = _ack(sec.section("ack"))
 
     verify = _verify(sec.section("verify"), preset, env, base) if sec.has("verify") else None
     resign = sec.flag("resign", False)

@@ -97,7 +97,7 @@ async def handle_sync(
             counted_duplicate(relay, rt, event)
             return _completed(rt, claim, event)
         # Busy: the original is in flight, here or on another replica.
-        waited = await _wait(relay, rt, event, claim, deadline, delay, waiters)
+        waited = await _wait(relay, rt, event, deadline, delay, waiters)
         if isinstance(waited, Reply):
             counted_duplicate(relay, rt, event)
             return waited
@@ -139,7 +139,6 @@ async def _wait(
     relay: Relay,
     rt: RouteRuntime,
     event: NewEvent,
-    busy: Busy,
     deadline: float,
     delay: float,
     waiters: Waiters,

@@ -1,7 +1,7 @@
 """The store contract, in domain terms.
 
 Every backend (SQLite, PostgreSQL) implements ``Store``; the retry policy and
-the decisions about states live above it, in ``ingress``, ``sync`` and
+the decisions about states live above it, in ``relay.intake`` and
 ``dispatcher``. Times are UNIX seconds as floats, taken from the store's
 ``clock`` so tests can move time without sleeping. Replicas sharing one
 database judge each other's leases by their own clocks, so those clocks must
@@ -144,26 +144,25 @@ class DeliveryStore(Protocol):
         """Pending deliveries of this upstream that are due now."""
 
 
-class Store(DeliveryStore, Protocol):
-    """Durable home of events, deliveries and sync claims: the hot path, and the
-    inspection and maintenance that only the store's owner does."""
+class Inspection(Protocol):
+    """What the admin API and the console read: events, counts, replicas, the audit
+    log, and previews (done and rolled back, so nothing changes)."""
 
-    # --- recovery and backpressure ----------------------------------------------
+    clock: Clock
 
-    async def recover(self) -> int:
-        """At start-up: return to pending every lease no live process can hold; how many.
+    async def ping(self) -> bool:
+        """True if the store answers."""
 
-        A backend that is shared by replicas can only tell by expiry; SQLite is
-        one process per file (it holds a lock), so every lease in it is orphaned.
-        """
+    async def pauses(self) -> list[Pause]:
+        """Every pause in force (a route's has upstream "")."""
 
-    async def release_expired_leases(self) -> int:
-        """Return deliveries whose lease expired to ``pending``; how many."""
+    # This process among those sharing the store; its lease and claim tokens start
+    # with it, so the leases of a replica found dead can be returned at once.
+    replica_id: str
 
-    async def undelivered_counts(self) -> dict[str, int]:
-        """Per route, events with a delivery still pending or in flight."""
-
-    # --- inspection and replay ----------------------------------------------------
+    async def open_deliveries(self) -> dict[tuple[str, str], int]:
+        """Deliveries pending or in flight per (route, upstream): what a reload
+        that removed a route or an upstream leaves without a worker."""
 
     async def get_event(self, event_id: int) -> EventInfo | None: ...
 
@@ -171,6 +170,33 @@ class Store(DeliveryStore, Protocol):
         self, flt: EventFilter, limit: int, before_id: int | None = None
     ) -> list[EventInfo]:
         """Newest first; ``before_id`` pages on. Deliveries filled, attempts not."""
+
+    async def preview_requeue(self, flt: EventFilter, *, force: bool = False) -> Preview:
+        """What ``requeue`` (``requeue_all`` with ``force``) would do now, done and rolled back."""
+
+    async def preview_purge(self, flt: EventFilter) -> Preview:
+        """What ``purge`` would do now, done and rolled back."""
+
+    async def audit_log(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
+        """Newest first; ``before_id`` pages on."""
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        """Every registered replica, with the leases it holds."""
+
+    async def backlog(self) -> dict[str, RouteBacklog]:
+        """Per route with any: events pending, in flight and dead, and the oldest
+        open one. Cheap enough for every scrape (grouped counts over an index)."""
+
+    async def upstream_counts(self) -> list[UpstreamCounts]:
+        """Per (route, upstream) with any: deliveries pending, in flight, dead, stale."""
+
+    async def recent_attempts(self, after_id: int, limit: int) -> list[RecentAttempt]:
+        """Attempts with an id above ``after_id``, newest first, at most ``limit``."""
+
+
+class Operations(Protocol):
+    """What an operator's action changes: replays, purges, pauses, and the audit entry
+    each of them writes."""
 
     async def requeue(self, flt: EventFilter) -> int:
         """Put matching dead or stale deliveries back to pending, due now; how many."""
@@ -186,7 +212,37 @@ class Store(DeliveryStore, Protocol):
     async def purge(self, flt: EventFilter) -> int:
         """Delete matching events that have nothing pending or in flight; how many."""
 
-    # --- retention ----------------------------------------------------------------
+    async def pause(self, route: str, upstream: str, reason: str | None) -> bool:
+        """Pause a route (``upstream`` empty) or one upstream; False if it already was."""
+
+    async def resume(self, route: str, upstream: str) -> int:
+        """Resume one upstream, or (``upstream`` empty) the route and every upstream of
+        it; how many pauses ended."""
+
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Write one audit entry; its id."""
+
+
+class Upkeep(Protocol):
+    """What housekeeping and start-up do: recovery, expiry, retention, liveness."""
+
+    clock: Clock
+    # This process among those sharing the store; its lease and claim tokens start
+    # with it, so the leases of a replica found dead can be returned at once.
+    replica_id: str
+
+    async def recover(self) -> int:
+        """At start-up: return to pending every lease no live process can hold; how many.
+
+        A backend that is shared by replicas can only tell by expiry; SQLite is
+        one process per file (it holds a lock), so every lease in it is orphaned.
+        """
+
+    async def release_expired_leases(self) -> int:
+        """Return deliveries whose lease expired to ``pending``; how many."""
+
+    async def undelivered_counts(self) -> dict[str, int]:
+        """Per route, events with a delivery still pending or in flight."""
 
     async def purge_expired(self, seen_before: float, dead_before: float, limit: int) -> int:
         """Delete up to ``limit`` finished events past retention; how many.
@@ -200,33 +256,6 @@ class Store(DeliveryStore, Protocol):
     async def drop_payloads(self, delivered_before: float, limit: int) -> int:
         """Drop bodies of events fully delivered before the given time; how many."""
 
-    async def preview_requeue(self, flt: EventFilter, *, force: bool = False) -> Preview:
-        """What ``requeue`` (``requeue_all`` with ``force``) would do now, done and rolled back."""
-
-    async def preview_purge(self, flt: EventFilter) -> Preview:
-        """What ``purge`` would do now, done and rolled back."""
-
-    # --- pauses and the audit log ---------------------------------------------------
-
-    async def pause(self, route: str, upstream: str, reason: str | None) -> bool:
-        """Pause a route (``upstream`` empty) or one upstream; False if it already was."""
-
-    async def resume(self, route: str, upstream: str) -> int:
-        """Resume one upstream, or (``upstream`` empty) the route and every upstream of
-        it; how many pauses ended."""
-
-    async def add_audit(self, entry: AuditEntry) -> int:
-        """Write one audit entry; its id."""
-
-    async def audit_log(self, limit: int, before_id: int | None = None) -> list[AuditEntry]:
-        """Newest first; ``before_id`` pages on."""
-
-    # --- replicas -------------------------------------------------------------------
-
-    # This process among those sharing the store; its lease and claim tokens start
-    # with it, so the leases of a replica found dead can be returned at once.
-    replica_id: str
-
     async def heartbeat(self) -> bool:
         """Register this process, or say it is alive; False if it had been declared dead
         meanwhile (its leases were returned; it is registered again)."""
@@ -234,29 +263,16 @@ class Store(DeliveryStore, Protocol):
     async def deregister(self) -> None:
         """A clean stop: this process leaves the replicas."""
 
-    async def replicas(self) -> list[ReplicaInfo]:
-        """Every registered replica, with the leases it holds."""
-
     async def reap_dead_replicas(self, dead_before: float) -> list[tuple[ReplicaInfo, int]]:
         """Replicas whose heartbeat is older than ``dead_before``: their leases go back
         to pending (the lost attempt counted) and their sync claims are freed, at once,
         and they leave the replicas; each with how many deliveries it held."""
 
-    # --- observability ------------------------------------------------------------
 
-    async def backlog(self) -> dict[str, RouteBacklog]:
-        """Per route with any: events pending, in flight and dead, and the oldest
-        open one. Cheap enough for every scrape (grouped counts over an index)."""
-
-    async def upstream_counts(self) -> list[UpstreamCounts]:
-        """Per (route, upstream) with any: deliveries pending, in flight, dead, stale."""
-
-    async def recent_attempts(self, after_id: int, limit: int) -> list[RecentAttempt]:
-        """Attempts with an id above ``after_id``, newest first, at most ``limit``."""
-
-    async def open_deliveries(self) -> dict[tuple[str, str], int]:
-        """Deliveries pending or in flight per (route, upstream): what a reload
-        that removed a route or an upstream leaves without a worker."""
+class Store(DeliveryStore, Inspection, Operations, Upkeep, Protocol):
+    """Durable home of events, deliveries and sync claims: the hot path, and the
+    inspection, operations and upkeep that only the store's owner does. Every backend
+    implements all of it; each caller names the part it uses."""
 
 
 __all__ = [
@@ -275,8 +291,10 @@ __all__ = [
     "EventInfo",
     "Header",
     "Ingested",
+    "Inspection",
     "Lease",
     "NewEvent",
+    "Operations",
     "Outcome",
     "Pause",
     "Preview",
@@ -287,6 +305,7 @@ __all__ = [
     "StoredResponse",
     "SyncClaim",
     "SyncState",
+    "Upkeep",
     "UpstreamCounts",
     "new_token",
     "replica_name",

@@ -76,7 +76,9 @@ class WakeWorkers:
         if self._server is not None:
             self._server.push(Push.WAKE.value, route)
 
-    async def deliver_now(self, route: str, upstream: str, event_id: int) -> InlineAttempt | None:
+    async def deliver_now(
+        self, _route: str, _upstream: str, _event_id: int
+    ) -> InlineAttempt | None:
         return None  # the owner has no listener: nothing of its own goes in line
 
 

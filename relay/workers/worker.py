@@ -72,7 +72,7 @@ def worker_app(config: Config, owner: RemoteStore, metrics: Metrics) -> web.Appl
         yield
         await owner.close()
 
-    async def refresh_backlog(app: web.Application) -> None:
+    async def refresh_backlog(_app: web.Application) -> None:
         # The owner keeps the exact counts (it sees every ingest and finish); ours
         # only add this worker's own ingests between two refreshes.
         while True:

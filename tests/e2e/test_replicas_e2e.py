@@ -45,6 +45,7 @@ async def test_a_killed_replicas_leases_are_finished_by_another_within_15s(
         loop = asyncio.get_running_loop()
         await a.kill()
         killed = loop.time()
+        assert backend.hold is not None
         backend.hold.set()
 
         def finished_by_b() -> bool:
@@ -90,6 +91,7 @@ async def test_a_stopped_replica_cannot_complete_what_another_took_over(
         )
     finally:
         a.signal(signal.SIGCONT)
+    assert backend.hold is not None
     backend.hold.set()  # A's held attempts are answered now, late
     await wait_for(lambda: len(a.logged("lease_lost")) == N, 15, "A's late outcomes fenced")
     await wait_for(lambda: bool(a.logged("replica_declared_dead")), 10, "A told it was dead")

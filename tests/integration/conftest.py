@@ -7,18 +7,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from relay.admin import STORE, build_admin_app
+from relay.admin import build_admin_app
 from relay.app import DISPATCHER, GUARD
 from relay.config import Config, from_mapping
 from relay.metrics import Metrics
 from relay.runtime import RELAY
-from relay.serve import single_process_app
+from relay.serve import OWN_STORE, single_process_app
 from relay.store.sqlite import SQLiteStore
 from tests.conftest import FakeClock
 
@@ -35,8 +35,12 @@ class Seen:
         return dict((k.lower(), v) for k, v in self.headers).get("idempotency-key")
 
 
+class HasUrl(Protocol):
+    def url(self, path: str = ...) -> str: ...
+
+
 def route(
-    upstream: Backend, name: str = "orders", path: str | None = None, **extra: Any
+    upstream: HasUrl, name: str = "orders", path: str | None = None, **extra: Any
 ) -> dict[str, Any]:
     """A route mapping to ``upstream``/NAME at ``path`` (``/hooks/NAME`` unless given),
     with short timeouts; ``extra`` adds or replaces settings."""
@@ -52,7 +56,7 @@ def route(
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
 
-async def _ok(request: web.Request, n: int) -> web.StreamResponse:
+async def _ok(_request: web.Request, n: int) -> web.StreamResponse:
     return web.json_response({"ok": True, "n": n})
 
 
@@ -141,7 +145,7 @@ async def make_relay(tmp_path: Path, now_clock: FakeClock) -> AsyncIterator[Rela
         app[RELAY].tracing = tracing
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
         await client.start_server()
-        assert client.server.runner.server is not None
+        assert client.server.runner is not None and client.server.runner.server is not None
         app[GUARD].install(client.server.runner.server)
         clients.append(client)
         return client
@@ -166,7 +170,7 @@ async def make_admin() -> AsyncIterator[AdminFactory]:
 
     async def make(public: Client) -> Client:
         client: Client = TestClient(
-            TestServer(build_admin_app(public.app[RELAY], public.app[STORE]))
+            TestServer(build_admin_app(public.app[RELAY], public.app[OWN_STORE]))
         )
         await client.start_server()
         made.append(client)

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
-from relay.serve import reload_app
+from relay.serve import OWN_STORE, reload_app
 from tests.integration.conftest import AdminFactory, Backend, RelayFactory, eventually, route
 
 Client = TestClient[web.Request, web.Application]
@@ -143,7 +143,7 @@ async def test_list_filters_and_pages_with_a_cursor(
     admin = await make_admin(public)
     early = [await send(public, f"a-{i}", name="a") for i in range(3)]
     b_id = await send(public, "b-0", name="b")
-    mid = public.app[RELAY].store.clock()
+    mid = public.app[OWN_STORE].clock()
     now_clock.advance(100)
     late = [await send(public, f"a-{i}", name="a") for i in range(3, 5)]
     dead = [await send(public, f"a-dead-{i}", name="a") for i in (1, 2)]
@@ -375,7 +375,7 @@ async def test_bulk_replay_by_filter_touches_only_what_matches(
 async def test_purge_by_filter_never_removes_pending_work(
     upstream: Backend, make_relay: RelayFactory, make_admin: AdminFactory
 ) -> None:
-    async def behaviour(request: web.Request, n: int) -> web.StreamResponse:
+    async def behaviour(request: web.Request, _n: int) -> web.StreamResponse:
         # Route "slow" is down for good (retried far in the future): its event stays pending.
         return web.Response(status=503 if request.path == "/slow" else 200)
 
@@ -413,7 +413,7 @@ async def test_reload_keeps_a_removed_routes_events_pending_and_reports_them(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async def behaviour(request: web.Request, n: int) -> web.StreamResponse:
+    async def behaviour(request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=503 if request.path == "/old" else 200)
 
     upstream.behaviour = behaviour

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from relay.admin.control import STORE
 from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.base import EventFilter
 from tests.integration.conftest import AdminFactory, Backend, RelayFactory, eventually, route
 
@@ -22,7 +22,7 @@ TOKEN = "console-token-0123456789abcdef"
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 
-async def gone(request: web.Request, n: int) -> web.StreamResponse:
+async def gone(_request: web.Request, _n: int) -> web.StreamResponse:
     return web.Response(status=410)
 
 
@@ -98,7 +98,7 @@ async def test_everything_a_stranger_sent_is_escaped(
 async def test_event_page_explains_dedupe_and_shows_attempts(
     make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
 ) -> None:
-    async def busy_then_ok(request: web.Request, n: int) -> web.StreamResponse:
+    async def busy_then_ok(_request: web.Request, n: int) -> web.StreamResponse:
         if n == 1:
             return web.Response(status=503, text="<b>try later</b>")
         return web.json_response({"ok": True})
@@ -140,7 +140,7 @@ async def test_posts_need_the_session_csrf_token_even_on_loopback(
     for form in ({}, {"csrf": "0" * 32}):
         resp = await admin.post(target, data=form, allow_redirects=False)
         assert resp.status == 403, await resp.text()
-    store = public.app[STORE]
+    store = public.app[OWN_STORE]
     info = await store.get_event(event_id)
     assert info is not None and info.deliveries[0].state == "dead"  # nothing was replayed
     resp = await admin.post(
@@ -230,7 +230,7 @@ async def test_bulk_replay_of_dead_letters_counts_first_and_wants_a_reason(
         allow_redirects=False,
     )
     assert resp.status == 303 and "replayed=2" in resp.headers["Location"]
-    (entry,) = await public.app[STORE].audit_log(10)
+    (entry,) = await public.app[OWN_STORE].audit_log(10)
     assert (entry.action, entry.affected, entry.reason) == ("replay_bulk", 2, "410 was a bug")
 
 
@@ -260,7 +260,7 @@ async def test_tail_feed_sends_what_is_new(
 async def test_overview_shows_pauses_breakers_last_errors_and_sync_events(
     make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
 ) -> None:
-    async def down(request: web.Request, n: int) -> web.StreamResponse:
+    async def down(request: web.Request, _n: int) -> web.StreamResponse:
         if request.path == "/pay":
             return web.json_response({"paid": True})
         return web.Response(status=503, text="down")
@@ -287,7 +287,7 @@ async def test_overview_shows_pauses_breakers_last_errors_and_sync_events(
     assert f'href="/ui/events/{event_id}">HTTP 503' in html
     resp = await public.post("/hooks/pay", data=b"{}", headers={"Idempotency-Key": "s1"})
     assert resp.status == 200
-    (sync_event,) = await public.app[STORE].list_events(EventFilter(route="pay"), 10)
+    (sync_event,) = await public.app[OWN_STORE].list_events(EventFilter(route="pay"), 10)
     html = await page(admin, f"/ui/events/{sync_event.id}")
     assert "Sync mode: forwarded while the sender waited (completed)" in html
     assert "Replay" not in html

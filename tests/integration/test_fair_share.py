@@ -55,9 +55,9 @@ async def _ingest_batches(tmp_path: Path, outcomes_waiting: bool) -> list[int]:
             await store.ingest(event(f"old-{i}"))
         leases = await store.lease_due("orders", UP_A, 4, lease_ttl=60)
         sizes: list[int] = []
-        store.stats.observer = lambda n, seconds, ok: sizes.append(n)
+        store.stats.observer = lambda n, _seconds, _ok: sizes.append(n)
         hold = threading.Event()
-        held = asyncio.ensure_future(store._db.call(lambda c: hold.wait(10)))
+        held = asyncio.ensure_future(store._db.call(lambda _c: hold.wait(10)))
         finishes = []
         if outcomes_waiting:
             finishes = [

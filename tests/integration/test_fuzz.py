@@ -83,7 +83,7 @@ class RelayThread:
         self.app = single_process_app(config, store=self.store, metrics=Metrics())
         self.server = TestServer(self.app, max_headers=MAX_HEADERS)
         await self.server.start_server()
-        assert self.server.runner.server is not None
+        assert self.server.runner is not None and self.server.runner.server is not None
         self.app[GUARD].install(self.server.runner.server)
         return int(self.server.port)  # type: ignore[arg-type]
 

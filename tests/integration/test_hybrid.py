@@ -11,6 +11,7 @@ from aiohttp import web
 
 from relay.intake.replies import REPLAYED
 from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.base import EventFilter
 from tests.integration.conftest import Backend, RelayFactory, eventually, route
 
@@ -23,7 +24,7 @@ def hybrid_route(upstream: Backend, wait: str = "300ms", **extra: Any) -> dict[s
 async def test_a_quick_final_answer_reaches_the_sender_and_its_duplicates(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def created(request: web.Request, n: int) -> web.StreamResponse:
+    async def created(_request: web.Request, _n: int) -> web.StreamResponse:
         return web.json_response({"invoice": 7}, status=201, headers={"X-Backend": "yes"})
 
     upstream.behaviour = created
@@ -35,12 +36,12 @@ async def test_a_quick_final_answer_reaches_the_sender_and_its_duplicates(
     assert again.status == 201 and await again.json() == {"invoice": 7}
     assert again.headers[REPLAYED] == "true"
     assert upstream.keys() == ["i1"]
-    (event,) = await client.app[RELAY].store.list_events(EventFilter(), limit=5)  # type: ignore[attr-defined]
+    (event,) = await client.app[OWN_STORE].list_events(EventFilter(), limit=5)
     assert event.deliveries[0].state == "delivered" and event.duplicates == 1
 
 
 async def test_a_final_4xx_is_the_answer_too(upstream: Backend, make_relay: RelayFactory) -> None:
-    async def gone(request: web.Request, n: int) -> web.StreamResponse:
+    async def gone(_request: web.Request, _n: int) -> web.StreamResponse:
         return web.json_response({"error": "unknown customer"}, status=422)
 
     upstream.behaviour = gone
@@ -54,7 +55,7 @@ async def test_a_slow_backend_gets_the_event_once_and_the_sender_202_on_time(
 ) -> None:
     release = asyncio.Event()
 
-    async def slow(request: web.Request, n: int) -> web.StreamResponse:
+    async def slow(_request: web.Request, _n: int) -> web.StreamResponse:
         await release.wait()
         return web.json_response({"late": True})
 
@@ -83,7 +84,7 @@ async def test_a_slow_backend_gets_the_event_once_and_the_sender_202_on_time(
 async def test_a_failing_backend_gives_202_and_the_queue_retries(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def flaky(request: web.Request, n: int) -> web.StreamResponse:
+    async def flaky(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=503 if n <= 2 else 200)
 
     upstream.behaviour = flaky
@@ -99,7 +100,7 @@ async def test_a_duplicate_during_the_wait_gets_the_first_answer(
 ) -> None:
     release = asyncio.Event()
 
-    async def held(request: web.Request, n: int) -> web.StreamResponse:
+    async def held(_request: web.Request, n: int) -> web.StreamResponse:
         await release.wait()
         return web.json_response({"n": n}, status=200)
 

@@ -7,7 +7,7 @@ import asyncio
 
 from aiohttp import web
 
-from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.base import EventFilter, Store
 from tests.integration.conftest import (
     Backend,
@@ -31,13 +31,13 @@ async def _two_sent_two_ahead(
     two deliveries leased ahead."""
     release = asyncio.Event()
 
-    async def held(request: web.Request, n: int) -> web.StreamResponse:
+    async def held(_request: web.Request, n: int) -> web.StreamResponse:
         await release.wait()
         return web.json_response({"n": n})
 
     upstream.behaviour = held
     client = await make_relay(queue_route(upstream, concurrency=2))
-    store = client.app[RELAY].store
+    store = client.app[OWN_STORE]
     for key in keys:
         assert (await post(client, key)).status == 202
     await upstream.wait_for(2)
@@ -64,7 +64,7 @@ async def test_leases_ahead_send_no_more_than_concurrency_and_pause_gives_them_b
     await store.resume("orders", upstream.url("/orders"))
     await dispatcher_of(client).refresh_pauses()
     await upstream.wait_for(10)
-    assert sorted(upstream.keys()) == keys  # once each
+    assert sorted(upstream.keys(), key=str) == keys  # once each
 
 
 async def test_shutdown_gives_back_the_leases_ahead_as_due_and_uncharged(

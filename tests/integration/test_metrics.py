@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
-from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.batch import BatchStats, GroupCommitter
 from tests.conftest import FakeClock
 from tests.integration.conftest import Backend, RelayFactory, dispatcher_of, eventually, route
@@ -59,7 +59,7 @@ async def scrape(admin: Client) -> Scrape:
 async def test_a_short_run_with_duplicates_a_mismatch_and_a_dead_letter(
     upstream: Backend, make_relay: RelayFactory, make_admin: Callable[[Client], Awaitable[Client]]
 ) -> None:
-    async def behaviour(request: web.Request, n: int) -> web.StreamResponse:
+    async def behaviour(request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=410 if request.headers["Idempotency-Key"] == "bad" else 200)
 
     upstream.behaviour = behaviour
@@ -71,7 +71,7 @@ async def test_a_short_run_with_duplicates_a_mismatch_and_a_dead_letter(
         env={"GH": secret},
     )
     admin = await make_admin(public)
-    store = public.app[RELAY].store
+    store = public.app[OWN_STORE]
 
     async def post(path: str, key: str, body: bytes, **headers: str) -> int:
         resp = await public.post(path, data=body, headers={"Idempotency-Key": key, **headers})
@@ -162,7 +162,7 @@ async def test_backlog_gauges_count_open_work_and_the_oldest_pending_age(
         route(upstream, "orders"), route(upstream, "other"), start_dispatcher=False
     )
     admin = await make_admin(public)
-    store = public.app[RELAY].store
+    store = public.app[OWN_STORE]
     m = await scrape(admin)
     assert m("relay_events", route="orders", state="pending") == 0
     assert m("relay_oldest_pending_age_seconds", route="orders") == 0
@@ -264,7 +264,7 @@ async def test_delivery_lag_from_acceptance_to_first_attempt_and_delivery(
     make_admin: Callable[[Client], Awaitable[Client]],
     now_clock: FakeClock,
 ) -> None:
-    async def busy_once(request: web.Request, n: int) -> web.StreamResponse:
+    async def busy_once(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=503 if n == 1 else 200)
 
     upstream.behaviour = busy_once

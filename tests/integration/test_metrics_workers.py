@@ -18,13 +18,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.admin import STORE, build_admin_app
+from relay.admin import build_admin_app
 from relay.metrics import SERVING_FAMILIES, Metrics
 from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.base import RouteBacklog
 from relay.workers.metrics import OwnerMetrics, worker_env
-from tests.integration.conftest import Backend, RelayFactory
-from tests.integration.test_metrics import Scrape, route
+from tests.integration.conftest import Backend, RelayFactory, route
+from tests.integration.test_metrics import Scrape
 
 Client = TestClient[web.Request, web.Application]
 
@@ -190,7 +191,7 @@ async def test_admin_metrics_endpoint_of_an_owner(
     public = await make_relay(route(upstream, "orders"), start_dispatcher=False)
     relay = public.app[RELAY]
     relay.metrics = OwnerMetrics(workers_dir)
-    admin: Client = TestClient(TestServer(build_admin_app(relay, public.app[STORE])))
+    admin: Client = TestClient(TestServer(build_admin_app(relay, public.app[OWN_STORE])))
     await admin.start_server()
     try:
         assert (await public.post("/hooks/orders", headers={"Idempotency-Key": "a"})).status == 202

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from relay.delivery.dispatcher import LEASE_MARGIN, Dispatcher
 from relay.logging import get_logger
 from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.base import Attempt, EventFilter, NewEvent, Outcome, Store
 from relay.store.sqlite import SQLiteStore
 from tests.conftest import FakeClock
@@ -118,7 +119,7 @@ async def test_per_key_order_holds_while_keys_run_in_parallel(
     most_per_key: Counter[str] = Counter()
     most_at_once = 0
 
-    async def slow(request: web.Request, n: int) -> web.StreamResponse:
+    async def slow(request: web.Request, _n: int) -> web.StreamResponse:
         nonlocal most_at_once
         k = json.loads(await request.read())["k"]
         scope = f"{request.path}:{k}"
@@ -143,7 +144,7 @@ async def test_per_key_order_holds_while_keys_run_in_parallel(
         dispatcher.set_routes([rt])
 
         async def drained(route: str = name) -> bool:
-            return (await relay.store.undelivered_counts()).get(route, 0) == 0
+            return (await client.app[OWN_STORE].undelivered_counts()).get(route, 0) == 0
 
         await until(drained, f"{name}: everything delivered", timeout=30)
         elapsed[name] = time.perf_counter() - t0
@@ -172,7 +173,7 @@ async def test_per_key_order_holds_while_keys_run_in_parallel(
 async def test_failing_head_blocks_only_its_own_key(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def head_fails_twice(request: web.Request, n: int) -> web.StreamResponse:
+    async def head_fails_twice(request: web.Request, _n: int) -> web.StreamResponse:
         doc = json.loads(await request.read())
         failures = sum(json.loads(s.body)["id"] == "a-0" for s in upstream.seen)
         if doc["id"] == "a-0" and failures <= 2:
@@ -194,10 +195,9 @@ async def test_failing_head_blocks_only_its_own_key(
     # b was not held up by a's retries: all of it arrived before a's head succeeded.
     head_ok = [i for i, (k, s) in enumerate(order) if (k, s) == ("a", 0)][2]
     assert max(i for i, (k, _) in enumerate(order) if k == "b") < head_ok
-    relay = client.app[RELAY]
 
     async def drained() -> bool:
-        return await relay.store.undelivered_counts() == {}
+        return await client.app[OWN_STORE].undelivered_counts() == {}
 
     await until(drained, "all delivered")
     assert len(upstream.seen) == 12
@@ -206,7 +206,7 @@ async def test_failing_head_blocks_only_its_own_key(
 async def test_events_without_an_ordering_key_are_unordered(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def fail_first(request: web.Request, n: int) -> web.StreamResponse:
+    async def fail_first(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=503 if n == 1 else 200)
 
     upstream.behaviour = fail_first
@@ -214,7 +214,7 @@ async def test_events_without_an_ordering_key_are_unordered(
     first = await post(client, json.dumps({"id": "x-0", "s": 0}).encode())
     await post(client, json.dumps({"id": "x-1", "s": 1}).encode())
     assert await dispatcher_of(client).burst() == 2  # both at once: no key, no order
-    assert await states(client.app[RELAY].store, first) == [("pending", None)]
+    assert await states(client.app[OWN_STORE], first) == [("pending", None)]
 
 
 @pytest.mark.parametrize("on_dead", ["skip", "hold"])
@@ -223,7 +223,7 @@ async def test_dead_head_skip_or_hold(
 ) -> None:
     gone_once: set[str] = set()
 
-    async def gone(request: web.Request, n: int) -> web.StreamResponse:
+    async def gone(request: web.Request, _n: int) -> web.StreamResponse:
         doc = json.loads(await request.read())
         if doc["id"] == "a-0" and "a-0" not in gone_once:
             gone_once.add("a-0")
@@ -235,13 +235,12 @@ async def test_dead_head_skip_or_hold(
         ordered_route(upstream, ordering={"key": "json:$.k", "on_dead": on_dead}),
         start_dispatcher=False,
     )
-    relay = client.app[RELAY]
     dispatcher = dispatcher_of(client)
     head = await post(client, body("a", 0))
     later = [await post(client, body("a", s)) for s in (1, 2)]
     await post(client, body("b", 0))
     await dispatcher.burst()
-    assert await states(relay.store, head) == [("dead", "status 410")]
+    assert await states(client.app[OWN_STORE], head) == [("dead", "status 410")]
     labels = {"route": "orders", "on_dead": on_dead}
     assert sample(client, "relay_ordering_dead_heads_total", labels) == 1
     if on_dead == "skip":
@@ -250,8 +249,11 @@ async def test_dead_head_skip_or_hold(
     # hold: the key waits behind its dead head; other keys go on.
     assert per_key(arrivals(upstream)) == {"a": [0], "b": [0]}
     for event_id in later:
-        assert await states(relay.store, event_id) == [("pending", None)]
-    assert await relay.store.next_due_at("orders", upstream.url("/orders"), hold_dead=True) is None
+        assert await states(client.app[OWN_STORE], event_id) == [("pending", None)]
+    assert (
+        await client.app[OWN_STORE].next_due_at("orders", upstream.url("/orders"), hold_dead=True)
+        is None
+    )
     assert await dispatcher.burst() == 0
     # The sender delivers the head again: it is revived, delivered, and the key goes on.
     resp = await client.post("/webhooks/orders", data=body("a", 0))
@@ -263,7 +265,7 @@ async def test_dead_head_skip_or_hold(
 async def test_held_key_is_released_by_purging_its_dead_head(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def gone_first(request: web.Request, n: int) -> web.StreamResponse:
+    async def gone_first(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=410 if n == 1 else 200)
 
     upstream.behaviour = gone_first
@@ -271,12 +273,11 @@ async def test_held_key_is_released_by_purging_its_dead_head(
         ordered_route(upstream, ordering={"key": "json:$.k", "on_dead": "hold"}),
         start_dispatcher=False,
     )
-    relay = client.app[RELAY]
     head = await post(client, body("a", 0))
     await post(client, body("a", 1))
     await dispatcher_of(client).burst()
     assert per_key(arrivals(upstream)) == {"a": [0]}
-    assert await relay.store.purge(EventFilter(ids=(head,))) == 1
+    assert await client.app[OWN_STORE].purge(EventFilter(ids=(head,))) == 1
     await dispatcher_of(client).burst()
     assert per_key(arrivals(upstream)) == {"a": [0, 1]}
 
@@ -294,7 +295,6 @@ async def test_late_old_versions_are_dropped_as_stale(
     make_admin: Callable[[Client], Awaitable[Client]],
 ) -> None:
     client = await make_relay(versioned(upstream), start_dispatcher=False)
-    relay = client.app[RELAY]
     dispatcher = dispatcher_of(client)
     await post(client, body("cus_1", 3, v=3))
     await dispatcher.burst()
@@ -305,10 +305,10 @@ async def test_late_old_versions_are_dropped_as_stale(
     other = await post(client, body("cus_2", 1, v=1))
     assert await dispatcher.burst() == 3
     assert arrivals(upstream) == [("cus_1", 3), ("cus_2", 1)]
-    assert await states(relay.store, v1) == [("stale", "version 1 <= delivered 3")]
-    assert await states(relay.store, v2) == [("stale", "version 2 <= delivered 3")]
-    assert await states(relay.store, other) == [("delivered", None)]
-    info = await relay.store.get_event(v1)
+    assert await states(client.app[OWN_STORE], v1) == [("stale", "version 1 <= delivered 3")]
+    assert await states(client.app[OWN_STORE], v2) == [("stale", "version 2 <= delivered 3")]
+    assert await states(client.app[OWN_STORE], other) == [("delivered", None)]
+    info = await client.app[OWN_STORE].get_event(v1)
     assert info is not None and info.deliveries[0].attempts == 0 and info.attempts == ()
     assert (
         sample(client, "relay_deliveries_stale_total", {"route": "orders", "action": "drop"}) == 2
@@ -318,7 +318,7 @@ async def test_late_old_versions_are_dropped_as_stale(
     assert detail["deliveries"][0]["state"] == "stale"
     assert detail["deliveries"][0]["reason"] == "version 1 <= delivered 3"
     # Stale is finished work: not counted as undelivered (no backpressure from it).
-    assert await relay.store.undelivered_counts() == {}
+    assert await client.app[OWN_STORE].undelivered_counts() == {}
     # A newer version goes through; equal is not stale unless configured.
     await post(client, body("cus_1", 4, v=4))
     await post(client, body("cus_1", 5, v="4.0"))
@@ -334,7 +334,7 @@ async def test_out_of_order_acceptance_reaches_backend_as_newest_only(
     ids = [await post(client, body("cus_1", s, v=s)) for s in (3, 1, 2)]
     await dispatcher_of(client).burst()
     assert arrivals(upstream) == [("cus_1", 3)]
-    store = client.app[RELAY].store
+    store = client.app[OWN_STORE]
     assert [(await states(store, i))[0][0] for i in ids] == ["delivered", "stale", "stale"]
 
 
@@ -345,7 +345,7 @@ async def test_stale_action_deliver_only_counts(
     ids = [await post(client, body("cus_1", s, v=s)) for s in (3, 1, 2)]
     await dispatcher_of(client).burst()
     assert arrivals(upstream) == [("cus_1", 3), ("cus_1", 1), ("cus_1", 2)]
-    store = client.app[RELAY].store
+    store = client.app[OWN_STORE]
     assert [(await states(store, i))[0][0] for i in ids] == ["delivered"] * 3
     labels = {"route": "orders", "action": "deliver"}
     assert sample(client, "relay_deliveries_stale_total", labels) == 2
@@ -360,14 +360,13 @@ async def test_equal_is_stale_with_timestamps(upstream: Backend, make_relay: Rel
         versioned(upstream, equal_is_stale=True, version="json:$.updated_at"),
         start_dispatcher=False,
     )
-    relay = client.app[RELAY]
     await post(client, body("cus_1", 0, updated_at="2024-05-01T12:00:00Z"))
     await dispatcher_of(client).burst()
     same = await post(client, body("cus_1", 1, updated_at="2024-05-01T14:00:00+02:00"))
     await post(client, body("cus_1", 2, updated_at="2024-05-01T12:00:00.001Z"))
     await dispatcher_of(client).burst()
     assert arrivals(upstream) == [("cus_1", 0), ("cus_1", 2)]
-    assert await states(relay.store, same) == [
+    assert await states(client.app[OWN_STORE], same) == [
         ("stale", "version 2024-05-01T14:00:00+02:00 <= delivered 2024-05-01T12:00:00Z")
     ]
 
@@ -490,15 +489,16 @@ async def test_a_lease_too_short_for_the_attempt_is_given_back_unused(
 ) -> None:
     """A stalled process must not start an attempt its lease cannot cover."""
     client = await make_relay(ordered_route(upstream), start_dispatcher=False)
-    relay = client.app[RELAY]
     event_id = await post(client, body("a", 0))
     dispatcher = dispatcher_of(client)
     loop = dispatcher._loops[("orders", upstream.url("/orders"))]
     # timeout.total is 2 s: a lease with less than 2 s + the send margin left is not used.
-    (lease,) = await relay.store.lease_due("orders", upstream.url("/orders"), 10, lease_ttl=3)
+    (lease,) = await client.app[OWN_STORE].lease_due(
+        "orders", upstream.url("/orders"), 10, lease_ttl=3
+    )
     await dispatcher.attempts.run(loop, lease)
     assert upstream.seen == []
-    info = await relay.store.get_event(event_id)
+    info = await client.app[OWN_STORE].get_event(event_id)
     assert info is not None
     assert [(d.state, d.attempts) for d in info.deliveries] == [("pending", 0)]
     # The dispatcher's own leases cover the attempt with room to spare.

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.admin import STORE
 from relay.housekeeping import purge_once
 from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.base import EventFilter
 from tests.integration.conftest import Backend, RelayFactory, dispatcher_of, route
 
@@ -46,7 +46,7 @@ async def test_event_is_acked_then_delivered_once(
     assert forwarded["x-forwarded-proto"] == "http"
     # A duplicate after delivery is still absorbed.
     assert (await post(client, "evt_1", body)).status == 202
-    info = await client.app[RELAY].store.get_event(ack["event_id"])
+    info = await client.app[OWN_STORE].get_event(ack["event_id"])
     assert info is not None and info.duplicates == 2
     assert [d.state for d in info.deliveries] == ["delivered"]
     assert len(upstream.seen) == 1
@@ -64,14 +64,14 @@ async def test_configured_ack(upstream: Backend, make_relay: RelayFactory) -> No
 async def test_backend_failing_twice_then_succeeding(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def flaky(request: web.Request, n: int) -> web.StreamResponse:
+    async def flaky(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=500 if n <= 2 else 200)
 
     upstream.behaviour = flaky
     client = await make_relay(queue_route(upstream, retry=FAST_RETRY))
     ack = await (await post(client, "evt")).json()
     await upstream.wait_for(3)
-    store = client.app[RELAY].store
+    store = client.app[OWN_STORE]
     async with asyncio.timeout(5):
         while (info := await store.get_event(ack["event_id"])) is None or info.deliveries[
             0
@@ -87,7 +87,7 @@ async def test_retry_after_is_honoured_and_capped(
 ) -> None:
     answers = iter([("120", 429), ("999999", 503)])
 
-    async def busy(request: web.Request, n: int) -> web.StreamResponse:
+    async def busy(_request: web.Request, _n: int) -> web.StreamResponse:
         retry_after, status = next(answers, ("", 200))
         return web.Response(
             status=status, headers={"Retry-After": retry_after} if retry_after else {}
@@ -98,7 +98,7 @@ async def test_retry_after_is_honoured_and_capped(
         queue_route(upstream, retry={"initial": "10ms", "max": "10m"}), start_dispatcher=False
     )
     dispatcher = dispatcher_of(client)
-    store = client.app[RELAY].store
+    store = client.app[OWN_STORE]
     event_id = (await (await post(client, "e")).json())["event_id"]
     assert await dispatcher.burst() == 1
     info = await store.get_event(event_id)
@@ -122,13 +122,13 @@ async def test_retry_after_is_honoured_and_capped(
 async def test_final_4xx_goes_dead_and_sender_redelivery_revives_it(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def gone_then_ok(request: web.Request, n: int) -> web.StreamResponse:
+    async def gone_then_ok(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=410 if n == 1 else 200)
 
     upstream.behaviour = gone_then_ok
     client = await make_relay(queue_route(upstream), start_dispatcher=False)
     dispatcher = dispatcher_of(client)
-    store = client.app[RELAY].store
+    store = client.app[OWN_STORE]
     event_id = (await (await post(client, "e")).json())["event_id"]
     assert await dispatcher.burst() == 1
     info = await store.get_event(event_id)
@@ -146,7 +146,7 @@ async def test_final_4xx_goes_dead_and_sender_redelivery_revives_it(
 async def test_max_attempts_leads_to_dead(
     upstream: Backend, make_relay: RelayFactory, now_clock: Any
 ) -> None:
-    async def down(request: web.Request, n: int) -> web.StreamResponse:
+    async def down(_request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=503)
 
     upstream.behaviour = down
@@ -159,7 +159,7 @@ async def test_max_attempts_leads_to_dead(
     for _ in range(3):
         assert await dispatcher.burst() == 1
         now_clock.advance(2)
-    info = await client.app[RELAY].store.get_event(event_id)
+    info = await client.app[OWN_STORE].get_event(event_id)
     assert info is not None
     assert info.deliveries[0].state == "dead"
     assert "max_attempts" in (info.deliveries[0].reason or "")
@@ -182,7 +182,7 @@ async def test_fan_out_to_two_upstreams_where_one_is_down(
     )
     event_id = (await (await post(client, "e")).json())["event_id"]
     await dispatcher_of(client).burst()
-    info = await client.app[RELAY].store.get_event(event_id)
+    info = await client.app[OWN_STORE].get_event(event_id)
     assert info is not None
     states = {d.upstream: (d.state, d.attempts) for d in info.deliveries}
     assert states == {upstream.url("/a"): ("delivered", 1), down: ("pending", 1)}
@@ -212,7 +212,7 @@ async def test_store_failure_answers_503_never_2xx(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
     client = await make_relay(queue_route(upstream), start_dispatcher=False)
-    await client.app[RELAY].store.close()
+    await client.app[OWN_STORE].close()
     r = await post(client, "k")
     assert r.status == 503
     assert r.headers["Retry-After"] == "5"
@@ -225,7 +225,7 @@ async def test_dispatcher_is_woken_not_polled(upstream: Backend, make_relay: Rel
     for i in range(20):
         assert (await post(client, f"k{i}")).status == 202
     await upstream.wait_for(20, timeout=5)
-    assert sorted(upstream.keys()) == sorted(f"k{i}" for i in range(20))
+    assert sorted(upstream.keys(), key=str) == sorted(f"k{i}" for i in range(20))
 
 
 async def test_retention_keeps_the_store_bounded(
@@ -242,12 +242,12 @@ async def test_retention_keeps_the_store_bounded(
             assert (await post(client, f"c{cycle}-{i}")).status == 202
         await dispatcher_of(client).burst()
         now_clock.advance(120)
-        await purge_once(relay, client.app[STORE])
-        events = await relay.store.list_events(EventFilter(), limit=1000)
+        await purge_once(relay, client.app[OWN_STORE])
+        events = await client.app[OWN_STORE].list_events(EventFilter(), limit=1000)
         assert all(e.body is None for e in events)  # payloads dropped after a minute
         now_clock.advance(3600)
-        await purge_once(relay, client.app[STORE])
-        assert await relay.store.list_events(EventFilter(), limit=1000) == []
+        await purge_once(relay, client.app[OWN_STORE])
+        assert await client.app[OWN_STORE].list_events(EventFilter(), limit=1000) == []
     # Purged keys are accepted again: the dedupe window is over.
     assert (await post(client, "c0-0")).headers.get("Idempotent-Replayed") is None
 
@@ -261,8 +261,8 @@ async def test_pending_work_is_never_purged(
     relay = client.app[RELAY]
     await post(client, "waiting")
     now_clock.advance(30 * 86400)
-    await purge_once(relay, client.app[STORE])
-    (event,) = await relay.store.list_events(EventFilter(), limit=10)
+    await purge_once(relay, client.app[OWN_STORE])
+    (event,) = await client.app[OWN_STORE].list_events(EventFilter(), limit=10)
     assert event.deliveries[0].state == "pending"
     await dispatcher_of(client).burst()
     assert upstream.keys() == ["waiting"]

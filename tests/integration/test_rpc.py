@@ -155,7 +155,7 @@ async def test_only_store_methods_and_extras_are_callable(owner: Owner) -> None:
 
 
 async def test_an_extra_replaces_a_store_method_of_its_name(owner: Owner) -> None:
-    async def next_due_at(route: str, upstream: str) -> float:
+    async def next_due_at(_route: str, _upstream: str) -> float:
         return -1.0  # e.g. the owner answers from what it keeps in memory
 
     await owner.serve({"next_due_at": next_due_at})
@@ -230,7 +230,7 @@ async def test_a_failing_push_handler_does_not_break_the_connection(owner: Owner
     server = await owner.serve()
     seen: list[str] = []
 
-    def handler(name: str, arg: Any) -> None:
+    def handler(_name: str, arg: Any) -> None:
         seen.append(arg)
         raise RuntimeError("handler bug")
 
@@ -273,12 +273,13 @@ async def test_unpicklable_values_fail_only_their_own_call(owner: Owner) -> None
     await owner.serve({"echo": echo, "bad_result": bad_result})
     client = await owner.client()
     # Sent in the same frame as good calls.
-    good, bad, also_good = await asyncio.gather(
+    answers: tuple[Any, ...] = await asyncio.gather(
         client.call("echo", 1),
         client.call("echo", lambda: None),
         client.call("echo", 3),
         return_exceptions=True,
     )
+    good, bad, also_good = answers
     assert (good, also_good) == (1, 3)
     assert isinstance(bad, StoreError) and "cannot send echo" in str(bad)
     with pytest.raises(StoreError, match="could not send the answer"):
@@ -387,7 +388,7 @@ def test_works_on_uvloop(tmp_path: Path) -> None:
         pushed: list[Any] = []
         try:
             server = await owner.serve()
-            client = await owner.client(on_push=lambda name, arg: pushed.append(arg))
+            client = await owner.client(on_push=lambda _name, arg: pushed.append(arg))
             results = await asyncio.gather(*(client.ingest(event(f"k{i}")) for i in range(50)))
             server.push("wake", "orders")
             assert await client.ping()

@@ -14,7 +14,7 @@ from aiohttp import web
 from relay.intake.replies import REPLAYED
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
-from relay.serve import reload_app
+from relay.serve import OWN_STORE, reload_app
 from relay.store.base import EventFilter
 from tests.integration.conftest import Backend, RelayFactory, eventually, route
 
@@ -50,8 +50,8 @@ async def test_queue_shadow_delivers_every_copy_then_enforce_absorbs_them(
     assert mismatched.status == 202
     assert sample(client, "relay_shadow_mismatches_total", route="orders") == 1
     await upstream.wait_for(61)
-    store = client.app[RELAY].store
-    (first,) = await store.list_events(EventFilter(key="e0"), limit=5)  # type: ignore[attr-defined]
+    store = client.app[OWN_STORE]
+    (first,) = await store.list_events(EventFilter(key="e0"), limit=5)
     assert first.duplicates == 3 and first.mismatches == 1  # every copy counted on the first
 
     path = tmp_path / "enforce.yaml"
@@ -61,14 +61,14 @@ async def test_queue_shadow_delivers_every_copy_then_enforce_absorbs_them(
         resp = await send(client, key)
         assert resp.status == 202 and resp.headers[REPLAYED] == "true"
     # Absorbed: no new event was stored, so nothing new can reach the backend.
-    stored = await store.list_events(EventFilter(), limit=1000)  # type: ignore[attr-defined]
+    stored = await store.list_events(EventFilter(), limit=1000)
     assert len(stored) == 20 + 40 + 1
 
 
 async def test_sync_shadow_forwards_every_copy_then_enforce_replays(
     tmp_path: Path, upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def numbered(request: web.Request, n: int) -> web.StreamResponse:
+    async def numbered(_request: web.Request, n: int) -> web.StreamResponse:
         return web.json_response({"n": n}, status=201)
 
     upstream.behaviour = numbered
@@ -117,7 +117,7 @@ async def test_shadow_counts_would_be_stale_drops_and_sends_them(
 async def test_hybrid_shadow_answers_every_copy_in_line(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def numbered(request: web.Request, n: int) -> web.StreamResponse:
+    async def numbered(_request: web.Request, n: int) -> web.StreamResponse:
         return web.json_response({"n": n}, status=201)
 
     upstream.behaviour = numbered

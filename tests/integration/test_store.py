@@ -18,6 +18,7 @@ from relay.store.base import (
     Attempt,
     Busy,
     Completed,
+    DeliveryStore,
     EventFilter,
     Lease,
     NewEvent,
@@ -64,7 +65,7 @@ def attempt(status: int | None = 200, error: str | None = None) -> Attempt:
     return Attempt(started_at=1_700_000_000.0, duration_ms=12.5, status=status, error=error)
 
 
-async def lease_one(store: Store, route: str = "orders", upstream: str = UP_A) -> Lease:
+async def lease_one(store: DeliveryStore, route: str = "orders", upstream: str = UP_A) -> Lease:
     leases = await store.lease_due(route, upstream, 10, lease_ttl=30)
     assert len(leases) == 1
     return leases[0]

@@ -13,6 +13,7 @@ from yarl import URL
 
 from relay.intake.listener import IN_FLIGHT
 from relay.runtime import RELAY
+from relay.serve import OWN_STORE
 from relay.store.base import Acquired, EventFilter, NewEvent
 from tests.integration.conftest import Backend, RelayFactory, route
 
@@ -26,7 +27,7 @@ async def test_storm_of_200_identical_requests_reaches_upstream_once(
 ) -> None:
     release = asyncio.Event()
 
-    async def slow(request: web.Request, n: int) -> web.StreamResponse:
+    async def slow(_request: web.Request, _n: int) -> web.StreamResponse:
         await release.wait()  # hold the original until every duplicate has arrived
         return web.json_response({"charged": True}, status=201)
 
@@ -46,10 +47,11 @@ async def test_storm_of_200_identical_requests_reaches_upstream_once(
     await upstream.wait_for(1)
     # Hold the original until all 199 duplicates have hit the store's claim (each is
     # counted on the event row), so every one of them arrives while it is in flight.
-    relay = client.app[RELAY]
-    (event,) = await relay.store.list_events(EventFilter(route="pay"), limit=1)
+    (event,) = await client.app[OWN_STORE].list_events(EventFilter(route="pay"), limit=1)
     async with asyncio.timeout(10):
-        while (info := await relay.store.get_event(event.id)) is None or info.duplicates < 199:
+        while (
+            info := await client.app[OWN_STORE].get_event(event.id)
+        ) is None or info.duplicates < 199:
             await asyncio.sleep(0.01)
     assert ("pay", "charge-1") in client.app[IN_FLIGHT].sync
     release.set()
@@ -66,7 +68,7 @@ async def test_storm_of_200_identical_requests_reaches_upstream_once(
 async def test_final_answer_is_replayed_to_later_duplicates(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def bad_request(request: web.Request, n: int) -> web.StreamResponse:
+    async def bad_request(_request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=422, text="no such customer", content_type="text/plain")
 
     upstream.behaviour = bad_request
@@ -84,7 +86,7 @@ async def test_final_answer_is_replayed_to_later_duplicates(
 async def test_upstream_failure_releases_the_claim_so_the_retry_goes_through(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def flaky(request: web.Request, n: int) -> web.StreamResponse:
+    async def flaky(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=503 if n == 1 else 200, text=f"attempt {n}")
 
     upstream.behaviour = flaky
@@ -105,7 +107,7 @@ async def test_retryable_statuses_release_the_claim(
 ) -> None:
     codes = [408, 425, 429, 500, 502]
 
-    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+    async def answer(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=codes[n - 1] if n <= len(codes) else 204)
 
     upstream.behaviour = answer
@@ -121,7 +123,7 @@ async def test_retryable_statuses_release_the_claim(
 async def test_connection_error_is_502_and_timeout_is_504(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    async def hang(request: web.Request, n: int) -> web.StreamResponse:
+    async def hang(_request: web.Request, _n: int) -> web.StreamResponse:
         await asyncio.sleep(30)
         return web.Response()
 
@@ -147,7 +149,7 @@ async def test_duplicate_past_the_wait_bound_gets_409_with_retry_after(
 ) -> None:
     release = asyncio.Event()
 
-    async def slow(request: web.Request, n: int) -> web.StreamResponse:
+    async def slow(_request: web.Request, _n: int) -> web.StreamResponse:
         await release.wait()
         return web.Response(status=200, text="done")
 
@@ -173,7 +175,7 @@ async def test_expired_lease_of_a_dead_holder_is_taken_over(
     upstream: Backend, make_relay: RelayFactory, now_clock: Any
 ) -> None:
     client = await make_relay(sync_route(upstream, sync={"wait": "300ms", "lease": "5s"}))
-    store = client.app[RELAY].store
+    store = client.app[OWN_STORE]
     # Another process claimed the key and died without answering.
     ghost = NewEvent(
         route="pay",
@@ -270,7 +272,7 @@ async def test_upstream_request_headers_and_exact_bytes(
 
 
 async def test_redirects_are_not_followed(upstream: Backend, make_relay: RelayFactory) -> None:
-    async def redirect(request: web.Request, n: int) -> web.StreamResponse:
+    async def redirect(_request: web.Request, _n: int) -> web.StreamResponse:
         return web.Response(status=302, headers={"Location": "/elsewhere"})
 
     upstream.behaviour = redirect

@@ -63,7 +63,7 @@ async def post(client: Any, key: str, path: str = "/hooks/orders", **headers: st
 async def test_queue_attempts_are_children_of_the_ingest_span_and_the_backend_joins(
     make_relay: RelayFactory, upstream: Backend, spans: Spans
 ) -> None:
-    async def busy_once(request: web.Request, n: int) -> web.StreamResponse:
+    async def busy_once(_request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=503 if n == 1 else 200)
 
     upstream.behaviour = busy_once

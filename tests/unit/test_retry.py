@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -86,7 +87,7 @@ def test_backoff_is_full_jitter_within_the_ceiling() -> None:
     values = [i / 100 for i in range(100)]
     for attempt in range(1, 12):
         ceiling = min(POLICY.max, POLICY.initial * 2 ** (attempt - 1))
-        delays = [backoff(attempt, POLICY, lambda v=v: v) for v in values]
+        delays = [backoff(attempt, POLICY, functools.partial(float, v)) for v in values]
         assert delays == sorted(delays)
         assert all(0.0 <= d < ceiling for d in delays)
         assert delays[0] == 0.0

@@ -69,7 +69,7 @@ async def login(request: web.Request) -> web.Response:
     raise resp
 
 
-async def logout(request: web.Request) -> web.Response:
+async def logout(_request: web.Request) -> web.Response:
     resp = web.HTTPSeeOther(f"{PREFIX}/login")
     resp.del_cookie(COOKIE, path=f"{PREFIX}/")
     raise resp

@@ -26,12 +26,11 @@ from relay.admin.console.common import PREFIX, SESSION, STATE, ConsoleState, err
 from relay.admin.console.history import History
 from relay.admin.console.session import COOKIE
 from relay.admin.console.views import age
-from relay.admin.control import CREDENTIAL, STORE
+from relay.admin.control import CREDENTIAL, STORE, AdminStore
 from relay.admin.views import ApiError, iso
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
-from relay.store.base import Store
 
 HERE: Final = Path(__file__).parent
 # No inline script, no framing, nothing from elsewhere: a stranger's body that
@@ -135,7 +134,7 @@ async def _sample(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def build_console(relay: Relay, store: Store) -> web.Application:
+def build_console(relay: Relay, store: AdminStore) -> web.Application:
     app = web.Application(middlewares=[guard])
     app[STATE] = ConsoleState(history=History(start=store.clock()))
     app[RELAY] = relay
@@ -155,10 +154,10 @@ def build_console(relay: Relay, store: Store) -> web.Application:
     return app
 
 
-def mount_console(admin: web.Application, relay: Relay, store: Store) -> None:
+def mount_console(admin: web.Application, relay: Relay, store: AdminStore) -> None:
     """The console under /ui of the admin app (``/ui`` itself redirects to ``/ui/``)."""
 
-    async def to_index(request: web.Request) -> web.StreamResponse:
+    async def to_index(_request: web.Request) -> web.StreamResponse:
         raise web.HTTPPermanentRedirect(f"{PREFIX}/")
 
     admin.router.add_get(PREFIX, to_index)

@@ -90,7 +90,7 @@ class _Client(FrameProtocol):
             future.set_exception(StoreError(f"cannot send {message[1]} to the store owner: {exc}"))
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, _exc: Exception | None) -> None:
         self.gone = True
         pending, self.pending = self.pending, {}
         for future in pending.values():

@@ -95,7 +95,7 @@ class _Connection(FrameProtocol):
         if self.accepted:  # never unpickle a refused peer's bytes, even ones already read
             super().data_received(data)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, _exc: Exception | None) -> None:
         self.server._connections.discard(self)
 
     def received(self, messages: list[Any]) -> None:

@@ -82,7 +82,7 @@ class FrameProtocol(asyncio.Protocol):
     def received(self, messages: list[Any]) -> None:
         raise NotImplementedError
 
-    def unsendable(self, message: Any, exc: Exception) -> Any:
+    def unsendable(self, _message: Any, _exc: Exception) -> Any:
         """A stand-in for a message that could not be pickled, or None to drop it."""
         return None
 
