@@ -80,6 +80,15 @@ SERVING_FAMILIES: Final[tuple[str, ...]] = (
 
 # The delivery states the gauges count (delivered and stale are history, not backlog).
 BACKLOG_STATES = ("pending", "in_flight", "dead")
+ADMIN_REFUSALS = (
+    "host",
+    "cross_site",
+    "cross_origin",
+    "content_type",
+    "unauthorized",
+    "throttled",
+    "role",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,12 +306,21 @@ class Metrics:
             self.reloads.labels(result)
         self.console_refused = Counter(
             "relay_console_refused_total",
-            "Console requests refused, by reason (csrf, login, session).",
+            "Console requests refused, by reason (csrf, login, session, role).",
             ["reason"],
             registry=r,
         )
-        for reason in ("csrf", "login", "session"):
+        for reason in ("csrf", "login", "session", "role"):
             self.console_refused.labels(reason)
+        self.admin_refused = Counter(
+            "relay_admin_refused_total",
+            "Admin requests refused at the door, by reason (host, cross_site, cross_origin,"
+            " content_type, unauthorized, throttled, role).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ADMIN_REFUSALS:
+            self.admin_refused.labels(reason)
         self.info = Gauge("relay_build_info", "The relay's version.", ["version"], registry=r)
         self.info.labels(__version__).set(1)
         self.last_reload: ReloadInfo | None = None

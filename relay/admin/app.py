@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -12,16 +11,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.admin.api import add_api_routes, replica_state
 from relay.admin.console.app import mount_console
-from relay.admin.console.common import PREFIX
-from relay.admin.control import CREDENTIAL, STORE, AdminStore, add_control_routes
+from relay.admin.control import STORE, AdminStore, add_control_routes
+from relay.admin.door import THROTTLE, edge, require_token
+from relay.admin.throttle import Throttle
 from relay.admin.views import ApiError
 from relay.errors import StoreError
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Probes must work without a token: container runtimes and load balancers have none.
-OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
 # A scrape must answer even when the store is stuck: the gauges then keep their last values.
 GAUGE_REFRESH_TIMEOUT: Final = 5.0
 
@@ -55,27 +53,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception as exc:
         log.error("admin_failed", path=request.path, error=repr(exc))
         return _error(500, "internal", "unexpected error; the relay's log has the details")
-
-
-@web.middleware
-async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[RELAY].config.admin.token
-    if request.path == PREFIX or request.path.startswith(f"{PREFIX}/"):
-        return await handler(request)  # the console asks for the token itself, once
-    if token is None or request.path in OPEN_PATHS:
-        request[CREDENTIAL] = "loopback"  # no token configured: the listener is loopback-only
-        return await handler(request)
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    # Compare in constant time so the token cannot be guessed byte by byte.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
-        return web.json_response(
-            {"error": "unauthorized", "message": "a valid bearer token is required"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="webhook-relay"'},
-        )
-    request[CREDENTIAL] = "admin_token"
-    return await handler(request)
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -126,9 +103,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_admin_app(relay: Relay, store: AdminStore) -> web.Application:
     """The admin listener's app, on the process's runtime state and its full store."""
-    app = web.Application(middlewares=[json_errors, require_token])
+    app = web.Application(middlewares=[json_errors, edge, require_token])
     app[RELAY] = relay
     app[STORE] = store
+    app[THROTTLE] = Throttle()
     relay.metrics.bind_store(store)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

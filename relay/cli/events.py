@@ -104,6 +104,10 @@ class AdminClient:
         url = self.base + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        # Every change is sent as JSON, an empty object where there is nothing to say:
+        # the admin refuses other content types from anyone (a web page could send them).
+        if body is None and method != "GET":
+            body = {}
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")

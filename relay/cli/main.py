@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -93,6 +94,12 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_token(_args: argparse.Namespace) -> int:
+    """A new admin token: 32 random bytes, base64url (43 characters, 256 bits)."""
+    print(secrets.token_urlsafe(32))
+    return 0
+
+
 def cmd_echo_backend(args: argparse.Namespace) -> int:
     from relay.cli.echo import run_echo
 
@@ -122,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--url", help="readiness URL (default: from the config's admin.listen)")
     h.add_argument("--timeout", type=float, default=3.0)
     h.set_defaults(func=cmd_healthcheck)
+    t = sub.add_parser("token", help="print a new random admin token (for admin.tokens)")
+    t.set_defaults(func=cmd_token)
     cli_events.add_parsers(sub, DEFAULT_CONFIG)
     cli_routes.add_parsers(sub, DEFAULT_CONFIG)
     e = sub.add_parser(

@@ -6,12 +6,14 @@ piece, ``types`` holds the records. May import the pure domain modules only.
 
 from __future__ import annotations
 
-from relay.config.loader import from_mapping, load, parse_listen
+from relay.config.admin import parse_listen
+from relay.config.loader import from_mapping, load
 from relay.config.types import (
     DEFAULT_METHODS,
     SCHEMES,
     AckConfig,
     AdminConfig,
+    AdminToken,
     BreakerConfig,
     Config,
     Dedupe,
@@ -36,6 +38,7 @@ __all__ = [
     "SCHEMES",
     "AckConfig",
     "AdminConfig",
+    "AdminToken",
     "BreakerConfig",
     "Config",
     "Dedupe",

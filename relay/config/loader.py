@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
-from relay.config.routes import parse_route, read_secrets
+from relay.config.admin import parse_admin, parse_listen
+from relay.config.routes import parse_route
 from relay.config.types import (
     LOG_FORMATS,
-    AdminConfig,
     Config,
     Limits,
     Listen,
@@ -32,27 +32,6 @@ _STORAGE = StorageConfig()
 _LIMITS = Limits()
 
 
-def parse_listen(text: str) -> Listen:
-    host, sep, port = text.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f'expected "host:port", got {show(text)}')
-    host = host.strip("[]") or "0.0.0.0"
-    return Listen(host, int(port))
-
-
-def _admin(sec: Section, env: Mapping[str, str], base: Path) -> AdminConfig:
-    try:
-        listen = parse_listen(sec.text("listen", "127.0.0.1:9090"))
-    except ValueError as exc:
-        sec.error("listen", str(exc))
-        listen = AdminConfig().listen
-    tokens = read_secrets(sec, env, base, ("token_env", "token_file"))
-    if not tokens and not listen.loopback_only:
-        sec.error(None, f"listens on {listen}, beyond loopback: set token_env or token_file")
-    sec.finish()
-    return AdminConfig(listen=listen, token=tokens[0] if tokens else None)
-
-
 def from_mapping(
     doc: Any, env: Mapping[str, str] | None = None, base: Path | None = None
 ) -> Config:
@@ -66,7 +45,7 @@ def from_mapping(
     except ValueError as exc:
         top.error("listen", str(exc))
         listen = Listen("0.0.0.0", 8080)
-    admin = _admin(top.section("admin"), env, base)
+    admin = parse_admin(top.section("admin"), env, base)
 
     st = top.section("storage")
     storage = StorageConfig(

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from yarl import URL
 
 from relay.config import protection
+from relay.config.secrets import SOURCES, read_secrets
 from relay.config.types import (
     DEDUPE,
     DEFAULT_METHODS,
@@ -37,32 +38,6 @@ from relay.retry import RetryPolicy
 _DEFAULT_KEYS: tuple[KeySource, ...] = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
 
 
-def read_secrets(
-    sec: Section, env: Mapping[str, str], base: Path, names: tuple[str, str]
-) -> tuple[str, ...]:
-    """Secrets from ``*_env`` (environment variables) and ``*_file`` (files), never inline."""
-    env_key, file_key = names
-    found: list[str] = []
-    for var in sec.strings(env_key, ()):
-        value = env.get(var, "").strip()
-        if not value:
-            sec.error(env_key, f"environment variable {var} is not set")
-        else:
-            found.append(value)
-    for name in sec.strings(file_key, ()):
-        path = base / name
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else None
-            sec.error(file_key, f"cannot read {name}: {reason or exc.__class__.__name__}")
-            continue
-        if not value:
-            sec.error(file_key, f"{name} is empty")
-        found.append(value)
-    return tuple(found)
-
-
 def _verify(sec: Section, preset: str | None, env: Mapping[str, str], base: Path) -> VerifyConfig:
     default_scheme = PRESETS[preset].signature if preset is not None and preset in PRESETS else None
     scheme = (
@@ -76,10 +51,12 @@ def _verify(sec: Section, preset: str | None, env: Mapping[str, str], base: Path
     for legacy in ("secret", "secrets"):
         if sec.has(legacy):
             sec.raw(legacy)
-            sec.error(legacy, "secrets are never inline: use secret_env or secret_file")
-    secrets = read_secrets(sec, env, base, ("secret_env", "secret_file"))
-    if not secrets and not (sec.has("secret_env") or sec.has("secret_file")):
-        sec.error(None, "needs secret_env or secret_file")
+            sec.error(
+                legacy, "secrets are never inline: use secret_env, secret_file or secret_credential"
+            )
+    secrets = read_secrets(sec, env, base, "secret")
+    if not secrets and not any(sec.has(f"secret{s}") for s in SOURCES):
+        sec.error(None, "needs secret_env, secret_file or secret_credential")
     header = sec.text("header", None)
     if header is not None and not HEADER_NAME.fullmatch(header):
         sec.error("header", f"invalid header name {show(header)}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from relay.keys import KeySource
 from relay.retry import RetryPolicy
@@ -49,10 +50,45 @@ class Listen:
             return False
 
 
+Role = Literal["read", "operate"]
+ROLES: tuple[Role, ...] = ("read", "operate")
+TOKEN_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
+# A token for a listener beyond loopback: about 192 bits of a base64url alphabet.
+MIN_TOKEN_CHARS: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """A bearer token and what it may do; the audit log names its label, never it."""
+
+    label: str
+    role: Role
+    secret: str = field(repr=False)
+
+    @property
+    def operates(self) -> bool:
+        return self.role == "operate"
+
+
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     listen: Listen = Listen("127.0.0.1", 9090)
-    token: str | None = field(default=None, repr=False)
+    tokens: tuple[AdminToken, ...] = field(default=(), repr=False)
+    # Host names the listener answers to besides IP literals and localhost.
+    allowed_hosts: tuple[str, ...] = ()
+
+    @property
+    def token_required(self) -> bool:
+        return bool(self.tokens)
+
+    def holder(self, given: str) -> AdminToken | None:
+        """The token ``given`` is, compared in constant time against every one (so
+        neither a token nor which of them matched can be timed out byte by byte)."""
+        found = None
+        for token in self.tokens:
+            if hmac.compare_digest(given.encode(), token.secret.encode()):
+                found = token
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ async def test_a_pause_outlives_a_restart(relays: Any, start_backend: Any) -> No
         await wait_for(held, 10, "two deliveries held as paused")
         assert backend.received["before"] == 0 and backend.received["after"] == 0
 
-        async with session.post(relay.admin_url("/api/v1/routes/q/resume")) as resp:
+        async with session.post(relay.admin_url("/api/v1/routes/q/resume"), json={}) as resp:
             assert (await resp.json())["changed"] == 1
         await wait_for(
             lambda: backend.received["before"] == backend.received["after"] == 1,

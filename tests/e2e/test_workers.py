@@ -214,7 +214,7 @@ async def test_workers_pause_hybrid_and_shadow(relays: Any, start_backend: Any) 
     relay = relays(routes, workers=WORKERS)
     await relay.start()
     async with aiohttp.ClientSession() as session:
-        async with session.post(relay.admin_url("/api/v1/routes/q/pause")) as resp:
+        async with session.post(relay.admin_url("/api/v1/routes/q/pause"), json={}) as resp:
             assert resp.status == 200
         held = [f"held-{i}" for i in range(20)]
         got = await post_many(session, relay.url("/q"), held, concurrency=8)
@@ -232,7 +232,7 @@ async def test_workers_pause_hybrid_and_shadow(relays: Any, start_backend: Any) 
         assert m["relay_shadow_duplicates_total{key_source=header,route=s}"] == 2
         assert not any(backend.received[k] for k in held)  # no worker delivered a paused one
 
-        async with session.post(relay.admin_url("/api/v1/routes/q/resume")) as resp:
+        async with session.post(relay.admin_url("/api/v1/routes/q/resume"), json={}) as resp:
             assert (await resp.json())["changed"] == 1
         await wait_for(lambda: all(backend.received[k] == 1 for k in held), 15, "resumed")
     assert await relay.stop() == 0

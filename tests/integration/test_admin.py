@@ -15,6 +15,8 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from relay.admin.door import THROTTLE
+from relay.admin.throttle import FREE_FAILURES
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
 from relay.serve import OWN_STORE, reload_app
@@ -67,6 +69,8 @@ async def test_probes_are_open_and_everything_else_needs_the_bearer_token(
         route(upstream), admin={"token_env": "ADMIN_T"}, env={"ADMIN_T": TOKEN}
     )
     admin = await make_admin(public)
+    # Every wrong form on every path, without the lockout that guesses earn (tested below).
+    admin.app[THROTTLE].free = 1000
     for probe in ("/healthz", "/readyz"):
         assert (await admin.get(probe)).status == 200
     wrong = [
@@ -93,6 +97,67 @@ async def test_probes_are_open_and_everything_else_needs_the_bearer_token(
     missing = await admin.get("/api/v1/nothing-here", headers=good)
     assert missing.status == 404
     assert (await missing.json())["error"] == "not_found"
+
+
+async def test_token_guesses_are_slowed_down_per_client(
+    upstream: Backend, make_relay: RelayFactory, make_admin: AdminFactory
+) -> None:
+    public = await make_relay(
+        route(upstream), admin={"token_env": "ADMIN_T"}, env={"ADMIN_T": TOKEN}
+    )
+    admin = await make_admin(public)
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    # A scraper without any token is misconfigured, not guessing: never locked out.
+    for _ in range(10):
+        assert (await admin.get("/metrics")).status == 401
+    for i in range(FREE_FAILURES):
+        resp = await admin.get("/api/v1/status", headers={"Authorization": f"Bearer guess{i}"})
+        assert resp.status == 401
+    # The next wrong one locks this client out: even the right token waits.
+    assert (await admin.get("/api/v1/status", headers={"Authorization": "Bearer x"})).status == 401
+    locked = await admin.get("/api/v1/status", headers=good)
+    assert locked.status == 429 and int(locked.headers["Retry-After"]) >= 1
+    assert (await locked.json())["error"] == "throttled"
+
+    async def let_in() -> bool:
+        return (await admin.get("/api/v1/status", headers=good)).status == 200
+
+    await eventually(let_in, "the lockout to end")
+    metrics = await (await admin.get("/metrics", headers=good)).text()
+    assert 'relay_admin_refused_total{reason="throttled"}' in metrics
+    assert 'relay_admin_refused_total{reason="throttled"} 0.0' not in metrics
+
+
+async def test_a_read_token_reads_and_an_operate_token_acts(
+    upstream: Backend, make_relay: RelayFactory, make_admin: AdminFactory
+) -> None:
+    viewer, ops = "v" * 40, "o" * 40
+    public = await make_relay(
+        route(upstream),
+        admin={
+            "tokens": [
+                {"label": "grafana", "role": "read", "token_env": "T_READ"},
+                {"label": "oncall", "role": "operate", "token_env": "T_OPS"},
+            ]
+        },
+        env={"T_READ": viewer, "T_OPS": ops},
+    )
+    admin = await make_admin(public)
+    as_viewer = {"Authorization": f"Bearer {viewer}"}
+    as_ops = {"Authorization": f"Bearer {ops}"}
+    assert (await admin.get("/api/v1/status", headers=as_viewer)).status == 200
+    assert (await admin.get("/metrics", headers=as_viewer)).status == 200
+    body = {"route": "orders", "reason": "deploy"}
+    refused = await admin.post("/api/v1/routes/orders/pause", json=body, headers=as_viewer)
+    assert refused.status == 403 and (await refused.json())["error"] == "role"
+    done = await admin.post(
+        "/api/v1/routes/orders/pause", json={"reason": "deploy"}, headers=as_ops
+    )
+    assert done.status == 200, await done.text()
+    entries = (await (await admin.get("/api/v1/audit", headers=as_viewer)).json())["entries"]
+    # The audit log names the token by its label, never by its value.
+    assert [e["credential"] for e in entries] == ["oncall"]
+    assert ops not in json.dumps(entries)
 
 
 async def test_without_a_token_configured_the_loopback_api_is_open(
@@ -298,7 +363,8 @@ async def test_errors_are_json_with_400_404_405(
         ("GET", "/nowhere", None, 404, "not_found"),
     ]
     for method, path, body, status, error in cases:
-        resp = await admin.request(method, path, data=body)
+        json_type = {"Content-Type": "application/json"} if method == "POST" else {}
+        resp = await admin.request(method, path, data=body, headers=json_type)
         assert resp.status == status, (method, path, body, await resp.text())
         assert resp.content_type == "application/json", (method, path)
         doc = await resp.json()
@@ -321,7 +387,7 @@ async def test_replay_of_a_dead_event_reaches_the_backend(
     await wait_state(admin, event_id, "dead")
 
     failing.clear()  # the backend is fixed
-    resp = await admin.post(f"/api/v1/events/{event_id}/replay")
+    resp = await admin.post(f"/api/v1/events/{event_id}/replay", json={})
     assert resp.status == 200
     doc = await resp.json()
     assert (doc["requeued"], doc["force"], doc["route_active"]) == (1, False, True)
@@ -332,10 +398,10 @@ async def test_replay_of_a_dead_event_reaches_the_backend(
     assert [a["status"] for a in detail["attempts"]] == [410, 200]
 
     # Nothing dead any more: a plain replay does nothing and says why.
-    doc = await (await admin.post(f"/api/v1/events/{event_id}/replay")).json()
+    doc = await (await admin.post(f"/api/v1/events/{event_id}/replay", json={})).json()
     assert doc["requeued"] == 0 and "force" in doc["message"]
     # force=1 forwards a delivered event again.
-    doc = await (await admin.post(f"/api/v1/events/{event_id}/replay?force=1")).json()
+    doc = await (await admin.post(f"/api/v1/events/{event_id}/replay?force=1", json={})).json()
     assert (doc["requeued"], doc["force"]) == (1, True)
     await upstream.wait_for(3)
     await wait_state(admin, event_id, "delivered")

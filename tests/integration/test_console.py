@@ -187,6 +187,27 @@ async def test_token_asks_for_a_login_once(
     assert 'relay_console_refused_total{reason="login"} 1.0' in metrics
 
 
+async def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(
+    make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
+) -> None:
+    public = await make_relay(
+        route(upstream), admin={"token_env": "ADMIN_T"}, env={"ADMIN_T": TOKEN}
+    )
+    admin = await make_admin(public)
+    csrf = csrf_of(await page(admin, "/ui/login"))
+    resp = await admin.post("/ui/login", data={"csrf": csrf, "token": TOKEN}, allow_redirects=False)
+    assert resp.status == 303
+    copied = {c.key: c.value for c in admin.session.cookie_jar}["relay_console"]
+    html = await page(admin, "/ui/")
+    resp = await admin.post("/ui/logout", data={"csrf": csrf_of(html)}, allow_redirects=False)
+    assert resp.status == 303
+    # Someone who copied the cookie before the sign-out (a shared screen, a proxy's log).
+    admin.session.cookie_jar.clear()
+    admin.session.cookie_jar.update_cookies({"relay_console": copied})
+    resp = await admin.get("/ui/", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"].startswith("/ui/login")
+
+
 async def test_event_list_filters_search_and_pages(
     make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
 ) -> None:

@@ -95,6 +95,9 @@ class RelayThread:
         self.run(self._stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        # An unclosed loop leaks its self-pipe: a ResourceWarning that the garbage
+        # collector raises later, in whatever test runs then.
+        self.loop.close()
 
     def send(self, raw: bytes) -> bytes:
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:

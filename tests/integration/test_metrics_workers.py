@@ -82,6 +82,7 @@ SINGLE_PROCESS_FAMILIES = [
     "relay_config_reloads",
     "relay_config_last_reload_successful",
     "relay_console_refused",
+    "relay_admin_refused",
     "relay_build_info",
 ]
 OWNER_FAMILIES = [f for f in SINGLE_PROCESS_FAMILIES if f not in SERVING_FAMILIES]

@@ -134,7 +134,7 @@ async def test_a_drain_and_a_bulk_replay_keep_to_the_rate_limit(
     assert (await admin.post("/api/v1/routes/orders/pause", json={"reason": "fill"})).status == 200
     keys = [f"d{i:02d}" for i in range(50)]
     await post_keys(client, keys)
-    assert (await admin.post("/api/v1/routes/orders/resume")).status == 200
+    assert (await admin.post("/api/v1/routes/orders/resume", json={})).status == 200
     start = asyncio.get_running_loop().time()
     await backend.wait_for_keys(set(keys), timeout=10)
     elapsed = max(backend.times) - start
@@ -209,8 +209,8 @@ async def test_a_paused_route_is_acked_and_held_while_others_deliver(
 
     for bad, code in ((("nope", ""), 404), (("orders", "?upstream=http://x/"), 404)):
         name, query = bad
-        assert (await admin.post(f"/api/v1/routes/{name}/pause{query}")).status == code
-    await admin.post("/api/v1/routes/orders/resume")
+        assert (await admin.post(f"/api/v1/routes/{name}/pause{query}", json={})).status == code
+    await admin.post("/api/v1/routes/orders/resume", json={})
     await backend.wait_for_keys({"held-1", "held-2"})
     assert collections.Counter(backend.delivered)["held-1"] == 1
 
@@ -235,7 +235,7 @@ async def test_a_pause_holds_for_another_replica_on_postgresql(
             )
             await admin_a.start_server()
             try:
-                assert (await admin_a.post("/api/v1/routes/orders/pause")).status == 200
+                assert (await admin_a.post("/api/v1/routes/orders/pause", json={})).status == 200
                 await post_keys(b, ["via-b"])
                 up = backend.url("/orders")
 
@@ -245,7 +245,7 @@ async def test_a_pause_holds_for_another_replica_on_postgresql(
 
                 await eventually(b_holds, "replica B holding its delivery as paused")
                 assert backend.delivered == []
-                assert (await admin_a.post("/api/v1/routes/orders/resume")).status == 200
+                assert (await admin_a.post("/api/v1/routes/orders/resume", json={})).status == 200
                 await backend.wait_for_keys({"via-b"})
             finally:
                 await admin_a.close()

@@ -135,9 +135,9 @@ def test_a_bad_file_exits_1_and_prints_every_error_on_stderr(tmp_path: Path) -> 
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"{file}: 7 error(s)",
-        "  admin: listens on 0.0.0.0:9090, beyond loopback: set token_env or token_file",
+        "  admin: listens on 0.0.0.0:9090, beyond loopback: set token_env, token_file or tokens",
         '  storage.dedupe_window: expected a duration like "30s", got 7',
-        "  routes[0].verify.secret: secrets are never inline: use secret_env or secret_file",
+        "  routes[0].verify.secret: secrets are never inline: use secret_env, secret_file or secret_credential",
         "  routes[1].path: must start with '/', got \"webhooks/other\"",
         '  routes[1].upstream: expected an http:// or https:// URL, got "ftp://example.com/"',
         "  routes[1].retyr: unknown key",

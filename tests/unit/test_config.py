@@ -11,6 +11,7 @@ import pytest
 from relay.config import (
     AckConfig,
     AdminConfig,
+    AdminToken,
     Config,
     Limits,
     Listen,
@@ -28,7 +29,7 @@ from relay.retry import RetryPolicy
 
 UP = "http://127.0.0.1:3000/hook"
 STRIPE_SECRET = "whsec_not_a_real_stripe_secret_1234"
-ADMIN_TOKEN = "admin-token-do-not-print-5678"
+ADMIN_TOKEN = "admin-token-do-not-print-0123456789abcdef"
 FILE_SECRET = "file-secret-never-shown-9012"
 
 
@@ -218,15 +219,15 @@ def test_inline_secrets_are_refused_without_echoing_them(key: str) -> None:
     doc = doc_with(route(preset="github", verify={key: STRIPE_SECRET}))
     errors = errors_of(doc)
     assert errors == [
-        f"routes[0].verify.{key}: secrets are never inline: use secret_env or secret_file",
-        "routes[0].verify: needs secret_env or secret_file",
+        f"routes[0].verify.{key}: secrets are never inline: use secret_env, secret_file or secret_credential",
+        "routes[0].verify: needs secret_env, secret_file or secret_credential",
     ]
     assert STRIPE_SECRET not in "\n".join(errors)
 
 
 def test_verify_without_any_secret() -> None:
     doc = doc_with(route(preset="github", verify={"tolerance": "5m"}))
-    assert one_error(doc) == "routes[0].verify: needs secret_env or secret_file"
+    assert one_error(doc) == "routes[0].verify: needs secret_env, secret_file or secret_credential"
 
 
 def test_verify_without_preset_needs_a_scheme() -> None:
@@ -336,7 +337,7 @@ def test_sync_lease_default_follows_a_long_timeout() -> None:
 )
 def test_admin_beyond_loopback_needs_a_token(listen: str, shown: str) -> None:
     assert one_error(doc_with(admin={"listen": listen})) == (
-        f"admin: listens on {shown}, beyond loopback: set token_env or token_file"
+        f"admin: listens on {shown}, beyond loopback: set token_env, token_file or tokens"
     )
 
 
@@ -344,20 +345,22 @@ def test_admin_beyond_loopback_needs_a_token(listen: str, shown: str) -> None:
 def test_admin_on_loopback_needs_no_token(listen: str) -> None:
     cfg = from_mapping(doc_with(admin={"listen": listen}), env={})
     assert cfg.admin.listen.loopback_only
-    assert cfg.admin.token is None
+    assert cfg.admin.tokens == () and not cfg.admin.token_required
 
 
 def test_admin_beyond_loopback_with_a_token() -> None:
     doc = doc_with(admin={"listen": "0.0.0.0:9090", "token_env": "RELAY_ADMIN_TOKEN"})
     cfg = from_mapping(doc, env={"RELAY_ADMIN_TOKEN": ADMIN_TOKEN})
-    assert cfg.admin == AdminConfig(Listen("0.0.0.0", 9090), token=ADMIN_TOKEN)
+    assert cfg.admin == AdminConfig(
+        Listen("0.0.0.0", 9090), tokens=(AdminToken("admin_token", "operate", ADMIN_TOKEN),)
+    )
 
 
 def test_admin_token_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(ADMIN_TOKEN + "\n")
     doc = doc_with(admin={"listen": "[::]:9090", "token_file": "token"})
     cfg = from_mapping(doc, env={}, base=tmp_path)
-    assert cfg.admin.token == ADMIN_TOKEN
+    assert [t.secret for t in cfg.admin.tokens] == [ADMIN_TOKEN]
     assert cfg.admin.listen == Listen("::", 9090)
     assert str(cfg.admin.listen) == "[::]:9090"
 
@@ -522,7 +525,7 @@ routes:
     with pytest.raises(ConfigError) as info:
         load(file, env={})
     assert info.value.errors == [
-        "admin: listens on 0.0.0.0:9090, beyond loopback: set token_env or token_file",
+        "admin: listens on 0.0.0.0:9090, beyond loopback: set token_env, token_file or tokens",
         'storage.dedupe_window: expected a duration like "30s", got 7',
         'limits.max_body: expected a size like "64KiB" or "1MiB", got "1 MB please"',
         "routes[0].verify.secret_env: environment variable STRIPE_WEBHOOK_SECRET is not set",
@@ -612,7 +615,9 @@ def test_the_full_example_parses(full: Config) -> None:
     generic_keys = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
     assert full == Config(
         listen=Listen("0.0.0.0", 8080),
-        admin=AdminConfig(Listen("127.0.0.1", 9090), token=ADMIN_TOKEN),
+        admin=AdminConfig(
+            Listen("127.0.0.1", 9090), tokens=(AdminToken("admin_token", "operate", ADMIN_TOKEN),)
+        ),
         storage=StorageConfig(
             url="sqlite:///var/lib/webhook-relay/relay.db", dedupe_window=604800.0
         ),
@@ -700,7 +705,7 @@ def test_the_smallest_config() -> None:
     cfg = from_mapping({"routes": [route()]}, env={})
     assert cfg == Config(routes=(Route(name="a", path="/a", upstreams=(UP,)),))
     assert cfg.listen == Listen("0.0.0.0", 8080)
-    assert cfg.admin == AdminConfig(Listen("127.0.0.1", 9090), token=None)
+    assert cfg.admin == AdminConfig(Listen("127.0.0.1", 9090))
     assert cfg.storage.url == "sqlite:///data/relay.db"
     assert cfg.limits.max_body == 1024 * 1024
 
@@ -772,7 +777,7 @@ def test_the_config_is_frozen(full: Config) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         full.routes[0].name = "other"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        full.admin.token = None  # type: ignore[misc]
+        full.admin.tokens = ()  # type: ignore[misc]
     assert isinstance(full.routes, tuple)
     assert isinstance(full.routes[0].upstreams, tuple)
 
@@ -783,7 +788,7 @@ def test_secrets_never_appear_in_repr(full: Config) -> None:
     for secret in (*ENV.values(), FILE_SECRET):
         assert secret not in shown
     # ...while the values themselves are there for the code that needs them.
-    assert full.admin.token == ADMIN_TOKEN
+    assert full.admin.holder(ADMIN_TOKEN) is not None
     assert full.routes[0].verify is not None
     assert full.routes[0].verify.secrets == (STRIPE_SECRET,)
 
@@ -854,3 +859,87 @@ def test_tracing_settings() -> None:
     cfg = from_mapping(doc_with(tracing={"enabled": True, "trust_incoming": True}), env={})
     assert (cfg.tracing.enabled, cfg.tracing.trust_incoming) == (True, True)
     assert one_error(doc_with(tracing={"sample": 1})).startswith("tracing.sample: unknown key")
+
+
+def test_scoped_tokens_with_roles_from_env_file_and_credential(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "ops-token").write_text("c" * 40 + "\n")
+    (tmp_path / "read.token").write_text("f" * 40)
+    doc = doc_with(
+        admin={
+            "listen": "0.0.0.0:9090",
+            "allowed_hosts": ["Relay-1.internal."],
+            "token_env": "RELAY_ADMIN_TOKEN",
+            "tokens": [
+                {"label": "grafana", "role": "read", "token_file": "read.token"},
+                {"label": "oncall", "role": "operate", "token_credential": "ops-token"},
+            ],
+        }
+    )
+    env = {"RELAY_ADMIN_TOKEN": ADMIN_TOKEN, "CREDENTIALS_DIRECTORY": str(creds)}
+    admin = from_mapping(doc, env=env, base=tmp_path).admin
+    assert [(t.label, t.role) for t in admin.tokens] == [
+        ("admin_token", "operate"),
+        ("grafana", "read"),
+        ("oncall", "operate"),
+    ]
+    assert admin.allowed_hosts == ("relay-1.internal",)
+    holder = admin.holder("c" * 40)
+    assert holder is not None and holder.label == "oncall" and holder.operates
+    assert admin.holder("c" * 39) is None
+    assert "c" * 40 not in repr(admin)
+
+
+@pytest.mark.parametrize(
+    ("admin", "env", "error"),
+    [
+        (
+            {"listen": "0.0.0.0:9090", "token_env": "T"},
+            {"T": "short"},
+            "admin: token 'admin_token' has 5 characters; a listener beyond loopback wants"
+            " at least 32 (`webhook-relay token` prints a new one)",
+        ),
+        (
+            {"tokens": [{"label": "a b", "role": "read", "token_env": "T"}]},
+            {"T": "x" * 32},
+            'admin.tokens[0].label: expected letters, digits, _ or - (at most 40), got "a b"',
+        ),
+        (
+            {"tokens": [{"label": "a", "role": "admin", "token_env": "T"}]},
+            {"T": "x" * 32},
+            "admin.tokens[0].role:",
+        ),
+        (
+            {"tokens": [{"label": "a", "role": "read"}]},
+            {},
+            "admin.tokens[0]: needs exactly one of token_env, token_file, token_credential",
+        ),
+        (
+            {"tokens": [{"label": "a", "token_credential": "t"}]},
+            {},
+            "admin.tokens[0].token_credential: credential t: $CREDENTIALS_DIRECTORY is not set",
+        ),
+        (
+            {"tokens": [{"label": "a", "token_credential": "../etc/passwd"}]},
+            {"CREDENTIALS_DIRECTORY": "/run/credentials/x"},
+            "admin.tokens[0].token_credential: expected a credential's name",
+        ),
+        (
+            {"tokens": [{"label": "a", "token_env": "T"}, {"label": "a", "token_env": "U"}]},
+            {"T": "x" * 32, "U": "y" * 32},
+            "admin.tokens: label 'a' is used twice",
+        ),
+        (
+            {"allowed_hosts": ["relay:9090"]},
+            {},
+            'admin.allowed_hosts[0]: expected a host name without a port, got "relay:9090"',
+        ),
+    ],
+)
+def test_admin_token_mistakes_are_named(
+    admin: dict[str, Any], env: dict[str, str], error: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_mapping(doc_with(admin=admin), env=env)
+    assert any(e.startswith(error) for e in info.value.errors), info.value.errors

@@ -25,27 +25,44 @@ NOW = 1_800_000_000.0
 
 
 def test_a_session_round_trips_and_expires() -> None:
-    signer = Signer(signing_key("tok"), lifetime=60)
-    session, cookie = signer.issue(NOW, authed=True)
+    signer = Signer(signing_key(), lifetime=60)
+    session, cookie = signer.issue(NOW, authed=True, label="ops", role="operate")
     assert signer.read(cookie, NOW + 59) == session
+    assert (session.label, session.role) == ("ops", "operate")
     assert signer.read(cookie, NOW + 61) is None
     assert signer.read(None, NOW) is None and signer.read("", NOW) is None
 
 
 def test_a_cookie_cannot_be_edited_or_carried_to_another_token() -> None:
-    signer = Signer(signing_key("tok"))
+    signer = Signer(signing_key())
     _, cookie = signer.issue(NOW, authed=False)
-    nonce, expires, kind, sig = cookie.split(".")
-    assert signer.read(f"{nonce}.{expires}.a.{sig}", NOW) is None  # not signed in by editing
-    assert signer.read(f"{nonce}.{int(expires) + 999}.{kind}.{sig}", NOW) is None
-    assert Signer(signing_key("other")).read(cookie, NOW) is None
+    nonce, expires, kind, label, sig = cookie.split(".")
+    assert signer.read(f"{nonce}.{expires}.o.{label}.{sig}", NOW) is None  # not signed in
+    assert signer.read(f"{nonce}.{int(expires) + 999}.{kind}.{label}.{sig}", NOW) is None
+    _, reader = signer.issue(NOW, authed=True, label="viewer", role="read")
+    n, e, k, lab, sg = reader.split(".")
+    assert k == "r" and signer.read(f"{n}.{e}.o.{lab}.{sg}", NOW) is None  # no promotion
+    assert signer.read(f"{n}.{e}.{k}.ops.{sg}", NOW) is None  # nor another label
+    assert Signer(signing_key()).read(cookie, NOW) is None
     assert signer.read(f"{cookie}.x", NOW) is None
-    assert signing_key("tok") == signing_key("tok")  # sessions survive a restart
-    assert signing_key(None) != signing_key(None)  # no token: a key per process
+    assert signing_key() != signing_key()  # a key per process and token: restarts end sessions
+
+
+def test_a_signed_out_session_stays_out_and_others_stay_in() -> None:
+    signer = Signer(signing_key(), lifetime=60)
+    mine, cookie = signer.issue(NOW, authed=True)
+    _, theirs = signer.issue(NOW, authed=True)
+    signer.revoke(mine, NOW + 1)
+    assert signer.read(cookie, NOW + 2) is None
+    assert signer.read(theirs, NOW + 2) is not None
+    # Revocations are forgotten once the cookie would have expired anyway.
+    other, _ = signer.issue(NOW + 100, authed=True)
+    signer.revoke(other, NOW + 100)
+    assert mine.nonce not in signer._revoked
 
 
 def test_csrf_tokens_belong_to_their_session() -> None:
-    signer = Signer(signing_key("tok"))
+    signer = Signer(signing_key())
     mine, _ = signer.issue(NOW, authed=True)
     theirs, _ = signer.issue(NOW, authed=True)
     token = signer.csrf(mine)
@@ -57,7 +74,7 @@ def test_csrf_tokens_belong_to_their_session() -> None:
 
 @given(st.text(max_size=80))
 def test_no_string_is_a_session_unless_signed(cookie: str) -> None:
-    assert Signer(signing_key("tok")).read(cookie, NOW) is None
+    assert Signer(signing_key()).read(cookie, NOW) is None
 
 
 # --- history and sparklines ------------------------------------------------------------

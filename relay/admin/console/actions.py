@@ -7,16 +7,16 @@ refuses any other. Changes go to the audit log as the API's do.
 
 from __future__ import annotations
 
-import hmac
 from typing import Final
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from relay.admin.api import load_event, queued, requeue
-from relay.admin.console.common import PREFIX, STATE, render, set_cookie
+from relay.admin.console.common import PREFIX, SESSION, STATE, render, set_cookie
 from relay.admin.console.session import COOKIE
 from relay.admin.control import STORE, audit, parse_reason
+from relay.admin.door import THROTTLE, throttled
 from relay.admin.views import only_params, parse_filter
 from relay.logging import get_logger
 from relay.runtime import RELAY
@@ -42,8 +42,7 @@ def _safe_next(value: str | None) -> str:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    token = request.config_dict[RELAY].config.admin.token
-    if token is None:
+    if not request.config_dict[RELAY].config.admin.token_required:
         raise web.HTTPSeeOther(f"{PREFIX}/")
     nxt = _safe_next(request.rel_url.query.get("next"))
     return render(request, "login.html", {"next": nxt, "failed": False})
@@ -51,25 +50,38 @@ async def login_page(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     relay = request.config_dict[RELAY]
-    token = relay.config.admin.token
+    admin = relay.config.admin
     form = await _form(request)
     nxt = _safe_next(form.get("next"))
-    if token is None:
+    if not admin.token_required:
         raise web.HTTPSeeOther(nxt)
-    given = form.get("token", "")
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    throttle = request.config_dict[THROTTLE]
+    client = request.remote or "unknown"
+    now = request.config_dict[STORE].clock()
+    if (wait := throttle.wait(client, now)) > 0:
+        return throttled(request, wait)
+    holder = admin.holder(form.get("token", ""))
+    if holder is None:
         relay.metrics.console_refused.labels("login").inc()
-        log.warning("console_login_failed", client=request.remote)
+        if throttle.failed(client, now):
+            log.warning("admin_guesses_throttled", client=client, where="console")
+        log.warning("console_login_failed", client=client)
         return render(request, "login.html", {"next": nxt, "failed": True}, status=401)
-    signer = request.app[STATE].signer(token)
-    _, cookie = signer.issue(request.config_dict[STORE].clock(), authed=True)
-    log.info("console_login", client=request.remote)
+    throttle.succeeded(client)
+    signer = request.app[STATE].signer(admin)
+    _, cookie = signer.issue(now, authed=True, label=holder.label, role=holder.role)
+    log.info("console_login", client=client, token=holder.label, role=holder.role)
     resp = web.HTTPSeeOther(nxt)
     set_cookie(resp, cookie, request.secure)
     raise resp
 
 
-async def logout(_request: web.Request) -> web.Response:
+async def logout(request: web.Request) -> web.Response:
+    admin = request.config_dict[RELAY].config.admin
+    if (session := request.get(SESSION)) is not None:
+        # Server-side: a copy of the cookie (a shared screen, a proxy's log) dies too.
+        request.app[STATE].signer(admin).revoke(session, request.config_dict[STORE].clock())
+        log.info("console_logout", client=request.remote, token=session.label)
     resp = web.HTTPSeeOther(f"{PREFIX}/login")
     resp.del_cookie(COOKIE, path=f"{PREFIX}/")
     raise resp

@@ -84,8 +84,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     relay = request.config_dict[RELAY]
-    token = relay.config.admin.token
-    signer = request.app[STATE].signer(token)
+    admin = relay.config.admin
+    signer = request.app[STATE].signer(admin)
     now = request.config_dict[STORE].clock()
     session = signer.read(request.cookies.get(COOKIE), now)
     if request.path.startswith(f"{PREFIX}/static/"):
@@ -94,7 +94,10 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
     if session is None and request.method == "GET":
         # A first visit, or an expired session: a new one, signed in only where no
         # token is asked for (the listener is then loopback-only).
-        session, fresh = signer.issue(now, authed=token is None)
+        open_door = not admin.token_required
+        session, fresh = signer.issue(
+            now, authed=open_door, label="loopback", role="operate" if open_door else ""
+        )
     if request.method == "POST":
         form = await request.post()
         given = form.get("csrf")
@@ -105,8 +108,12 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         if request.method == "GET" and not request.path.endswith(".json"):
             raise web.HTTPSeeOther(f"{PREFIX}/login?{_next(request)}")
         return refuse(request, "session", 401, "sign in first")
+    # A read token browses; signing out is its only change.
+    may_change = session.role == "operate" or _is_open(request.path)
+    if request.method == "POST" and not may_change and request.path != f"{PREFIX}/logout":
+        return refuse(request, "role", 403, f"token {session.label!r} may only read")
     request[SESSION] = session
-    request[CREDENTIAL] = "console_session" if token is not None else "loopback"
+    request[CREDENTIAL] = session.label if admin.token_required else "loopback"
     resp = await handler(request)
     if fresh is not None:
         set_cookie(resp, fresh, request.secure)

@@ -3,7 +3,7 @@ per-app state, and the error page."""
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -13,6 +13,7 @@ from aiohttp import web
 
 from relay.admin.console.history import History
 from relay.admin.console.session import COOKIE, Session, Signer, signing_key
+from relay.config import AdminConfig
 from relay.runtime import RELAY
 
 PREFIX: Final = "/ui"
@@ -22,19 +23,17 @@ SESSION: Final = web.RequestKey("console_session", Session)
 @dataclass
 class ConsoleState:
     history: History = field(default_factory=History)
-    _signer: tuple[str | None, Signer] | None = None
+    _signer: tuple[bytes, Signer] | None = None
 
-    def signer(self, token: str | None) -> Signer:
-        """Signed with the current token: a reload that changes it ends every session."""
-        if self._signer is None or not _same(self._signer[0], token):
-            self._signer = (token, Signer(signing_key(token)))
+    def signer(self, admin: AdminConfig) -> Signer:
+        """Signed with a key made for the current tokens: a reload that changes any of
+        them ends every session."""
+        tokens = hashlib.sha256(
+            "\0".join(f"{t.label}\0{t.role}\0{t.secret}" for t in admin.tokens).encode()
+        ).digest()
+        if self._signer is None or self._signer[0] != tokens:
+            self._signer = (tokens, Signer(signing_key()))
         return self._signer[1]
-
-
-def _same(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 STATE: Final = web.AppKey("console_state", ConsoleState)
@@ -47,11 +46,12 @@ def render(
     (for its forms) and whether a token is asked for (the sign-out button)."""
     session = request.get(SESSION)
     state = request.app[STATE]
-    token = request.config_dict[RELAY].config.admin.token
+    admin = request.config_dict[RELAY].config.admin
     base = {
-        "csrf": state.signer(token).csrf(session) if session is not None else "",
+        "csrf": state.signer(admin).csrf(session) if session is not None else "",
         "signed_in": session is not None and session.authed,
-        "token_required": token is not None,
+        "can_operate": session is not None and session.role == "operate",
+        "token_required": admin.token_required,
         "path": request.path,
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
