@@ -103,11 +103,15 @@ class Payload:
     _sha256: str | None = field(default=None, init=False)
 
     def json(self) -> Any:
-        """The parsed body, or ``INVALID_JSON``."""
+        """The parsed body, or ``INVALID_JSON``. Numbers stay the text they were sent
+        as (``Number``): as floats, ``1e999999`` and ``2e999999`` would both be
+        ``inf``, and two large ids one apart the same float."""
         if not self._json_done:
             self._json_done = True
             try:
-                self._json = json.loads(self.body)
+                self._json = json.loads(
+                    self.body, parse_int=Number, parse_float=Number, parse_constant=NonFinite
+                )
             except (ValueError, RecursionError):
                 # Not JSON (or absurdly deep): json: sources are simply absent.
                 self._json = INVALID_JSON
@@ -133,14 +137,24 @@ def _walk(doc: Any, path: tuple[PathPart, ...]) -> Any:
     return node
 
 
+class Number(str):
+    """A JSON number, as the exact text the sender wrote."""
+
+    __slots__ = ()
+
+
+class NonFinite(str):
+    """``NaN``, ``Infinity`` or ``-Infinity`` (JSON extensions Python accepts): no key."""
+
+    __slots__ = ()
+
+
 def _scalar(value: Any) -> str | None:
     # bool is an int subclass, but "true" is never a meaningful event id.
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool | NonFinite) or value is None:
         return None
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int | float):
-        return str(value)
+    if isinstance(value, str):  # a string, or a Number's text
+        return str(value) or None
     return None
 
 

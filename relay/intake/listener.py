@@ -100,7 +100,10 @@ async def _accept(
         if cfg.require_key:
             wanted = ", ".join(str(k) for k in cfg.keys)
             return reject(
-                400, "missing_key", f"no idempotency key in the request (looked for {wanted})"
+                400,
+                "missing_key",
+                f"no idempotency key in the request (looked for {wanted};"
+                " an empty value, an object or NaN/Infinity is none)",
             )
         found = (payload.sha256(), keys.SHA256)
     key, source = found

@@ -311,6 +311,30 @@ async def test_key_sources_fall_back_and_require_key(
     assert upstream.seen[-1].key == "e1"
 
 
+async def test_numeric_ids_past_the_float_range_stay_different_events(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    client = await make_relay(
+        sync_route(upstream, idempotency={"key": ["json:$.id"]}),
+        sync_route(
+            upstream,
+            name="strict",
+            path="/strict",
+            idempotency={"key": ["json:$.id"], "require_key": True},
+        ),
+    )
+    # As floats both are inf: one would be swallowed as the other's duplicate.
+    for body in (b'{"id": 1e999999}', b'{"id": 2e999999}', b'{"id": 2e999999}'):
+        assert (await client.post("/webhooks/pay", data=body)).status == 200
+    assert [s.key for s in upstream.seen] == ["1e999999", "2e999999"]
+    for body in (b'{"id": NaN}', b'{"id": Infinity}', b'{"id": -Infinity}'):
+        refused = await client.post("/strict", data=body)
+        assert refused.status == 400
+        answer = await refused.json()
+        assert answer["error"] == "missing_key" and "NaN/Infinity" in answer["message"]
+    assert len(upstream.seen) == 2
+
+
 async def test_keys_are_scoped_per_route(upstream: Backend, make_relay: RelayFactory) -> None:
     client = await make_relay(sync_route(upstream), sync_route(upstream, name="b", path="/b"))
     for path in ("/webhooks/pay", "/b", "/webhooks/pay", "/b"):

@@ -358,7 +358,9 @@ def test_deeply_nested_json_does_not_crash(body: bytes) -> None:
 
 def test_huge_json_numbers_are_not_a_crash() -> None:
     body = b'{"id": ' + b"9" * 10_000 + b"}"  # past Python's int-to-str digit limit
-    assert key("json:$.id", payload(body)) is None
+    # Kept as its text (never converted to an int), too long to keep plain: hashed.
+    found = key("json:$.id", payload(body))
+    assert found is not None and found.startswith("sha256:")
 
 
 def test_the_body_is_parsed_and_hashed_once() -> None:
@@ -366,3 +368,29 @@ def test_the_body_is_parsed_and_hashed_once() -> None:
     first = p.json()
     assert p.json() is first
     assert p.sha256() is p.sha256()
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (b'{"id": 1e999999}', b'{"id": 2e999999}'),  # both inf as floats
+        (b'{"id": 12345678901234567890.0}', b'{"id": 12345678901234567891.0}'),  # one float
+        (b'{"id": 0.1}', b'{"id": 0.10000000000000001}'),
+    ],
+)
+def test_different_numbers_are_never_one_key(a: bytes, b: bytes) -> None:
+    source = parse_source("json:$.id")
+    ka = extract(source, Payload({}, {}, a))
+    kb = extract(source, Payload({}, {}, b))
+    assert ka is not None and kb is not None and ka != kb
+
+
+def test_a_number_keys_by_the_text_it_was_sent_as() -> None:
+    source = parse_source("json:$.id")
+    assert extract(source, Payload({}, {}, b'{"id": 42}')) == "42"
+    assert extract(source, Payload({}, {}, b'{"id": -1.50e3}')) == "-1.50e3"
+
+
+@pytest.mark.parametrize("body", [b'{"id": NaN}', b'{"id": Infinity}', b'{"id": -Infinity}'])
+def test_nan_and_infinity_are_no_key(body: bytes) -> None:
+    assert extract(parse_source("json:$.id"), Payload({}, {}, body)) is None
