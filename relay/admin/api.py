@@ -137,7 +137,7 @@ async def replay_event(request: web.Request) -> web.Response:
     event_id = event.id
     if force and event.body is None:
         raise ApiError(409, "payload_dropped", "the payload was dropped by payload retention")
-    reason = parse_reason(await read_json(request, ("reason",)), required=False)
+    reason = parse_reason(await read_json(request, ("reason",)), bulk=False)
     n = await requeue(relay, store, EventFilter(route=event.route, ids=(event_id,)), force=force)
     await audit(request, "replay", {"event_id": event_id, "force": force}, n, reason)
     after = await store.get_event(event_id)
@@ -170,10 +170,11 @@ async def replay_bulk(request: web.Request) -> web.Response:
     doc = await read_json(request, (*_BULK_FIELDS, "force", "preview", "reason"))
     flt = _bulk_filter(doc, store)
     force = parse_flag("force", doc.get("force", False))
-    if _previewing(request, doc):
+    previewing = _previewing(request, doc)
+    reason = parse_reason(doc, bulk=True, previewing=previewing)
+    if previewing:
         preview = await store.preview_requeue(flt, force=force)
         return web.json_response({**preview_json(preview, "would_requeue"), "force": force})
-    reason = parse_reason(doc, required=True)
     n = await requeue(relay, store, flt, force=force)
     await audit(request, "replay_bulk", {**_target(doc), "force": force}, n, reason)
     return web.json_response({"requeued": n, "force": force})
@@ -183,9 +184,10 @@ async def purge(request: web.Request) -> web.Response:
     store = request.app[STORE]
     doc = await read_json(request, (*_BULK_FIELDS, "preview", "reason"))
     flt = _bulk_filter(doc, store)
-    if _previewing(request, doc):
+    previewing = _previewing(request, doc)
+    reason = parse_reason(doc, bulk=True, previewing=previewing)
+    if previewing:
         return web.json_response(preview_json(await store.preview_purge(flt), "would_purge"))
-    reason = parse_reason(doc, required=True)
     n = await store.purge(flt)
     await audit(request, "purge", _target(doc), n, reason)
     return web.json_response({"purged": n})

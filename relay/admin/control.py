@@ -64,19 +64,24 @@ async def read_json(request: web.Request, allowed: tuple[str, ...]) -> dict[str,
     return doc
 
 
-def parse_reason(doc: Mapping[str, object], required: bool) -> str | None:
-    value = doc.get("reason")
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise ApiError(
-                400,
-                "reason_required",
-                'say why: "reason" is written to the audit log (ask with "preview": true first)',
-            )
-        return None
+def parse_reason(doc: Mapping[str, object], *, bulk: bool, previewing: bool = False) -> str | None:
+    """The audit log's reason, as the OpenAPI document has it: when given, text of
+    at most ``MAX_REASON`` characters (never null); for a bulk change, text that
+    says something (checked on a preview too) and required unless previewing."""
+    value = doc.get("reason", "")
     if not isinstance(value, str) or len(value) > MAX_REASON:
         raise ApiError(400, "bad_reason", f"reason must be text of at most {MAX_REASON} characters")
-    return value.strip()
+    if value.strip() or not bulk:
+        return value.strip() or None
+    if "reason" in doc and previewing:
+        raise ApiError(400, "bad_reason", "reason must say something: leave it out to preview")
+    if not previewing:
+        raise ApiError(
+            400,
+            "reason_required",
+            'say why: "reason" is written to the audit log (ask with "preview": true first)',
+        )
+    return None
 
 
 async def audit(
@@ -150,7 +155,7 @@ async def _pause_or_resume(request: web.Request, pause: bool) -> web.Response:
     store = store_of(request)
     rt = _queue_route(relay, request.match_info["route"])
     upstream = _upstream(request, rt)
-    reason = parse_reason(await read_json(request, ("reason",)), required=False)
+    reason = parse_reason(await read_json(request, ("reason",)), bulk=False)
     if pause:
         changed = int(await store.pause(rt.cfg.name, upstream, reason))
     else:

@@ -109,3 +109,31 @@ async def test_schemathesis_finds_no_server_error_and_no_contradiction(
         print(f"schemathesis, {mode.value}: {calls} calls, {len(failures)} operations failed")
         assert calls >= len(described()) * 5, mode
         assert not failures, f"{mode}:\n" + "\n\n".join(failures[:10])
+
+
+FORBIDDEN = [
+    # The document's BulkReplay/BulkFilter: reason is text with a non-space (pattern \S),
+    # whether previewing or not; single-event reasons are text, never null.
+    ("/api/v1/replay", {"all": True, "reason": None}),
+    ("/api/v1/purge", {"all": True, "reason": None}),
+    ("/api/v1/replay", {"all": True, "preview": True, "reason": "   "}),
+    ("/api/v1/purge", {"all": True, "preview": True, "reason": "\t"}),
+    ("/api/v1/replay", {"all": True, "preview": True, "reason": None}),
+    ("/api/v1/routes/orders/pause", {"reason": None}),
+]
+
+
+async def test_inputs_the_document_forbids_are_refused(
+    make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
+) -> None:
+    public = await make_relay(route(upstream))
+    admin = await make_admin(public)
+    assert (await public.post("/hooks/orders", data=b"{}")).status == 202
+    for path, body in FORBIDDEN:
+        resp = await admin.post(path, json=body)
+        assert resp.status == 400, (path, body)
+        assert (await resp.json())["error"] == "bad_reason", (path, body)
+    audit = await (await admin.get("/api/v1/audit")).json()
+    assert audit["entries"] == []
+    status = await (await admin.get("/api/v1/status")).json()
+    assert status["pauses"] == []

@@ -109,7 +109,7 @@ async def replay(request: web.Request) -> web.Response:
     e = queued(await load_event(request))
     form = await _form(request)
     force = form.get("force") == "1"
-    reason = parse_reason(form, required=False)
+    reason = parse_reason(form, bulk=False)
     n = await requeue(relay, store, EventFilter(route=e.route, ids=(e.id,)), force=force)
     await audit(request, "replay", {"event_id": e.id, "force": force}, n, reason)
     raise web.HTTPSeeOther(f"{PREFIX}/events/{e.id}?{urlencode({'replayed': n})}")
@@ -136,7 +136,7 @@ async def dead_replay(request: web.Request) -> web.Response:
     relay = request.config_dict[RELAY]
     store = request.config_dict[STORE]
     form = await _form(request)
-    reason = parse_reason(form, required=True)
+    reason = parse_reason(form, bulk=True)
     flt, given = _bulk({k: v for k, v in form.items() if k != "reason"}, store.clock())
     n = await requeue(relay, store, flt, force=False)
     await audit(request, "replay_bulk", {**given, "state": "dead"}, n, reason)
