@@ -114,6 +114,8 @@ def log_started(config: Config, **extra: Any) -> None:
         storage=config.storage.url.split("://", 1)[0],
         **extra,
     )
+    for warning in config.warnings():
+        log.warning("config_warning", message=warning)
 
 
 def log_stopped(event: str, **extra: Any) -> None:

@@ -53,6 +53,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 f"    retry {r.retry.max_attempts} attempts within {format_duration(r.retry.max_age)};"
                 f" concurrency {r.concurrency}; max pending {r.max_pending}"
             )
+    for warning in cfg.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

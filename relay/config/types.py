@@ -246,3 +246,13 @@ class Config:
     shutdown_grace: float = 25.0
     # Worker processes serving the public listener and delivering; 0 = all in one process.
     workers: int = 0
+
+    def warnings(self) -> tuple[str, ...]:
+        """What is valid but probably not meant: said by check-config and at start."""
+        return tuple(
+            f"route {r.name!r}: preset {r.preset!r} but no verify: section, so unsigned"
+            " (forged) events are accepted; add verify: {secret_env: ...} with the"
+            " sender's signing secret"
+            for r in self.routes
+            if r.preset is not None and r.verify is None
+        )

@@ -183,6 +183,18 @@ async def test_notify_protocol_ready_reloading_stopping_and_watchdog_in_order(
 # --- reload under traffic -----------------------------------------------------------
 
 
+async def test_a_preset_route_without_verify_is_said_once_at_start(
+    relays: Any, start_backend: Any
+) -> None:
+    backend = await start_backend(Backend())
+    relay = relays([queue_route(backend, "gh", preset="github"), queue_route(backend, "plain")])
+    await relay.start()
+    await wait_for(lambda: bool(relay.logged("relay_started")), 10, "relay_started")
+    (warning,) = relay.logged("config_warning")
+    assert warning["level"] == "warning"
+    assert warning["message"].startswith("route 'gh': preset 'github' but no verify:")
+
+
 async def test_reload_under_traffic_changes_adds_and_removes_routes_without_a_failure(
     ops: Callable[..., OpsRelay], start_backend: Any
 ) -> None:

@@ -185,3 +185,19 @@ def test_absurdly_nested_yaml_is_reported_not_a_traceback(tmp_path: Path) -> Non
         f"{file}: 1 error(s)",
         f"  {file}: invalid YAML: nested too deeply",
     ]
+
+
+def test_a_preset_without_verify_is_a_warning(tmp_path: Path) -> None:
+    file = write(
+        tmp_path,
+        "routes:\n"
+        "  - {name: gh, path: /gh, upstream: 'http://127.0.0.1:3000/gh', preset: github}\n"
+        "  - {name: plain, path: /plain, upstream: 'http://127.0.0.1:3000/p'}\n"
+        "  - name: signed\n    path: /signed\n    upstream: 'http://127.0.0.1:3000/s'\n"
+        "    preset: stripe\n    verify: {secret_env: STRIPE_WEBHOOK_SECRET}\n",
+    )
+    result = check_config(tmp_path, "-c", str(file))
+    assert result.returncode == 0, result.stderr  # valid: a warning, not an error
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: route 'gh': preset 'github' but no verify:")
