@@ -290,6 +290,12 @@ class Metrics:
             "Ingest batches whose commit failed (every sender in it got 503).",
             registry=r,
         )
+        self.store_file_lost = Gauge(
+            "relay_store_file_lost",
+            "1 when the SQLite database file was deleted or replaced under the running"
+            " relay (new events are refused until a restart; see the README).",
+            registry=r,
+        )
         self.reloads = Counter(
             "relay_config_reloads_total",
             "Configuration reloads (SIGHUP), by result (ok, refused).",
@@ -353,6 +359,9 @@ class Metrics:
         stats = getattr(store, "stats", None)
         if isinstance(stats, BatchStats):
             stats.observer = self.observe_commit
+        watch = getattr(store, "watch", None)  # the SQLite store's look at its file
+        if watch is not None:
+            self.store_file_lost.set_function(lambda: float(watch.lost is not None))
 
     def observe_commit(self, size: int, seconds: float, ok: bool) -> None:
         if ok:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -579,15 +580,17 @@ async def test_sqlite_schema_too_new_is_refused(tmp_path: Path) -> None:
     assert not await store.ping()
 
 
-def test_sqlite_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sqlite_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(open_store_for_url(f"sqlite:///{tmp_path}/x.db"), SQLiteStore)
     absolute = SQLiteStore.from_url(f"sqlite:///{tmp_path}/a/b/relay.db")
     assert absolute.path == tmp_path / "a" / "b" / "relay.db"
-    assert (tmp_path / "a" / "b").is_dir()
     monkeypatch.chdir(tmp_path)
     relative = SQLiteStore.from_url("sqlite:///data/relay.db", max_batch=10)
     assert relative.path == Path("data/relay.db") and relative.max_batch == 10
-    assert (tmp_path / "data").is_dir()
+    for store, made in ((absolute, tmp_path / "a" / "b"), (relative, tmp_path / "data")):
+        await store.open()  # its directory is made when it opens, private
+        await store.close()
+        assert made.is_dir() and stat.S_IMODE(made.stat().st_mode) == 0o700
     for bad in ("sqlite://relay.db", "sqlite:///", "postgresql:///x", "sqlite:///d/"):
         with pytest.raises(ValueError):
             SQLiteStore.from_url(bad)

@@ -36,6 +36,7 @@ from relay.store.base import (
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.migrate import load_migrations, migrate_sqlite
+from relay.store.sqlite import files
 from relay.store.sqlite import sql as q
 from relay.store.sqlite.inline import SQLiteInline, lease_rows
 from relay.store.sqlite.ops import SQLiteOperations
@@ -73,6 +74,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         self.stats = BatchStats()
         super().__init__()
         self._lock_fd: int | None = None
+        self.watch = files.Watch(self.path)
         self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
         self._finisher: GroupCommitter[_Finish, bool] | None = None
         self._completer = None
@@ -94,7 +96,6 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         if not rest.strip("/") or "?" in rest or rest.endswith("/"):
             raise ValueError(f"not a SQLite file url: {url!r} (sqlite:///relative/path.db)")
         path = Path(rest)
-        path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path, clock=clock, max_batch=max_batch, busy_timeout=busy_timeout)
 
     # --- lifecycle ------------------------------------------------------------
@@ -106,6 +107,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         try:
             await self._db.open(self._connect)
             await self._reader.open(self._connect_reader)
+            self.watch.opened()
         except BaseException as exc:
             await self._db.close()
             self._unlock_file()
@@ -123,8 +125,12 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
     def _committer(
         self, commit: Any, stats: BatchStats, share: Callable[[], int | None] | None = None
     ) -> GroupCommitter[Any, Any]:
+        async def guarded(items: Any) -> Any:
+            await self.watch.check(self._db.call)
+            return await commit(items)
+
         return GroupCommitter(
-            commit,
+            guarded,
             max_batch=self.max_batch,
             on_error=_unavailable,
             closed_error=lambda: StoreUnavailable("the store is closed"),
@@ -190,7 +196,8 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
     def _lock_file(self) -> None:
         """One relay process per database: SQLite would allow a second one, but its
         start-up recovery would then take leases a live process still holds."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for loose in files.prepare(self.path):
+            files.log.warning("store_file_not_private", detail=loose)
         lock_path = self.path.with_name(self.path.name + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -209,6 +216,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
 
     async def ping(self) -> bool:
         try:
+            await self.watch.check(self._db.call)
             await self._db.call(lambda c: c.execute("SELECT 1").fetchall())
         except StoreUnavailable:
             return False
