@@ -6,7 +6,7 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -29,6 +29,7 @@ from relay.errors import ConfigError
 MAX_ANSWER_BYTES = 64 * 1024
 
 _STORAGE = StorageConfig()
+MIN_HEADER_BYTES: Final = 1024
 _LIMITS = Limits()
 
 
@@ -68,7 +69,10 @@ def from_mapping(
         header_timeout=li.duration("header_timeout", _LIMITS.header_timeout),
         body_timeout=li.duration("body_timeout", _LIMITS.body_timeout),
         max_connections=li.integer("max_connections", _LIMITS.max_connections, lo=1),
+        max_header_bytes=li.size("max_header_bytes", _LIMITS.max_header_bytes),
     )
+    if limits.max_header_bytes < MIN_HEADER_BYTES:
+        li.error("max_header_bytes", f"at least {MIN_HEADER_BYTES} (1KiB): senders' heads need it")
     li.finish()
 
     lg = top.section("log")

@@ -117,6 +117,8 @@ class Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 1024
+    # The request head's header lines, names and values: past it, 431.
+    max_header_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -39,6 +39,11 @@ class InFlight:
 
 
 IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
+
+
+def header_bytes(raw: Iterable[tuple[bytes, bytes]]) -> int:
+    """The header block's size as sent: ``name: value\r\n`` per line."""
+    return sum(len(name) + len(value) + 4 for name, value in raw)
 
 
 async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
@@ -84,6 +89,10 @@ async def _accept(
     request: web.Request, relay: Relay, rt: RouteRuntime, in_flight: InFlight
 ) -> Reply:
     cfg = rt.cfg
+    limit = relay.config.limits.max_header_bytes
+    if header_bytes(request.raw_headers) > limit:
+        # Bounded before anything is read, stored or forwarded.
+        return reject(431, "headers_too_large", f"request headers over {limit} bytes")
     if cfg.queued and relay.backlog.full(cfg.name, cfg.max_pending):
         return reject(
             503, "backpressure", "too many undelivered events", retry_after=BACKPRESSURE_RETRY_AFTER

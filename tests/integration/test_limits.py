@@ -9,6 +9,8 @@ from typing import Any
 import aiohttp
 
 from relay.runtime import RELAY
+from relay.serve import OWN_STORE
+from relay.store.base import EventFilter
 from tests.integration.conftest import Backend, RelayFactory
 
 
@@ -131,6 +133,26 @@ async def test_chunked_body_over_the_limit_gets_413_while_streaming(
     )
     assert declared.startswith(b"HTTP/1.1 413")  # refused on the header, body never read
     assert upstream.seen == []
+
+
+async def test_a_header_block_over_the_bound_gets_431_and_is_not_kept(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    client = await make_relay(route(upstream))  # the default bound: 64 KiB
+    big = {f"X-Pad-{i}": "v" * 8000 for i in range(100)}  # 800 KB of headers
+    refused = await client.post("/hook", data=b"{}", headers={"Idempotency-Key": "k1", **big})
+    assert refused.status == 431
+    assert (await refused.json())["error"] == "headers_too_large"
+    # Just under the bound: accepted, stored and forwarded as usual.
+    some = {f"X-Pad-{i}": "v" * 8000 for i in range(7)}
+    ok = await client.post("/hook", data=b"{}", headers={"Idempotency-Key": "k2", **some})
+    assert ok.status == 202
+    await upstream.wait_for(1)
+    assert [s.key for s in upstream.seen] == ["k2"]
+    relay = client.app[RELAY]
+    assert relay.metrics.rejected.labels("orders", "headers_too_large")._value.get() == 1
+    stored = await client.app[OWN_STORE].list_events(EventFilter(route="orders"), limit=10)
+    assert [e.key for e in stored] == ["k2"]
 
 
 async def test_header_values_that_are_not_text_are_not_forwarded(
