@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -21,7 +22,7 @@ from relay.delivery.dispatcher import Dispatcher
 from relay.delivery.outbound import LocalDelivery
 from relay.errors import RelayError
 from relay.forward import new_session
-from relay.intake.limits import ConnectionGuard
+from relay.intake.limits import ConnectionGuard, Tally
 from relay.intake.listener import add_routes
 from relay.lifecycle import settle_heap
 from relay.logging import get_logger
@@ -62,12 +63,15 @@ def build_app(
     them, so tests and tools drive delivery with ``Dispatcher.burst()``.
     """
     limits = relay.config.limits
-    guard = ConnectionGuard(
-        limits.max_connections,
-        limits.header_timeout,
+    tally = Tally()
+
+    def refused(reason: str) -> None:
         # Refused before any route is known: counted under route "".
-        lambda reason: relay.metrics.rejected.labels("", reason).inc(),
-    )
+        relay.metrics.rejected.labels("", reason).inc()
+        if (count := tally.add(reason, time.monotonic())) is not None:
+            log.warning("connections_refused", reason=reason, count=count, every=tally.every)
+
+    guard = ConnectionGuard(limits.max_connections, limits.header_timeout, refused)
     relay.after_request = guard.rearm
     app = web.Application(client_max_size=limits.max_body)
     app[RELAY] = relay

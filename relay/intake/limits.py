@@ -22,6 +22,26 @@ from aiohttp.web_server import Server
 Refused = Callable[[str], None]  # called with "max_connections" or "header_timeout"
 
 
+class Tally:
+    """Refusals said in one line now and then, not one line each: whoever opens
+    connections by the thousand must not be able to flood the log."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._counts: dict[str, int] = {}
+        self._next: dict[str, float] = {}
+
+    def add(self, reason: str, now: float) -> int | None:
+        """Count one; the count to say (since the last line) when a line is due."""
+        count = self._counts.get(reason, 0) + 1
+        if now < self._next.get(reason, now):
+            self._counts[reason] = count
+            return None
+        self._counts[reason] = 0
+        self._next[reason] = now + self.every
+        return count
+
+
 class ConnectionGuard:
     def __init__(self, max_connections: int, header_timeout: float, on_refused: Refused) -> None:
         self.max_connections = max_connections
@@ -44,9 +64,11 @@ class ConnectionGuard:
         def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
             made(handler, transport)
             if len(self._since) >= self.max_connections:
-                # Over the cap: drop at once; the sender's retry comes back later.
+                # Over the cap: drop it; the sender's retry comes back later. Not
+                # aborted here: the handler's task, scheduled after this returns,
+                # would start on a closed connection and fail (a traceback each).
                 self.on_refused("max_connections")
-                transport.abort()
+                loop.call_soon(transport.abort)
                 return
             self._since[handler] = loop.time()
             self._transports[handler] = transport
