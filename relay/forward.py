@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import re
 import time
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from relay.config import Timeouts
+from relay.config import Network, Timeouts
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what aiohttp must compute itself
 # (Host for the upstream, Content-Length for the bytes we send).
@@ -70,31 +71,87 @@ def clean_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], 
 
 @dataclass(frozen=True, slots=True)
 class Via:
-    """What the relay knows about the hop it received the webhook on."""
+    """What the relay knows about the hop it received the webhook on. ``trusted``:
+    the peer is one of ``trusted_proxies``, so its forwarding headers are believed."""
 
     client_ip: str | None
     proto: str
     host: str | None
+    trusted: bool = False
+
+
+# What a sender can claim about earlier hops; a backend may act on any of them.
+FORWARDING: Final = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"}
+)
+
+
+def is_trusted(remote: str | None, networks: Iterable[Network]) -> bool:
+    """Whether the peer's address is in one of ``networks``."""
+    if not remote:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarded_element(via: Via) -> str:
+    """This hop as one RFC 7239 ``Forwarded`` element."""
+    parts = []
+    if via.client_ip:
+        ip = via.client_ip
+        parts.append(f"for={_quoted(f'[{ip}]')}" if ":" in ip else f"for={ip}")
+    parts.append(f"proto={via.proto}")
+    if via.host:
+        parts.append(f"host={_quoted(via.host)}")
+    return ";".join(parts)
+
+
+def _extend(pairs: list[tuple[str, str]], name: str, element: str) -> None:
+    """Several lines of one list header form one list (RFC 9110 §5.3): joined in the
+    place of the first, with this hop's element appended."""
+    at = [i for i, (k, _) in enumerate(pairs) if k.lower() == name.lower()]
+    joined = ", ".join([*(pairs[i][1] for i in at), element])
+    if at:
+        pairs[at[0]] = (name, joined)
+        for i in reversed(at[1:]):
+            del pairs[i]
+    else:
+        pairs.append((name, joined))
 
 
 def with_forwarded(headers: Iterable[tuple[str, str]], via: Via) -> tuple[tuple[str, str], ...]:
     """The headers plus X-Forwarded-For/-Proto/-Host for the hop we received them on.
 
-    Queue mode stores this at ingest, so a delivery days later still names the sender.
+    From a trusted proxy the chain is kept and extended (its X-Forwarded-Proto and
+    -Host name the sender's side); from anyone else every forwarding header is
+    replaced by what the relay saw. Queue mode stores this at ingest, so a
+    delivery days later still names the sender.
     """
     pairs = list(headers)
+    if not via.trusted:
+        sent = {k.lower() for k, _ in pairs}
+        pairs = [(k, v) for k, v in pairs if k.lower() not in FORWARDING]
+        if via.client_ip:
+            pairs.append(("X-Forwarded-For", via.client_ip))
+            if "x-real-ip" in sent:
+                pairs.append(("X-Real-IP", via.client_ip))
+        if "forwarded" in sent:
+            pairs.append(("Forwarded", forwarded_element(via)))
+    else:
+        if via.client_ip:
+            _extend(pairs, "X-Forwarded-For", via.client_ip)
+        if any(k.lower() == "forwarded" for k, _ in pairs):
+            _extend(pairs, "Forwarded", forwarded_element(via))
     names = {k.lower() for k, _ in pairs}
-    if via.client_ip:
-        # Several X-Forwarded-For lines form one list (RFC 9110 §5.3): joined, in the
-        # place of the first one, with this hop's client appended.
-        at = [i for i, (k, _) in enumerate(pairs) if k.lower() == "x-forwarded-for"]
-        joined = ", ".join([*(pairs[i][1] for i in at), via.client_ip])
-        if at:
-            pairs[at[0]] = ("X-Forwarded-For", joined)
-            for i in reversed(at[1:]):
-                del pairs[i]
-        else:
-            pairs.append(("X-Forwarded-For", joined))
     # A load balancer in front of us already knows the sender's scheme and host.
     if "x-forwarded-proto" not in names:
         pairs.append(("X-Forwarded-Proto", via.proto))

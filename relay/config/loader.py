@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from relay.config.types import (
     Limits,
     Listen,
     LogConfig,
+    Network,
     Route,
     StorageConfig,
     TracingConfig,
@@ -84,6 +86,7 @@ def from_mapping(
     grace = top.duration("shutdown_grace", 25.0)
     workers = top.integer("workers", 0, lo=0, hi=64)
     tracing = _tracing(top.section("tracing"))
+    trusted_proxies = _networks(top, "trusted_proxies")
 
     routes: list[Route] = []
     raw_routes = top.raw("routes")
@@ -124,7 +127,19 @@ def from_mapping(
         tracing=tracing,
         shutdown_grace=grace,
         workers=workers,
+        trusted_proxies=trusted_proxies,
     )
+
+
+def _networks(top: Section, key: str) -> tuple[Network, ...]:
+    """CIDRs (``10.0.0.0/8``, ``2001:db8::/32``) or single addresses."""
+    out: list[Network] = []
+    for text in top.strings(key, ()):
+        try:
+            out.append(ipaddress.ip_network(text.strip()))
+        except ValueError as exc:
+            top.error(key, f"{show(text)} is not an address or a network like 10.0.0.0/8: {exc}")
+    return tuple(out)
 
 
 def _have(*modules: str) -> bool:

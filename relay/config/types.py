@@ -32,6 +32,9 @@ HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 DEFAULT_METHODS = ("POST",)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class Listen:
     host: str
@@ -248,6 +251,8 @@ class Config:
     shutdown_grace: float = 25.0
     # Worker processes serving the public listener and delivering; 0 = all in one process.
     workers: int = 0
+    # Peers whose X-Forwarded-*, Forwarded and X-Real-IP are believed (and extended).
+    trusted_proxies: tuple[Network, ...] = ()
 
     def warnings(self) -> tuple[str, ...]:
         """What is valid but probably not meant: said by check-config and at start."""

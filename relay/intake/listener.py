@@ -17,7 +17,7 @@ from aiohttp import web
 
 from relay import keys, signatures
 from relay.config import Route
-from relay.forward import Via, clean_headers, with_forwarded
+from relay.forward import Via, clean_headers, is_trusted, with_forwarded
 from relay.intake import hybrid, sync
 from relay.intake.queue import handle_queue
 from relay.intake.replies import STORE_RETRY_AFTER, Reply, error, reject
@@ -118,7 +118,8 @@ async def _accept(
     key, source = found
     if (tracing := relay.tracing) is not None:
         tracing.note({"relay.key_source": str(source)})
-    via = Via(request.remote, request.scheme, request.host)
+    trusted = is_trusted(request.remote, relay.config.trusted_proxies)
+    via = Via(request.remote, request.scheme, request.host, trusted)
     headers = clean_headers(request.headers.items())
     event = NewEvent(
         route=cfg.name,

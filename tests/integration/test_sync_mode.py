@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from yarl import URL
 
@@ -260,7 +261,7 @@ async def test_upstream_request_headers_and_exact_bytes(
     h = {k.lower(): v for k, v in seen.headers}
     assert h["x-custom"] == "kept"
     assert h["content-type"] == "application/octet-stream"
-    assert h["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert h["x-forwarded-for"] == "127.0.0.1"  # a stranger's claim replaced
     assert h["x-forwarded-proto"] == "http"
     assert h["x-forwarded-host"].startswith("127.0.0.1:")
     assert h["x-relay-key"] == "evt_42"
@@ -269,6 +270,45 @@ async def test_upstream_request_headers_and_exact_bytes(
     assert [v for k, v in seen.headers if k.lower() == "user-agent"] == [
         "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
     ]
+
+
+FORGED = {
+    "X-Forwarded-For": "10.9.9.9",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "admin.internal",
+    "Forwarded": "for=10.9.9.9;proto=https;host=admin.internal",
+    "X-Real-IP": "10.9.9.9",
+}
+
+
+@pytest.mark.parametrize("mode", ["sync", "queue"])
+async def test_a_strangers_forwarding_headers_are_replaced(
+    upstream: Backend, make_relay: RelayFactory, mode: str
+) -> None:
+    client = await make_relay(sync_route(upstream, mode=mode))
+    r = await client.post("/webhooks/pay", data=b"{}", headers={**FORGED, "Idempotency-Key": "a"})
+    assert r.status in (200, 202)
+    await upstream.wait_for(1)
+    h = {k.lower(): v for k, v in upstream.seen[-1].headers}
+    assert h["x-forwarded-for"] == "127.0.0.1" and h["x-real-ip"] == "127.0.0.1"
+    assert h["x-forwarded-proto"] == "http"
+    assert h["x-forwarded-host"].startswith("127.0.0.1:")
+    assert h["forwarded"].startswith("for=127.0.0.1;proto=http;host=")
+    assert "admin.internal" not in str(h) and "10.9.9.9" not in str(h)
+
+
+@pytest.mark.parametrize("mode", ["sync", "queue"])
+async def test_a_trusted_proxys_forwarding_headers_are_kept_and_extended(
+    upstream: Backend, make_relay: RelayFactory, mode: str
+) -> None:
+    client = await make_relay(sync_route(upstream, mode=mode), trusted_proxies=["127.0.0.0/8"])
+    r = await client.post("/webhooks/pay", data=b"{}", headers={**FORGED, "Idempotency-Key": "b"})
+    assert r.status in (200, 202)
+    await upstream.wait_for(1)
+    h = {k.lower(): v for k, v in upstream.seen[-1].headers}
+    assert h["x-forwarded-for"] == "10.9.9.9, 127.0.0.1" and h["x-real-ip"] == "10.9.9.9"
+    assert h["x-forwarded-proto"] == "https" and h["x-forwarded-host"] == "admin.internal"
+    assert h["forwarded"].startswith("for=10.9.9.9;proto=https;host=admin.internal, for=127.0.0.1")
 
 
 async def test_redirects_are_not_followed(upstream: Backend, make_relay: RelayFactory) -> None:

@@ -943,3 +943,24 @@ def test_admin_token_mistakes_are_named(
     with pytest.raises(ConfigError) as info:
         from_mapping(doc_with(admin=admin), env=env)
     assert any(e.startswith(error) for e in info.value.errors), info.value.errors
+
+
+def test_trusted_proxies_are_networks() -> None:
+    cfg = from_mapping(doc_with(trusted_proxies=["10.0.0.0/8", "127.0.0.1", "::1"]), env={})
+    assert [str(n) for n in cfg.trusted_proxies] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert from_mapping(doc_with(), env={}).trusted_proxies == ()  # nobody by default
+    assert one_error(doc_with(trusted_proxies=["10.0.0.1/8"])).startswith(
+        'trusted_proxies: "10.0.0.1/8" is not an address or a network like 10.0.0.0/8'
+    )
+    assert "trusted_proxies" in one_error(doc_with(trusted_proxies=["lb.internal"]))
+
+
+def test_max_header_bytes() -> None:
+    assert from_mapping(doc_with(), env={}).limits.max_header_bytes == 64 * 1024
+    assert (
+        from_mapping(doc_with(limits={"max_header_bytes": "16KiB"}), env={}).limits.max_header_bytes
+        == 16384
+    )
+    assert one_error(doc_with(limits={"max_header_bytes": 100})).startswith(
+        "limits.max_header_bytes: at least 1024"
+    )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from relay.forward import Via, upstream_headers, upstream_url
+from relay.forward import Via, forwarded_element, is_trusted, upstream_headers, upstream_url
 
 VIA = Via(client_ip="203.0.113.7", proto="https", host="relay.example.com")
 NO_VIA = Via(client_ip=None, proto="http", host=None)
+# The same hop from a peer in trusted_proxies: its forwarding headers are believed.
+PROXY = Via(client_ip="203.0.113.7", proto="https", host="relay.example.com", trusted=True)
+NO_VIA_PROXY = Via(client_ip=None, proto="http", host=None, trusted=True)
 
 
 def build(
@@ -88,21 +93,23 @@ def test_x_forwarded_for_is_set() -> None:
 
 
 def test_x_forwarded_for_is_appended_to() -> None:
-    out = build([("X-Forwarded-For", "198.51.100.1, 198.51.100.2")])
+    out = build([("X-Forwarded-For", "198.51.100.1, 198.51.100.2")], via=PROXY)
     assert ("X-Forwarded-For", "198.51.100.1, 198.51.100.2, 203.0.113.7") in out
     assert names(out).count("x-forwarded-for") == 1
 
 
 def test_x_forwarded_for_keeps_its_place() -> None:
-    out = build([("A", "1"), ("x-forwarded-for", "198.51.100.1"), ("B", "2")])
+    out = build([("A", "1"), ("x-forwarded-for", "198.51.100.1"), ("B", "2")], via=PROXY)
     assert names(out)[:3] == ["a", "x-forwarded-for", "b"]
     assert out[1][1] == "198.51.100.1, 203.0.113.7"
 
 
 def test_x_forwarded_for_untouched_without_a_client_ip() -> None:
-    out = build([("X-Forwarded-For", "198.51.100.1")], via=NO_VIA)
+    out = build([("X-Forwarded-For", "198.51.100.1")], via=NO_VIA_PROXY)
     assert ("X-Forwarded-For", "198.51.100.1") in out
     assert "x-forwarded-for" not in names(build([], via=NO_VIA))
+    # From a stranger, with no address to put in its place: dropped.
+    assert "x-forwarded-for" not in names(build([("X-Forwarded-For", "10.0.0.1")], via=NO_VIA))
 
 
 def test_x_forwarded_proto_and_host_are_set_when_absent() -> None:
@@ -112,7 +119,7 @@ def test_x_forwarded_proto_and_host_are_set_when_absent() -> None:
 
 
 def test_x_forwarded_proto_and_host_from_a_load_balancer_are_kept() -> None:
-    out = build([("X-Forwarded-Proto", "http"), ("x-forwarded-host", "lb.example.com")])
+    out = build([("X-Forwarded-Proto", "http"), ("x-forwarded-host", "lb.example.com")], via=PROXY)
     assert names(out).count("x-forwarded-proto") == 1
     assert names(out).count("x-forwarded-host") == 1
     assert ("X-Forwarded-Proto", "http") in out
@@ -189,6 +196,7 @@ def test_everything_at_once() -> None:
             ("Idempotency-Key", "from-sender"),
         ],
         key="evt_9",
+        via=PROXY,
     )
     assert out == [
         ("Content-Type", "application/json"),
@@ -201,9 +209,66 @@ def test_everything_at_once() -> None:
 
 def test_several_x_forwarded_for_lines_are_all_kept() -> None:
     # RFC 9110 §5.3: several lines of one field are one comma-separated list.
-    out = build([("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "198.51.100.2")])
+    out = build(
+        [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "198.51.100.2")], via=PROXY
+    )
     xff = [v for n, v in out if n.lower() == "x-forwarded-for"]
     assert ", ".join(xff) == "198.51.100.1, 198.51.100.2, 203.0.113.7"
+
+
+FORGED = [
+    ("X-Forwarded-For", "10.0.0.1"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Host", "admin.internal"),
+    ("Forwarded", "for=10.0.0.1;proto=https;host=admin.internal"),
+    ("X-Real-IP", "10.0.0.1"),
+    ("X-Other", "kept"),
+]
+
+
+def test_a_strangers_forwarding_headers_are_replaced_by_what_the_relay_saw() -> None:
+    out = build(FORGED, via=VIA)
+    assert out == [
+        ("X-Other", "kept"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Real-IP", "203.0.113.7"),
+        ("Forwarded", 'for=203.0.113.7;proto=https;host="relay.example.com"'),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "relay.example.com"),
+        ("Idempotency-Key", "evt_1"),
+    ]
+
+
+def test_a_trusted_proxys_chain_is_kept_and_extended() -> None:
+    out = dict((k.lower(), v) for k, v in build(FORGED, via=PROXY))
+    assert out["x-forwarded-for"] == "10.0.0.1, 203.0.113.7"
+    assert out["x-forwarded-proto"] == "https" and out["x-forwarded-host"] == "admin.internal"
+    assert out["x-real-ip"] == "10.0.0.1"
+    assert out["forwarded"] == (
+        'for=10.0.0.1;proto=https;host=admin.internal, for=203.0.113.7;proto=https;host="relay.example.com"'
+    )
+
+
+def test_forwarded_quotes_what_needs_it() -> None:
+    via = Via(client_ip="2001:db8::1", proto="http", host='h"x:8080')
+    assert forwarded_element(via) == 'for="[2001:db8::1]";proto=http;host="h\\"x:8080"'
+
+
+@pytest.mark.parametrize(
+    ("remote", "trusted"),
+    [
+        ("10.1.2.3", True),
+        ("::ffff:10.1.2.3", True),  # an IPv4 peer on a dual-stack socket
+        ("2001:db8::5", True),
+        ("11.0.0.1", False),
+        ("2001:db9::5", False),
+        (None, False),
+        ("not-an-ip", False),
+    ],
+)
+def test_is_trusted(remote: str | None, trusted: bool) -> None:
+    networks = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
+    assert is_trusted(remote, networks) is trusted
 
 
 # ---------------------------------------------------------------- upstream_url
