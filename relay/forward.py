@@ -160,6 +160,38 @@ def with_forwarded(headers: Iterable[tuple[str, str]], via: Via) -> tuple[tuple[
     return tuple(pairs)
 
 
+HIDDEN: Final = "[redacted]"
+
+
+def shown_url(url: str) -> str:
+    """An upstream as logs, metrics, the API and the console show it: the query's
+    values and any user:password hidden (``?api_key=...`` is a secret in the URL),
+    the names kept so two upstreams still tell apart."""
+    if "?" not in url and "@" not in url and "#" not in url:
+        return url
+    hidden_user = f"://{HIDDEN}@"
+    try:
+        # Shown once already: brackets are no valid user name, so parse without it.
+        u = URL(url.replace(hidden_user, "://", 1))
+    except ValueError:
+        return HIDDEN
+    text = str(u.with_user(None).with_query(None).with_fragment(None))
+    if u.raw_user is not None or hidden_user in url:
+        text = text.replace("://", f"://{HIDDEN}@", 1)
+    if raw := u.raw_query_string:
+        names = [part.partition("=") for part in raw.split("&")]
+        text += "?" + "&".join(f"{n}={HIDDEN}" if eq else n for n, eq, _ in names)
+    return text
+
+
+_URL_IN_TEXT: Final = re.compile(r"https?://[^\s'\"()<>]+")
+
+
+def hide_urls(text: str) -> str:
+    """``text`` (an error message) with every URL in it as ``shown_url`` shows it."""
+    return _URL_IN_TEXT.sub(lambda m: shown_url(m.group(0)), text)
+
+
 def upstream_headers(
     headers: Iterable[tuple[str, str]], *, key: str, key_header: str, via: Via | None = None
 ) -> CIMultiDict[str]:
@@ -279,4 +311,4 @@ async def send(
         return done(error=f"connect: {exc.os_error.strerror or exc.os_error}")
     except (aiohttp.ClientError, asyncio.IncompleteReadError, ValueError) as exc:
         # ValueError: aiohttp refuses some malformed upstream answers outright.
-        return done(error=f"{type(exc).__name__}: {exc}"[:200])
+        return done(error=hide_urls(f"{type(exc).__name__}: {exc}")[:200])

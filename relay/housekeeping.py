@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from relay.errors import StoreError
+from relay.forward import shown_url
 from relay.logging import get_logger
 from relay.runtime import Relay, RouteRuntime
 from relay.store.base import Inspection, Upkeep
@@ -134,6 +135,8 @@ async def report_orphans(relay: Relay, store: Inspection, event: str) -> None:
         event,
         deliveries=sum(found.values()),
         routes=per_route,
-        upstreams=[{"route": r, "upstream": u, "deliveries": n} for (r, u), n in found.items()],
+        upstreams=[
+            {"route": r, "upstream": shown_url(u), "deliveries": n} for (r, u), n in found.items()
+        ],
         hint="they stay pending: restore the route or upstream to deliver them, or purge them",
     )

@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from relay import __version__
+from relay.forward import shown_url
 from relay.store.base import RouteBacklog
 from relay.store.batch import BatchStats
 
@@ -388,7 +389,7 @@ class Metrics:
         self.orphans = dict(orphans)
         self.orphaned.clear()
         for (route, upstream), n in orphans.items():
-            self.orphaned.labels(route, upstream).set(n)
+            self.orphaned.labels(route, shown_url(upstream)).set(n)
 
     def record_reload(self, ok: bool, errors: Iterable[str] = ()) -> None:
         self.reloads.labels("ok" if ok else "refused").inc()

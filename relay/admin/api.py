@@ -42,6 +42,7 @@ from relay.admin.views import (
     parse_flag,
     parse_int,
 )
+from relay.forward import shown_url
 from relay.housekeeping import DEAD_AFTER, find_orphans
 from relay.runtime import RELAY, Relay
 from relay.store.base import EventFilter, EventInfo, ReplicaInfo
@@ -235,7 +236,7 @@ async def status(request: web.Request) -> web.Response:
                 "name": rt.cfg.name,
                 "path": rt.cfg.path,
                 "mode": rt.cfg.mode,
-                "upstreams": list(rt.cfg.upstreams),
+                "upstreams": [shown_url(u) for u in rt.cfg.upstreams],
                 "pending": b.pending if b else 0,
                 "in_flight": b.in_flight if b else 0,
                 "dead": b.dead if b else 0,
@@ -243,7 +244,7 @@ async def status(request: web.Request) -> web.Response:
                 if b and b.oldest_open_at is not None
                 else None,
                 "paused": any(not p.upstream for p in paused),
-                "paused_upstreams": sorted(p.upstream for p in paused if p.upstream),
+                "paused_upstreams": sorted(shown_url(p.upstream) for p in paused if p.upstream),
             }
         )
     reload = relay.metrics.last_reload
@@ -253,7 +254,8 @@ async def status(request: web.Request) -> web.Response:
             "draining": relay.draining,
             "routes": routes,
             "orphaned": [
-                {"route": r, "upstream": u, "deliveries": n} for (r, u), n in orphans.items()
+                {"route": r, "upstream": shown_url(u), "deliveries": n}
+                for (r, u), n in orphans.items()
             ],
             "pauses": [pause_json(p) for p in pauses],
             "breakers": breakers(relay),

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from relay.admin.views import ApiError, iso, only_params, parse_int
 from relay.breaker import State
+from relay.forward import shown_url
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay, RouteRuntime
 from relay.store.base import AuditEntry, Inspection, Operations, Pause, Preview
@@ -136,10 +137,16 @@ def _queue_route(relay: Relay, name: str) -> RouteRuntime:
 
 def _upstream(request: web.Request, rt: RouteRuntime) -> str:
     only_params(request.rel_url.query, {"upstream"})
-    upstream = request.rel_url.query.get("upstream", "")
-    if upstream and upstream not in rt.cfg.upstreams:
-        raise ApiError(404, "not_found", f"route {rt.cfg.name!r} has no upstream {upstream!r}")
-    return upstream
+    given = request.rel_url.query.get("upstream", "")
+    if not given:
+        return ""
+    # As configured, or as shown (the status, the console and the logs hide the
+    # query's values): the one upstream of the route it names.
+    named = [u for u in rt.cfg.upstreams if given in (u, shown_url(u))]
+    if len(named) != 1:
+        why = "no upstream" if not named else "several upstreams shown as"
+        raise ApiError(404, "not_found", f"route {rt.cfg.name!r} has {why} {shown_url(given)!r}")
+    return named[0]
 
 
 async def pause_route(request: web.Request) -> web.Response:
@@ -161,7 +168,7 @@ async def _pause_or_resume(request: web.Request, pause: bool) -> web.Response:
     else:
         changed = await store.resume(rt.cfg.name, upstream)
         relay.outbound.wake(rt.cfg.name)
-    target = {"route": rt.cfg.name, "upstream": upstream or None}
+    target = {"route": rt.cfg.name, "upstream": shown_url(upstream) or None}
     await audit(request, "pause" if pause else "resume", target, changed, reason)
     return web.json_response({**target, "paused": pause, "changed": changed})
 
@@ -202,7 +209,7 @@ async def audit_log(request: web.Request) -> web.Response:
 def pause_json(p: Pause) -> dict[str, Any]:
     return {
         "route": p.route,
-        "upstream": p.upstream or None,
+        "upstream": shown_url(p.upstream) or None,
         "since": iso(p.since),
         "reason": p.reason,
     }

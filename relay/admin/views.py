@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from relay import signatures
 from relay.config.validate import parse_duration
+from relay.forward import shown_url
 from relay.store.base import (
     DELIVERY_STATES,
     AttemptInfo,
@@ -102,7 +103,7 @@ def event_state(e: EventInfo) -> str:
 def delivery_json(d: DeliveryInfo) -> dict[str, Any]:
     return {
         "id": d.id,
-        "upstream": d.upstream,
+        "upstream": shown_url(d.upstream),
         "state": d.state,
         "attempts": d.attempts,
         "next_attempt_at": iso(d.next_attempt_at) if d.state == "pending" else None,

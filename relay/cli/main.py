@@ -32,6 +32,8 @@ def _load(path: str) -> config_mod.Config | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from relay.forward import shown_url  # a query's values may be secrets: hidden
+
     cfg = _load(args.config)
     if cfg is None:
         return 1
@@ -44,7 +46,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for r in cfg.routes:
         keys = ", ".join(str(k) for k in r.keys)
         verify = r.verify.scheme if r.verify else "off"
-        print(f"- {r.name}: {'|'.join(r.methods)} {r.path} -> {', '.join(r.upstreams)}")
+        upstreams = ", ".join(shown_url(u) for u in r.upstreams)
+        print(f"- {r.name}: {'|'.join(r.methods)} {r.path} -> {upstreams}")
         print(
             f"    mode {r.mode}; key {keys}{' (required)' if r.require_key else ''}; verify {verify}"
         )

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 from relay.breaker import Breaker, State, TokenBucket
 from relay.config import BreakerConfig, RateLimit
 from relay.errors import StoreError
+from relay.forward import shown_url
 from relay.metrics import Metrics
 from relay.store.base import DeliveryStore, Pause
 
@@ -38,6 +39,8 @@ class UpstreamGuard:
     ) -> None:
         self.route = route
         self.upstream = upstream
+        # Labels and logs show it with its query's values hidden (a key in the URL).
+        self.shown = shown_url(upstream)
         self.metrics = metrics
         self.log = log
         self.breaker_cfg = breaker
@@ -56,7 +59,7 @@ class UpstreamGuard:
         self.paused = False
         self.held: Hold | None = None
         self.held_counted_at = float("-inf")
-        self._state_gauge = metrics.breaker_state.labels(route, upstream)
+        self._state_gauge = metrics.breaker_state.labels(route, self.shown)
         self._state_gauge.set(int(State.CLOSED))
 
     def follows(self, breaker: BreakerConfig | None, rate_limit: RateLimit | None) -> bool:
@@ -116,8 +119,8 @@ class UpstreamGuard:
         to = self.breaker.state
         name = to.name.lower()
         self._state_gauge.set(int(to))
-        self.metrics.breaker_transitions.labels(self.route, self.upstream, name).inc()
-        fields = dict(upstream=self.upstream, to=name, was=before.name.lower())
+        self.metrics.breaker_transitions.labels(self.route, self.shown, name).inc()
+        fields = dict(upstream=self.shown, to=name, was=before.name.lower())
         if to is State.OPEN:
             probe = self.breaker.next_probe
             probe_in = None if probe is None else round(probe - now, 3)
@@ -141,6 +144,6 @@ class UpstreamGuard:
                 return  # the next round counts again
         self.held, self.held_counted_at = hold, now
         for reason in HOLDS:
-            self.metrics.deliveries_held.labels(self.route, self.upstream, reason).set(
+            self.metrics.deliveries_held.labels(self.route, self.shown, reason).set(
                 count if reason == hold else 0
             )

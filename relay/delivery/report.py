@@ -45,7 +45,7 @@ class AttemptReport:
             delivery_id=lease.delivery_id,
             event_id=lease.event_id,
             key=lease.key,
-            upstream=lease.upstream,
+            upstream=forward.shown_url(lease.upstream),
             attempt=lease.attempts + 1,
             status=result.status,
             error=result.error,
@@ -67,7 +67,7 @@ class AttemptReport:
                     ordering_key=lease.ordering_key,
                     delivery_id=lease.delivery_id,
                     event_id=lease.event_id,
-                    upstream=lease.upstream,
+                    upstream=forward.shown_url(lease.upstream),
                 )
 
     def stale(self, log: Any, cfg: Route, lease: Lease) -> str | None:
@@ -99,6 +99,6 @@ class AttemptReport:
             event_id=lease.event_id,
             key=lease.key,
             ordering_key=lease.ordering_key,
-            upstream=lease.upstream,
+            upstream=forward.shown_url(lease.upstream),
         )
         return None if stale.action == "deliver" else reason

@@ -26,6 +26,7 @@ from relay import __version__
 from relay import logging as relay_logging
 from relay.config import TracingConfig
 from relay.errors import ConfigError
+from relay.forward import shown_url
 from relay.tracing import Attribute
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -125,7 +126,7 @@ class OtelTracing:
         attrs: dict[str, Any] = {
             "relay.route": route,
             "relay.attempt": attempt,
-            "url.full": upstream,
+            "url.full": shown_url(upstream),
             **attributes,
         }
         with self.tracer.start_as_current_span(

@@ -6,7 +6,15 @@ import ipaddress
 
 import pytest
 
-from relay.forward import Via, forwarded_element, is_trusted, upstream_headers, upstream_url
+from relay.forward import (
+    Via,
+    forwarded_element,
+    hide_urls,
+    is_trusted,
+    shown_url,
+    upstream_headers,
+    upstream_url,
+)
 
 VIA = Via(client_ip="203.0.113.7", proto="https", host="relay.example.com")
 NO_VIA = Via(client_ip=None, proto="http", host=None)
@@ -286,3 +294,25 @@ def test_is_trusted(remote: str | None, trusted: bool) -> None:
 )
 def test_upstream_url_keeps_the_query_string(base: str, query: str, url: str) -> None:
     assert upstream_url(base, query) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://a:1/x", "http://a:1/x"),
+        ("http://a/x?api_key=S3CR3T&b=2&flag", "http://a/x?api_key=[redacted]&b=[redacted]&flag"),
+        ("https://user:pw@h:8/p?t=1#frag", "https://[redacted]@h:8/p?t=[redacted]"),
+        ("http://a/x?", "http://a/x"),
+    ],
+)
+def test_an_upstream_is_shown_without_its_query_values_or_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+    assert shown_url(shown) == shown  # showing twice changes nothing
+
+
+def test_urls_in_an_error_message_are_hidden_too() -> None:
+    text = "ClientResponseError: 400, message='Bad', url='http://h/p?api_key=S3CR3T'"
+    assert (
+        hide_urls(text)
+        == "ClientResponseError: 400, message='Bad', url='http://h/p?api_key=[redacted]'"
+    )

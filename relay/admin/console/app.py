@@ -29,6 +29,7 @@ from relay.admin.console.views import age
 from relay.admin.control import CREDENTIAL, STORE, AdminStore
 from relay.admin.views import ApiError, iso
 from relay.errors import StoreError
+from relay.forward import shown_url
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay
 
@@ -152,7 +153,7 @@ def build_console(relay: Relay, store: AdminStore) -> web.Application:
         autoescape=True,  # every template, whatever its name
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(iso=iso, age=age)
+    env.filters.update(iso=iso, age=age, url=shown_url)
     env.globals.update(prefix=PREFIX)
     pages.add_routes(app)
     actions.add_routes(app)

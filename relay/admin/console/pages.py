@@ -24,6 +24,7 @@ from relay.admin.views import (
     parse_filter,
     parse_int,
 )
+from relay.forward import shown_url
 from relay.runtime import RELAY, Relay
 from relay.store.base import EventFilter, EventInfo
 
@@ -224,7 +225,7 @@ async def tail_json(request: web.Request) -> web.Response:
                     "id": a.id,
                     "event_id": a.event_id,
                     "route": a.route,
-                    "upstream": a.upstream,
+                    "upstream": shown_url(a.upstream),
                     "started_at": iso(a.started_at),
                     "status": a.status,
                     "error": a.error,

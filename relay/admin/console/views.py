@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from relay.forward import shown_url
 from relay.store.base import Pause, RecentAttempt, RouteBacklog, UpstreamCounts
 
 # A body is shown up to this much; the rest is cut (the API has it whole, base64).
@@ -136,7 +137,7 @@ def route_row(
                 in_flight=c.in_flight,
                 dead=c.dead,
                 stale=c.stale,
-                breaker=breakers.get((name, up), "closed"),
+                breaker=breakers.get((name, shown_url(up)), "closed"),
                 paused=next((p for p in pauses if p.route == name and p.upstream == up), None),
                 last_error=errors.get((name, up)),
             )
