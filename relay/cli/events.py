@@ -4,7 +4,8 @@ Tables for people (``cli_render``), ``--json`` for scripts. HTTP with urllib (no
 The admin URL comes from ``--admin-url``, else the config's ``admin.listen``;
 the bearer token from ``--token-env NAME``, else the config's
 ``admin.token_env``, else ``RELAY_ADMIN_TOKEN``, else the config's
-``admin.token_file``. Exit status: 0 done, 1 the API refused or could not be
+``admin.token_file``, else the first of ``admin.tokens`` (operate ones first)
+whose secret this user can read. Exit status: 0 done, 1 the API refused or could not be
 reached, 2 bad usage.
 """
 
@@ -76,16 +77,31 @@ def resolve(args: argparse.Namespace) -> tuple[str, str | None]:
     for name in names:
         if isinstance(name, str) and os.environ.get(name):
             return base, os.environ[name]
-    token_file = admin.get("token_file")
-    if isinstance(token_file, str):
-        path = Path(token_file)
-        if not path.is_absolute():
-            path = Path(args.config).resolve().parent / path
-        try:
-            return base, path.read_text(encoding="utf-8").strip() or None
-        except OSError:
-            pass
+    # Then admin.token_file, then each of admin.tokens (operate ones first) that
+    # this user can read: its variable set, its file or credential readable.
+    scoped = [t for t in admin.get("tokens") or () if isinstance(t, dict)]
+    scoped.sort(key=lambda t: t.get("role") != "operate")
+    for entry in [{"token_file": admin.get("token_file")}, *scoped]:
+        if (token := _token_of(entry, Path(args.config).resolve().parent)) is not None:
+            return base, token
     return base, None
+
+
+def _token_of(entry: dict[str, object], base: Path) -> str | None:
+    env, file, credential = (entry.get(k) for k in ("token_env", "token_file", "token_credential"))
+    if isinstance(env, str) and os.environ.get(env):
+        return os.environ[env]
+    path = None
+    if isinstance(file, str):
+        path = Path(file) if Path(file).is_absolute() else base / file
+    elif isinstance(credential, str) and os.environ.get("CREDENTIALS_DIRECTORY"):
+        path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / credential
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 class AdminClient:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from relay.cli.events import resolve
 
 STRIPE_SECRET = "whsec_cli_secret_never_printed_1111"
 INTERNAL_SECRET = "internal_cli_secret_never_printed_2222"
@@ -201,3 +206,27 @@ def test_a_preset_without_verify_is_a_warning(tmp_path: Path) -> None:
     warnings = result.stderr.splitlines()
     assert len(warnings) == 1
     assert warnings[0].startswith("warning: route 'gh': preset 'github' but no verify:")
+
+
+def test_the_cli_finds_a_scoped_token_it_can_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "relay.yaml"
+    file.write_text(
+        "admin:\n  listen: 127.0.0.1:9999\n  tokens:\n"
+        "    - {label: grafana, role: read, token_env: READ_TOKEN}\n"
+        "    - {label: ops, role: operate, token_file: ops.token}\n"
+        "    - {label: deploy, role: operate, token_credential: relay-deploy}\n"
+    )
+    args = argparse.Namespace(config=str(file), admin_url=None, token_env=None)
+    for name in ("RELAY_ADMIN_TOKEN", "READ_TOKEN", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve(args) == ("http://127.0.0.1:9999", None)
+    monkeypatch.setenv("READ_TOKEN", "r" * 40)
+    assert resolve(args)[1] == "r" * 40  # the only one readable
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "relay-deploy").write_text("d" * 40 + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    assert resolve(args)[1] == "d" * 40  # operate before read
+    (tmp_path / "ops.token").write_text("o" * 40 + "\n")
+    assert resolve(args)[1] == "o" * 40  # in the config's order among operate ones
