@@ -38,15 +38,20 @@ def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], N
         _refuse(relay, notifier, [f"{type(exc).__name__}: {exc}"])
         return False
     # Listeners, storage, limits (aiohttp's body cap, the connection guard), log
-    # set-up and the runner's grace are fixed at start: only routes reload.
+    # set-up and the runner's grace are fixed at start: routes reload, and so do
+    # the admin listener's tokens and names while its address stays (a rotated
+    # token works at once; console sessions opened before end with the old ones).
+    admin = new.admin if new.admin.listen == relay.config.admin.listen else relay.config.admin
     ignored = [
         f.name
         for f in dataclasses.fields(new)
-        if f.name != "routes" and getattr(new, f.name) != getattr(relay.config, f.name)
+        if f.name != "routes"
+        and not (f.name == "admin" and admin is new.admin)
+        and getattr(new, f.name) != getattr(relay.config, f.name)
     ]
     if ignored:
         log.warning("reload_needs_restart", settings=ignored)
-    relay.config = dataclasses.replace(relay.config, routes=new.routes)
+    relay.config = dataclasses.replace(relay.config, routes=new.routes, admin=admin)
     applied()
     relay.metrics.record_reload(True)
     log.info("config_reloaded", routes=[r.name for r in new.routes])

@@ -324,18 +324,23 @@ async def test_redirects_are_not_followed(upstream: Backend, make_relay: RelayFa
     assert [s.path_qs for s in upstream.seen] == ["/pay"]
 
 
-async def test_key_sources_fall_back_and_require_key(
-    upstream: Backend, make_relay: RelayFactory
-) -> None:
-    client = await make_relay(
-        sync_route(upstream, idempotency={"key": ["json:$.data.id"]}),
+def lenient_and_strict(upstream: Backend, lenient: str, strict: str) -> list[dict[str, Any]]:
+    """/webhooks/pay keyed on ``lenient`` (else the body's hash); /strict requires ``strict``."""
+    return [
+        sync_route(upstream, idempotency={"key": [lenient]}),
         sync_route(
             upstream,
             name="strict",
             path="/strict",
-            idempotency={"key": ["header:X-Event-Id"], "require_key": True},
+            idempotency={"key": [strict], "require_key": True},
         ),
-    )
+    ]
+
+
+async def test_key_sources_fall_back_and_require_key(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    client = await make_relay(*lenient_and_strict(upstream, "json:$.data.id", "header:X-Event-Id"))
     # A body without the field (and one that is not JSON) falls back to the body's SHA-256.
     for body in (b'{"data": {}}', b"not json", b"not json"):
         await client.post("/webhooks/pay", data=body)
@@ -354,15 +359,7 @@ async def test_key_sources_fall_back_and_require_key(
 async def test_numeric_ids_past_the_float_range_stay_different_events(
     upstream: Backend, make_relay: RelayFactory
 ) -> None:
-    client = await make_relay(
-        sync_route(upstream, idempotency={"key": ["json:$.id"]}),
-        sync_route(
-            upstream,
-            name="strict",
-            path="/strict",
-            idempotency={"key": ["json:$.id"], "require_key": True},
-        ),
-    )
+    client = await make_relay(*lenient_and_strict(upstream, "json:$.id", "json:$.id"))
     # As floats both are inf: one would be swallowed as the other's duplicate.
     for body in (b'{"id": 1e999999}', b'{"id": 2e999999}', b'{"id": 2e999999}'):
         assert (await client.post("/webhooks/pay", data=body)).status == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,27 @@ def test_the_cli_finds_a_scoped_token_it_can_read(
     assert resolve(args)[1] == "d" * 40  # operate before read
     (tmp_path / "ops.token").write_text("o" * 40 + "\n")
     assert resolve(args)[1] == "o" * 40  # in the config's order among operate ones
+
+
+def test_token_prints_a_new_token_long_enough_for_any_listener(tmp_path: Path) -> None:
+    made = [
+        subprocess.run(
+            [sys.executable, "-m", "relay", "token"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert made[0] != made[1]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", t) for t in made)  # 256 bits, base64url
+    file = write(
+        tmp_path,
+        "admin: {listen: '0.0.0.0:9090', token_env: NEW_TOKEN}\n"
+        "routes: [{name: a, path: /a, upstream: 'http://127.0.0.1:3000/a'}]\n",
+    )
+    result = check_config(tmp_path, "-c", str(file), environ=env(NEW_TOKEN=made[0]))
+    assert result.returncode == 0, result.stderr
+    short = check_config(tmp_path, "-c", str(file), environ=env(NEW_TOKEN=made[0][:31]))
+    assert short.returncode == 1 and "wants at least 32" in short.stderr
