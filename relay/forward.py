@@ -6,9 +6,10 @@ import asyncio
 import functools
 import ipaddress
 import re
+import ssl
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import aiohttp
@@ -237,6 +238,70 @@ class Result:
         return self.error == "timeout"
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an upstream adds to every request to it: headers (secrets, set by
+    ``RouteRuntime.upstream_headers``) and the TLS context that verifies it."""
+
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    context: ssl.SSLContext | None = None
+    server_name: str | None = None
+    # When its CA file's and client certificate's certificates expire (unix time).
+    expires: tuple[tuple[str, float], ...] = ()
+
+
+PLAIN: Final = Target()
+TLS_VERIFY_FAILED: Final = "tls_verify_failed"
+TLS_CLIENT_CERT_REFUSED: Final = "tls_client_cert_refused"
+TLS_ERRORS: Final = (TLS_VERIFY_FAILED, TLS_CLIENT_CERT_REFUSED)
+# How long a diagnosis waits for the backend's verdict on our certificate.
+PROBE_WAIT: Final = 2.0
+
+
+def tls_reason(error: str | None) -> str | None:
+    """``tls_verify_failed`` or ``tls_client_cert_refused`` if that is why an attempt failed."""
+    if error is None:
+        return None
+    code = error.partition(":")[0]
+    return code if code in TLS_ERRORS else None
+
+
+async def refuses_us(url: URL, target: Target) -> bool:
+    """Whether the backend turns our client certificate away (or wants one we lack).
+
+    Under TLS 1.3 a server judges the client's certificate after the handshake and
+    drops the connection, so a request sees only a reset. Here a bare handshake is
+    made and nothing sent: a backend that accepted us waits for a request; one that
+    refused us closes at once or sends a certificate alert.
+    """
+    context = target.context or ssl.create_default_context()
+    host = url.host or ""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, url.port, ssl=context, server_hostname=target.server_name or host
+            ),
+            PROBE_WAIT,
+        )
+    except (OSError, TimeoutError):
+        return False
+    try:
+        first = await asyncio.wait_for(reader.read(1), PROBE_WAIT)
+    except TimeoutError:
+        return False  # waiting for our request: the certificate was fine
+    except OSError as exc:  # ssl.SSLError among them: an alert
+        return "CERTIFICATE" in str(exc).upper() or "UNKNOWN_CA" in str(exc).upper()
+    finally:
+        writer.close()
+    return first == b""
+
+
+def _cert_error(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    cert = exc.certificate_error
+    why = getattr(cert, "verify_message", None) or getattr(cert, "reason", None) or cert
+    return f"{TLS_VERIFY_FAILED}: {why}"
+
+
 @functools.lru_cache(maxsize=1024)
 def _url(url: str) -> URL:
     """Parsed once per upstream (and query): yarl's parse was a tenth of an attempt."""
@@ -269,6 +334,7 @@ async def send(
     timeout: aiohttp.ClientTimeout,
     keep_body: bool,
     preview: int = 0,
+    target: Target = PLAIN,
 ) -> Result:
     """Send once; never raises for network trouble, it is part of the Result.
 
@@ -291,6 +357,8 @@ async def send(
             headers=headers,
             allow_redirects=False,
             timeout=timeout,
+            ssl=target.context or True,
+            server_hostname=target.server_name,
         ) as resp:
             if keep_body:
                 data = await resp.content.read(MAX_RESPONSE_BODY + 1)
@@ -307,8 +375,21 @@ async def send(
             )
     except TimeoutError:
         return done(error="timeout")
+    except aiohttp.ClientConnectorCertificateError as exc:
+        return done(error=_cert_error(exc))
+    except aiohttp.ClientConnectorSSLError as exc:
+        why = str(exc.os_error)
+        refused = "CERTIFICATE" in why.upper() or "UNKNOWN_CA" in why.upper()
+        return done(error=f"{TLS_CLIENT_CERT_REFUSED if refused else 'tls'}: {why}"[:200])
     except aiohttp.ClientConnectorError as exc:
         return done(error=f"connect: {exc.os_error.strerror or exc.os_error}")
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        if _url(url).scheme == "https" and await refuses_us(_url(url), target):
+            return done(
+                error=f"{TLS_CLIENT_CERT_REFUSED}: the backend closed the connection after"
+                " the TLS handshake (client certificate missing or not accepted)"
+            )
+        return done(error=hide_urls(f"{type(exc).__name__}: {exc}")[:200])
     except (aiohttp.ClientError, asyncio.IncompleteReadError, ValueError) as exc:
         # ValueError: aiohttp refuses some malformed upstream answers outright.
         return done(error=hide_urls(f"{type(exc).__name__}: {exc}")[:200])

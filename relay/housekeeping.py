@@ -110,7 +110,7 @@ def orphans(
 ) -> dict[tuple[str, str], int]:
     """Of the open deliveries per (route, upstream), those no delivery loop serves:
     their route or upstream left the config."""
-    served = {(rt.cfg.name, up) for rt in routes if rt.cfg.queued for up in rt.cfg.upstreams}
+    served = {(rt.cfg.name, up) for rt in routes if rt.cfg.queued for up in rt.cfg.served}
     return {k: n for k, n in sorted(opened.items()) if k not in served}
 
 

@@ -73,6 +73,7 @@ SERVING_FAMILIES: Final[tuple[str, ...]] = (
     "relay_upstream_breaker_state",
     "relay_upstream_breaker_transitions",
     "relay_deliveries_held",
+    "relay_upstream_tls_failing",
     "relay_shadow_duplicates",
     "relay_shadow_mismatches",
     "relay_shadow_stale",
@@ -218,6 +219,14 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=w,
         )
+        self.tls_failing = Gauge(
+            "relay_upstream_tls_failing",
+            "1 while attempts to this upstream fail TLS for this reason (tls_verify_failed,"
+            " tls_client_cert_refused); 0 once one gets an answer.",
+            ["route", "upstream", "reason"],
+            multiprocess_mode="livemax",
+            registry=w,
+        )
         # dedupe: shadow: what enforcing would have done, while everything goes through.
         self.shadow_duplicates = Counter(
             "relay_shadow_duplicates_total",
@@ -289,6 +298,12 @@ class Metrics:
         self.commit_failures = Counter(
             "relay_store_commit_failures_total",
             "Ingest batches whose commit failed (every sender in it got 503).",
+            registry=r,
+        )
+        self.certificate_expiry = Gauge(
+            "relay_upstream_certificate_expiry_timestamp_seconds",
+            "When an upstream's CA file (file=ca) or client certificate (file=cert) expires.",
+            ["route", "upstream", "file"],
             registry=r,
         )
         self.store_file_lost = Gauge(
@@ -384,6 +399,12 @@ class Metrics:
                 self.events.labels(route, state).set(getattr(b, state))
             age = 0.0 if b.oldest_open_at is None else max(0.0, now - b.oldest_open_at)
             self.oldest_pending.labels(route).set(age)
+
+    def set_certificates(self, expiring: Iterable[tuple[str, str, str, float]]) -> None:
+        """``(route, upstream, file, unix time)`` for every upstream certificate configured."""
+        self.certificate_expiry.clear()
+        for route, upstream, file, at in expiring:
+            self.certificate_expiry.labels(route, shown_url(upstream), file).set(at)
 
     def set_orphans(self, orphans: Mapping[tuple[str, str], int]) -> None:
         self.orphans = dict(orphans)

@@ -18,10 +18,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from relay import signatures
+from relay import signatures, tls
 from relay.backlog import Backlog
-from relay.config import Config, Route
-from relay.forward import Result, Via, client_timeout, upstream_headers
+from relay.config import Config, Route, Upstream
+from relay.forward import PLAIN, Result, Target, Via, client_timeout, upstream_headers
 from relay.logging import get_logger
 from relay.metrics import Metrics
 from relay.store.base import DeliveryStore
@@ -30,6 +30,19 @@ from relay.tracing import Tracing
 # A shadow route stores a copy of a seen key under the key, this, and a token; the
 # backend is sent the key alone. A unit separator: no key a header can carry has one.
 SHADOW_COPY: Final = "\x1fshadow\x1f"
+
+
+def _target(upstream: Upstream) -> Target:
+    """Read when routes are set (start, reload): a reload picks up rotated files."""
+    if upstream.tls is None:
+        return Target(headers=upstream.headers)
+    t = upstream.tls
+    return Target(
+        headers=upstream.headers,
+        context=tls.client_context(t.ca_file, t.cert_file, t.key_file),
+        server_name=t.server_name,
+        expires=tls.expiry(t.ca_file, t.cert_file),
+    )
 
 
 @dataclass(slots=True)
@@ -41,6 +54,8 @@ class RouteRuntime:
     scheme: signatures.Scheme | None
     secrets: tuple[bytes, ...]
     log: Any
+    # What each upstream given as an object adds: headers, TLS (by URL).
+    targets: dict[str, Target] = field(default_factory=dict)
     # Metric children by label, looked up once per route (labels() costs a lock).
     _children: dict[str, Any] = field(default_factory=dict)
 
@@ -76,14 +91,26 @@ class RouteRuntime:
             scheme=scheme,
             secrets=secrets,
             log=get_logger(route=cfg.name),
+            targets={e.url: _target(e) for e in cfg.endpoints},
         )
 
+    def target(self, upstream: str) -> Target:
+        return self.targets.get(upstream, PLAIN)
+
     def upstream_headers(
-        self, headers: Iterable[tuple[str, str]], key: str, via: Via | None, body: bytes
+        self,
+        headers: Iterable[tuple[str, str]],
+        key: str,
+        via: Via | None,
+        body: bytes,
+        upstream: str,
     ) -> CIMultiDict[str]:
-        """The upstream request's headers; re-signed now when the route says ``resign``."""
+        """The upstream request's headers, with the upstream's own (its auth) in place
+        of the sender's of the same name; re-signed now when the route says ``resign``."""
         key = key.partition(SHADOW_COPY)[0]
         out = upstream_headers(headers, key=key, key_header=self.cfg.key_header, via=via)
+        for name, value in self.target(upstream).headers:
+            out[name] = value
         if self.cfg.resign and self.scheme is not None and self.secrets:
             # A queued event may go out days after it was signed; a backend that checks
             # timestamps (Stripe's libraries: 300 s) needs a fresh signature. The first
@@ -157,6 +184,12 @@ class Relay:
 
     def set_routes(self, routes: tuple[Route, ...]) -> None:
         self.routes = {r.path: RouteRuntime.build(r) for r in routes}
+        self.metrics.set_certificates(
+            (rt.cfg.name, url, file, at)
+            for rt in self.routes.values()
+            for url, target in rt.targets.items()
+            for file, at in target.expires
+        )
         self.backlog.set_routes((r.name, len(r.upstreams)) for r in routes)
 
 

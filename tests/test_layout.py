@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "relay.versions",
             "relay.sdnotify",
             "relay.breaker",
+            "relay.tls",
         ),
     ),
     ("store", ("relay.store.*",)),

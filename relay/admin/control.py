@@ -217,23 +217,20 @@ def pause_json(p: Pause) -> dict[str, Any]:
 
 def breakers(relay: Relay) -> list[dict[str, Any]]:
     """Breakers that are not closed, from the gauge every delivering process sets (the
-    owner's registry merges the workers')."""
-    found = []
+    owner's registry merges the workers'), with the TLS failure behind one if any."""
+    found: list[tuple[str, str, State]] = []
+    tls: dict[tuple[str, str], str] = {}
     for family in relay.metrics.registry.collect():
-        if family.name != "relay_upstream_breaker_state":
-            continue
         for sample in family.samples:
-            state = State(int(sample.value))
-            if state is not State.CLOSED:
-                labels = sample.labels
-                found.append(
-                    {
-                        "route": labels["route"],
-                        "upstream": labels["upstream"],
-                        "state": state.name.lower(),
-                    }
-                )
-    return sorted(found, key=lambda b: (b["route"], b["upstream"]))
+            route, upstream = sample.labels.get("route", ""), sample.labels.get("upstream", "")
+            if family.name == "relay_upstream_tls_failing" and sample.value:
+                tls[(route, upstream)] = sample.labels["reason"]
+            elif family.name == "relay_upstream_breaker_state" and sample.value:
+                found.append((route, upstream, State(int(sample.value))))
+    return [
+        {"route": r, "upstream": u, "state": s.name.lower(), "reason": tls.get((r, u))}
+        for r, u, s in sorted(found)
+    ]
 
 
 def add_control_routes(app: web.Application) -> None:

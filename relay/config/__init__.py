@@ -31,6 +31,8 @@ from relay.config.types import (
     SyncConfig,
     Timeouts,
     TracingConfig,
+    Upstream,
+    UpstreamTLS,
     VerifyConfig,
 )
 
@@ -57,6 +59,8 @@ __all__ = [
     "SyncConfig",
     "Timeouts",
     "TracingConfig",
+    "Upstream",
+    "UpstreamTLS",
     "VerifyConfig",
     "from_mapping",
     "load",

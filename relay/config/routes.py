@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
-
-from yarl import URL
 
 from relay.config import protection
 from relay.config.secrets import SOURCES, read_secrets
@@ -29,8 +25,10 @@ from relay.config.types import (
     StaleConfig,
     SyncConfig,
     Timeouts,
+    Upstream,
     VerifyConfig,
 )
+from relay.config.upstreams import parse_upstreams
 from relay.config.validate import Section, Skip, show
 from relay.keys import PRESETS, KeySource, parse_source
 from relay.retry import RetryPolicy
@@ -74,56 +72,12 @@ def _verify(sec: Section, preset: str | None, env: Mapping[str, str], base: Path
     return verify
 
 
-def _upstream(sec: Section, key: str, url: Any) -> str | None:
-    if not isinstance(url, str):
-        sec.error(key, f"expected a URL, got {show(url)}")
-        return None
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # "http://host:abc/" only fails here (ValueError)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # "http://[::1/" (an unclosed IPv6 literal)
-        ok = False
-    if not ok:
-        sec.error(key, f"expected an http:// or https:// URL, got {show(url)}")
-        return None
-    if parts.username is not None or parts.password is not None:
-        # It would be printed by check-config and logged with every delivery.
-        sec.error(key, "credentials in the URL are not allowed (they would be logged)")
-        return None
-    # Percent-encoded once here: requests go out with the URL as given (encoded=True).
-    return str(URL(url))
-
-
 def _required_text(sec: Section, key: str) -> str | None:
     """A required string; None (error recorded) lets the rest of the route be checked."""
     try:
         return str(sec.text(key))
     except Skip:
         return None
-
-
-def _upstream_list(sec: Section) -> list[str]:
-    upstreams: list[str] = []
-    if sec.has("upstream") and sec.has("upstreams"):
-        sec.raw("upstreams")  # reported here, not again as an unknown key
-        sec.error("upstreams", "give upstream or upstreams, not both")
-    if sec.has("upstream"):
-        if (url := _upstream(sec, "upstream", sec.raw("upstream"))) is not None:
-            upstreams.append(url)
-    elif sec.has("upstreams"):
-        raw = sec.raw("upstreams")
-        if not isinstance(raw, list) or not raw:
-            sec.error("upstreams", f"expected a non-empty list of URLs, got {show(raw)}")
-        else:
-            for i, url in enumerate(raw):
-                if (ok := _upstream(sec, f"upstreams[{i}]", url)) is not None:
-                    upstreams.append(ok)
-            if len(set(upstreams)) != len(upstreams):
-                sec.error("upstreams", "lists the same URL twice")
-    else:
-        sec.error("upstream", "required (or upstreams)")
-    return upstreams
 
 
 def _idempotency(
@@ -166,7 +120,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     path = _required_text(sec, "path")
     if path is not None and not path.startswith("/"):
         sec.error("path", f"must start with '/', got {show(path)}")
-    upstreams = _upstream_list(sec)
+    endpoints, alternates = parse_upstreams(sec, env, base)
+    upstreams = [u.url for u in endpoints]
     mode = sec.choice("mode", "queue", MODES)
     if mode in ("sync", "hybrid") and len(upstreams) > 1:
         sec.error("upstreams", f"{mode} mode forwards to exactly one upstream")
@@ -247,6 +202,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         rate_limit=rate_limit,
         hybrid=hybrid,
         dedupe=dedupe,
+        endpoints=tuple(u for u in endpoints + alternates if u != Upstream(u.url)),
+        alternates=tuple(a.url for a in alternates),
     )
 
 

@@ -200,6 +200,30 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTLS:
+    """A private CA to verify the backend with, a client certificate to show it."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None  # the name to verify (and send as SNI) if not the URL's
+    # The files' bytes hashed when read: a reload after a rotation is a change.
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """An upstream given as an object: what every request to it carries."""
+
+    url: str
+    name: str | None = None
+    # Added to each request (auth among them), replacing the sender's of the same
+    # name; secrets: never stored with the event, logged or shown.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    tls: UpstreamTLS | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     path: str
@@ -226,6 +250,18 @@ class Route:
     rate_limit: RateLimit | None = None
     hybrid: HybridConfig = HybridConfig()
     dedupe: Dedupe = "enforce"
+    # Every upstream's and alternate's settings (a bare URL's too), by URL.
+    endpoints: tuple[Upstream, ...] = ()
+    # Named upstreams a filter may send an event to instead of ``upstreams``.
+    alternates: tuple[str, ...] = ()
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Every URL this route may deliver to: its upstreams, then its alternates."""
+        return self.upstreams + self.alternates
+
+    def endpoint(self, url: str) -> Upstream | None:
+        return next((e for e in self.endpoints if e.url == url), None)
 
     @property
     def queued(self) -> bool:

@@ -121,7 +121,7 @@ class Attempts:
     ) -> None:
         rt = w.rt
         cfg = rt.cfg
-        headers = rt.upstream_headers(lease.headers, lease.key, None, lease.body)
+        headers = rt.upstream_headers(lease.headers, lease.key, None, lease.body, lease.upstream)
         if span is not None:
             span.inject(headers)
         try:
@@ -134,6 +134,7 @@ class Attempts:
                 timeout=rt.timeout,
                 keep_body=answer is not None,
                 preview=self.answer_bytes,
+                target=rt.target(lease.upstream),
             )
         except asyncio.CancelledError:
             # Shutdown past the grace period: the backend may or may not have it;
@@ -149,6 +150,7 @@ class Attempts:
         w.last_attempt_ms = result.duration_ms
         now = self.store.clock()
         retry_after = parse_retry_after(result.retry_after, time.time())
+        w.guard.saw_tls(forward.tls_reason(result.error), answered=result.status is not None)
         moved = w.guard.answered(result.status, retry_after, asyncio.get_running_loop().time())
         if moved is not None:
             self.on_breaker(w, moved)

@@ -101,7 +101,7 @@ class Dispatcher:
         With ``start=False`` no task runs: ``burst()`` drives delivery instead.
         """
         wanted: dict[tuple[str, str], RouteRuntime] = {
-            (rt.cfg.name, up): rt for rt in routes if rt.cfg.queued for up in rt.cfg.upstreams
+            (rt.cfg.name, up): rt for rt in routes if rt.cfg.queued for up in rt.cfg.served
         }
         for ident, loop in list(self._loops.items()):
             if ident not in wanted:

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 from relay.breaker import Breaker, State, TokenBucket
 from relay.config import BreakerConfig, RateLimit
 from relay.errors import StoreError
-from relay.forward import shown_url
+from relay.forward import TLS_ERRORS, shown_url
 from relay.metrics import Metrics
 from relay.store.base import DeliveryStore, Pause
 
@@ -61,6 +61,27 @@ class UpstreamGuard:
         self.held_counted_at = float("-inf")
         self._state_gauge = metrics.breaker_state.labels(route, self.shown)
         self._state_gauge.set(int(State.CLOSED))
+        self.tls_failing: str | None = None
+        self._set_tls(None)
+
+    def saw_tls(self, reason: str | None, answered: bool) -> None:
+        """An attempt failed TLS for ``reason``, or got an answer (``answered``): the
+        reason stays shown (gauge, status, console) until an answer comes."""
+        if (reason is None and not answered) or reason == self.tls_failing:
+            return  # a timeout says nothing about TLS
+        if reason is not None:
+            self.log.warning("upstream_tls_failed", upstream=self.shown, reason=reason)
+        elif self.tls_failing is not None:
+            self.log.info("upstream_tls_ok", upstream=self.shown, was=self.tls_failing)
+        self.tls_failing = reason
+        self._set_tls(reason)
+
+    def _set_tls(self, reason: str | None) -> None:
+        if self.upstream.startswith("https:"):
+            for each in TLS_ERRORS:
+                self.metrics.tls_failing.labels(self.route, self.shown, each).set(
+                    int(each == reason)
+                )
 
     def follows(self, breaker: BreakerConfig | None, rate_limit: RateLimit | None) -> bool:
         """Whether this guard was built from these settings (a reload may change them)."""

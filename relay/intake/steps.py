@@ -86,6 +86,7 @@ async def send_traced(
 ) -> Result:
     """``forward.send`` in line (sync mode), a CLIENT span of the ingest span when tracing."""
     assert relay.session is not None
+    send["target"] = rt.target(rt.cfg.upstreams[0])
     if relay.tracing is None:
         return await forward.send(relay.session, headers=headers, **send)
     with relay.tracing.attempt(rt.cfg.name, rt.cfg.upstreams[0], 1, None) as span:

@@ -121,7 +121,7 @@ async def _pass_on(
     result = await send_traced(
         relay,
         rt,
-        rt.upstream_headers(event.headers, event.key, via, event.body),
+        rt.upstream_headers(event.headers, event.key, via, event.body, rt.cfg.upstreams[0]),
         method=event.method,
         url=forward.upstream_url(rt.cfg.upstreams[0], event.query),
         body=event.body,
@@ -197,7 +197,7 @@ async def _forward(
         result = await send_traced(
             relay,
             rt,
-            rt.upstream_headers(event.headers, event.key, via, event.body),
+            rt.upstream_headers(event.headers, event.key, via, event.body, rt.cfg.upstreams[0]),
             method=event.method,
             url=forward.upstream_url(cfg.upstreams[0], event.query),
             body=event.body,

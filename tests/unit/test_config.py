@@ -276,9 +276,19 @@ def test_bad_url_in_upstreams_names_its_index() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ([], "routes[0].upstreams: expected a non-empty list of URLs, got an empty list"),
-        ("http://a/", 'routes[0].upstreams: expected a non-empty list of URLs, got "http://a/"'),
-        (["http://a/", "http://a/"], "routes[0].upstreams: lists the same URL twice"),
+        (
+            [],
+            "routes[0].upstreams: expected a non-empty list of URLs (or upstream objects), got an empty list",
+        ),
+        (
+            "http://a/",
+            "routes[0].upstreams: expected a non-empty list of URLs (or upstream objects),"
+            ' got "http://a/"',
+        ),
+        (
+            ["http://a/", "http://a/"],
+            "routes[0].upstreams: lists the same URL twice (upstreams and alternates together)",
+        ),
     ],
 )
 def test_bad_upstreams_list(value: object, message: str) -> None:
@@ -796,7 +806,8 @@ def test_secrets_never_appear_in_repr(full: Config) -> None:
 def test_credentials_in_an_upstream_url_are_refused() -> None:
     msg = one_error(doc_with(route(upstream="http://user:hunter2@127.0.0.1:3000/x")))
     assert (
-        msg == "routes[0].upstream: credentials in the URL are not allowed (they would be logged)"
+        msg == "routes[0].upstream: credentials in the URL are not allowed (they would be logged):"
+        " use basic_auth"
     )
     assert "hunter2" not in msg
 

@@ -166,13 +166,20 @@ def test_overview_rows_and_last_errors() -> None:
         backlog=RouteBacklog("orders", pending=3, dead=1, oldest_open_at=NOW - 90),
         counts={("orders", "A"): UpstreamCounts("orders", "A", pending=3, stale=2)},
         pauses=[Pause("orders", "B", NOW)],
-        breakers={("orders", "A"): "open"},
+        breakers={("orders", "A"): {"state": "open", "reason": "tls_verify_failed"}},
         errors=errors,
         now=NOW,
         sparks={},
     )
     a, b = row.upstreams
     assert (row.pending, row.dead, age(row.oldest_open_age), row.paused) == (3, 1, "1m", None)
-    assert (a.pending, a.stale, a.breaker, a.paused) == (3, 2, "open", None)
+    assert (a.pending, a.stale, a.breaker, a.tls, a.paused) == (
+        3,
+        2,
+        "open",
+        "tls_verify_failed",
+        None,
+    )
+    assert b.tls is None
     assert (b.pending, b.breaker, b.paused is not None) == (0, "closed", True)
     assert [age(s) for s in (None, 5, 61, 7200, 90000)] == ["—", "5s", "1m", "2h", "1d"]

@@ -69,14 +69,14 @@ async def overview(request: web.Request) -> web.Response:
     counts = {(c.route, c.upstream): c for c in await store.upstream_counts()}
     pauses = await store.pauses()
     errors = last_errors(await store.recent_attempts(0, RECENT))
-    open_breakers = {(b["route"], b["upstream"]): b["state"] for b in breakers(relay)}
+    open_breakers = {(b["route"], b["upstream"]): b for b in breakers(relay)}
     rows = [
         route_row(
             name=rt.cfg.name,
             path=rt.cfg.path,
             mode=rt.cfg.mode,
             queued=rt.cfg.queued,
-            upstreams=rt.cfg.upstreams,
+            upstreams=rt.cfg.served,
             backlog=backlog.get(rt.cfg.name),
             counts=counts,
             pauses=pauses,

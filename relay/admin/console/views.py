@@ -80,6 +80,7 @@ class UpstreamRow:
     dead: int = 0
     stale: int = 0
     breaker: str = "closed"
+    tls: str | None = None  # why its attempts fail TLS, until one gets an answer
     paused: Pause | None = None
     last_error: RecentAttempt | None = None
 
@@ -122,7 +123,7 @@ def route_row(
     backlog: RouteBacklog | None,
     counts: Mapping[tuple[str, str], UpstreamCounts],
     pauses: Sequence[Pause],
-    breakers: Mapping[tuple[str, str], str],
+    breakers: Mapping[tuple[str, str], Mapping[str, Any]],
     errors: Mapping[tuple[str, str], RecentAttempt],
     now: float,
     sparks: Mapping[str, Any],
@@ -130,6 +131,7 @@ def route_row(
     rows = []
     for up in upstreams:
         c = counts.get((name, up)) or UpstreamCounts(name, up)
+        brk = breakers.get((name, shown_url(up)), {})
         rows.append(
             UpstreamRow(
                 upstream=up,
@@ -137,7 +139,8 @@ def route_row(
                 in_flight=c.in_flight,
                 dead=c.dead,
                 stale=c.stale,
-                breaker=breakers.get((name, shown_url(up)), "closed"),
+                breaker=brk.get("state", "closed"),
+                tls=brk.get("reason"),
                 paused=next((p for p in pauses if p.route == name and p.upstream == up), None),
                 last_error=errors.get((name, up)),
             )
