@@ -74,6 +74,7 @@ SERVING_FAMILIES: Final[tuple[str, ...]] = (
     "relay_upstream_breaker_transitions",
     "relay_deliveries_held",
     "relay_upstream_tls_failing",
+    "relay_filtered",
     "relay_shadow_duplicates",
     "relay_shadow_mismatches",
     "relay_shadow_stale",
@@ -225,6 +226,13 @@ class Metrics:
             " tls_client_cert_refused); 0 once one gets an answer.",
             ["route", "upstream", "reason"],
             multiprocess_mode="livemax",
+            registry=w,
+        )
+        self.filtered = Counter(
+            "relay_filtered_total",
+            "Webhooks a filter rule dropped or sent to an alternate upstream (under dedupe:"
+            " shadow: would have), by rule and action.",
+            ["route", "rule", "action"],
             registry=w,
         )
         # dedupe: shadow: what enforcing would have done, while everything goes through.

@@ -184,6 +184,9 @@ class Relay:
 
     def set_routes(self, routes: tuple[Route, ...]) -> None:
         self.routes = {r.path: RouteRuntime.build(r) for r in routes}
+        for r in routes:
+            for rule in r.filters:  # at 0 from the start: increase() sees the first one
+                self.metrics.filtered.labels(r.name, rule.name, rule.action)
         self.metrics.set_certificates(
             (rt.cfg.name, url, file, at)
             for rt in self.routes.values()

@@ -94,7 +94,7 @@ def event_state(e: EventInfo) -> str:
     if e.sync_state is not None:
         return e.sync_state
     states = {d.state for d in e.deliveries}
-    for s in ("in_flight", "pending", "dead", "stale", "delivered"):
+    for s in ("in_flight", "pending", "dead", "stale", "filtered", "delivered"):
         if s in states:
             return s
     return "none"

@@ -28,7 +28,7 @@ from relay.cli.render import render_event, render_list, render_status
 
 DEFAULT_ADMIN: Final = "127.0.0.1:9090"
 TOKEN_ENV: Final = "RELAY_ADMIN_TOKEN"
-STATES: Final = ("pending", "in_flight", "delivered", "dead", "stale")
+STATES: Final = ("pending", "in_flight", "delivered", "dead", "stale", "filtered")
 MAX_PAGES: Final = 1000  # --all-pages stops here, whatever the API says
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from relay.config import protection
+from relay.config.filters import parse_filters
 from relay.config.secrets import SOURCES, read_secrets
 from relay.config.types import (
     DEDUPE,
@@ -122,7 +123,13 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         sec.error("path", f"must start with '/', got {show(path)}")
     endpoints, alternates = parse_upstreams(sec, env, base)
     upstreams = [u.url for u in endpoints]
+    named = {a.name: a.url for a in alternates if a.name is not None}
+    filters = parse_filters(sec, "filters", named) if sec.has("filters") else ()
     mode = sec.choice("mode", "queue", MODES)
+    if mode == "sync" and (alternates or any(f.upstream for f in filters)):
+        sec.error(
+            "alternates", "sync mode forwards to its one upstream in line: a filter can only drop"
+        )
     if mode in ("sync", "hybrid") and len(upstreams) > 1:
         sec.error("upstreams", f"{mode} mode forwards to exactly one upstream")
     dedupe = sec.choice("dedupe", "enforce", DEDUPE)
@@ -204,6 +211,7 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         dedupe=dedupe,
         endpoints=tuple(u for u in endpoints + alternates if u != Upstream(u.url)),
         alternates=tuple(a.url for a in alternates),
+        filters=filters,
     )
 
 

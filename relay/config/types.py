@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from relay.config.filters import FilterRule
 from relay.keys import KeySource
 from relay.retry import RetryPolicy
 
@@ -254,6 +255,8 @@ class Route:
     endpoints: tuple[Upstream, ...] = ()
     # Named upstreams a filter may send an event to instead of ``upstreams``.
     alternates: tuple[str, ...] = ()
+    # Ordered: the first rule whose condition holds drops or reroutes the event.
+    filters: tuple[FilterRule, ...] = ()
 
     @property
     def served(self) -> tuple[str, ...]:

@@ -47,7 +47,7 @@ async def handle_hybrid(relay: Relay, rt: RouteRuntime, event: NewEvent, waiters
     ident = (cfg.name, event.key)
     waiters[ident] = waiter
     try:
-        inline = await relay.outbound.deliver_now(cfg.name, cfg.upstreams[0], got.event_id)
+        inline = await relay.outbound.deliver_now(cfg.name, event.upstreams[0], got.event_id)
         if inline is None:
             relay.outbound.wake(cfg.name)  # it could not go now: the queue takes it
             result = None

@@ -17,9 +17,10 @@ from aiohttp import web
 
 from relay import keys, signatures
 from relay.config import Route
+from relay.config.filters import FilterRule
 from relay.forward import Via, clean_headers, is_trusted, with_forwarded
-from relay.intake import hybrid, sync
-from relay.intake.queue import handle_queue
+from relay.intake import filters, hybrid, sync
+from relay.intake.queue import handle_filtered, handle_queue
 from relay.intake.replies import STORE_RETRY_AFTER, Reply, error, reject
 from relay.runtime import RELAY, Relay, RouteRuntime
 from relay.store.base import NewEvent
@@ -85,6 +86,30 @@ def _version(cfg: Route, payload: keys.Payload) -> str | None:
     return keys.extract(cfg.stale.version, payload)
 
 
+def _filter(relay: Relay, rt: RouteRuntime, payload: keys.Payload, key: str) -> FilterRule | None:
+    """The first rule the event meets, counted and logged; under ``dedupe: shadow`` only
+    counted (None: the event goes on as if no rule had matched)."""
+    if not rt.cfg.filters or (rule := filters.first_match(rt.cfg.filters, payload)) is None:
+        return None
+    relay.metrics.filtered.labels(rt.cfg.name, rule.name, rule.action).inc()
+    shadow = rt.cfg.dedupe == "shadow"
+    rt.log.info(
+        "filter_would_apply" if shadow else "filter_applied",
+        key=key,
+        rule=rule.name,
+        action=rule.action,
+    )
+    return None if shadow else rule
+
+
+def _upstreams(cfg: Route, rule: FilterRule | None) -> tuple[str, ...]:
+    """Where the event's deliveries go: the rule's alternate, else the route's
+    upstreams; none in sync mode (it forwards in line) unless a rule dropped it."""
+    if rule is not None and rule.upstream is not None:
+        return (rule.upstream,)
+    return cfg.upstreams if cfg.queued or rule is not None else ()
+
+
 async def _accept(
     request: web.Request, relay: Relay, rt: RouteRuntime, in_flight: InFlight
 ) -> Reply:
@@ -116,6 +141,7 @@ async def _accept(
             )
         found = (payload.sha256(), keys.SHA256)
     key, source = found
+    rule = _filter(relay, rt, payload, key)
     if (tracing := relay.tracing) is not None:
         tracing.note({"relay.key_source": str(source)})
     trusted = is_trusted(request.remote, relay.config.trusted_proxies)
@@ -135,13 +161,16 @@ async def _accept(
         headers=with_forwarded(headers, via) if cfg.queued else headers,
         body=body,
         received_at=relay.store.clock(),
-        upstreams=cfg.upstreams if cfg.queued else (),
+        upstreams=_upstreams(cfg, rule),
         # Shadow revives nothing: the copy goes out on its own.
         revive_dead=cfg.revive_dead and cfg.dedupe == "enforce",
         ordering_key=_ordering_key(cfg, payload),
         version=_version(cfg, payload),
         trace=None if tracing is None else tracing.traceparent(),
+        filtered=rule.name if rule is not None and rule.upstream is None else None,
     )
+    if event.filtered is not None:
+        return await handle_filtered(relay, rt, event)
     if cfg.mode == "sync":
         return await sync.handle_sync(relay, rt, event, via, in_flight.sync)
     if cfg.mode == "hybrid":

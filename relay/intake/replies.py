@@ -40,6 +40,14 @@ def queue_ack(cfg: Route, event_id: int, duplicate: bool) -> web.Response:
     return resp
 
 
+def filtered_answer(event_id: int, replayed: bool) -> web.Response:
+    """A sync or hybrid route's answer to an event a filter dropped (stored, not sent)."""
+    resp = web.json_response({"status": "filtered", "event_id": event_id})
+    if replayed:
+        resp.headers[REPLAYED] = "true"
+    return resp
+
+
 def answer(status: int, content_type: str | None, body: bytes, replayed: bool) -> web.Response:
     """A backend's answer passed on to a sender (``replayed``: to a duplicate)."""
     resp = web.Response(status=status, body=body, content_type=None)

@@ -75,7 +75,8 @@ async def store_event(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Ingest
     except StoreUnavailable as exc:
         rt.log.error("store_unavailable", key=event.key, error=str(exc))
         return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
-    relay.backlog.ingested(rt.cfg.name, got)
+    if event.filtered is None:  # a dropped event is no work for the backlog
+        relay.backlog.ingested(rt.cfg.name, got)
     if relay.tracing is not None and not got.first:
         relay.tracing.link(got.stored_trace)  # to the first copy's trace
     return got

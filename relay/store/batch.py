@@ -168,8 +168,9 @@ class GroupCommitter(Generic[T, R]):
 # --- one batch of ingests -------------------------------------------------------
 
 Key = tuple[str, str]  # (route, key)
-# A new delivery: (event id, route, upstream, ordering key).
-NewDelivery = tuple[int, str, str, str | None]
+# A new delivery: (event id, route, upstream, ordering key, the filter rule that
+# dropped it: None for one to deliver).
+NewDelivery = tuple[int, str, str, str | None, str | None]
 
 
 @dataclass(slots=True)
@@ -207,7 +208,8 @@ class IngestBatch:
             event_id = int(row["id"])
             if row["claim_token"] == self.token:
                 todo.deliveries += [
-                    (event_id, route, up, first.ordering_key) for up in first.upstreams
+                    (event_id, route, up, first.ordering_key, first.filtered)
+                    for up in first.upstreams
                 ]
                 continue
             if first.revive_dead:

@@ -14,8 +14,18 @@ from typing import Literal
 
 Clock = Callable[[], float]
 
-DeliveryState = Literal["pending", "in_flight", "delivered", "dead", "stale"]
-DELIVERY_STATES: tuple[DeliveryState, ...] = ("pending", "in_flight", "delivered", "dead", "stale")
+DeliveryState = Literal["pending", "in_flight", "delivered", "dead", "stale", "filtered"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = (
+    "pending",
+    "in_flight",
+    "delivered",
+    "dead",
+    "stale",
+    "filtered",
+)
+# What a bulk replay puts back to pending: dead and stale unless one state is named
+# (filtered ones only when asked for: a filter dropped them on purpose).
+REPLAYABLE: tuple[DeliveryState, ...] = ("dead", "stale", "filtered")
 # Sync-mode events carry their own state: claimed and being forwarded, or done.
 SyncState = Literal["in_flight", "completed"]
 Header = tuple[str, str]
@@ -65,6 +75,8 @@ class NewEvent:
     ordering_key: str | None = None
     version: str | None = None
     trace: str | None = None  # the ingest span's traceparent (tracing.enabled)
+    # The filter rule that dropped it: its deliveries are stored ``filtered``, not sent.
+    filtered: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from relay.store.base import (
     Store,
     StoredResponse,
 )
-from relay.store.migrate import load_migrations
+from relay.store.migrate import load_migrations, migrate_sqlite
 from relay.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -627,3 +627,48 @@ async def test_sqlite_one_process_per_file_and_recovery_of_orphaned_leases(
         )  # the dead holder's late answer is fenced off
     finally:
         await reopened.close()
+
+
+async def test_a_store_from_before_filters_is_rebuilt_with_every_row_kept(tmp_path: Path) -> None:
+    """0006 rebuilds deliveries and attempts (SQLite cannot change a CHECK in place):
+    rows, ids and the cascade from events through deliveries to attempts survive."""
+    path = tmp_path / "relay.db"
+    older = [m for m in load_migrations("relay.store.sqlite", "migrations") if m.version <= 5]
+    with _raw(path) as raw:
+        raw.execute("PRAGMA foreign_keys = ON")
+        migrate_sqlite(raw, older, now=1.0)
+        raw.execute(
+            "INSERT INTO events (id, route, key, key_source, fingerprint, method, path, query,"
+            " headers, body, received_at, last_seen_at) VALUES (7, 'orders', 'k', 'sha256',"
+            " 'fp', 'POST', '/', '', '[]', x'00', 1, 1)"
+        )
+        raw.execute(
+            "INSERT INTO deliveries (id, event_id, route, upstream, state, attempts, reason,"
+            " created_at, updated_at) VALUES (41, 7, 'orders', 'http://a/', 'dead', 3, 'gone', 1, 1)"
+        )
+        raw.execute(
+            "INSERT INTO attempts (id, delivery_id, started_at, duration_ms, status, error,"
+            " answer) VALUES (90, 41, 1, 2.5, 500, NULL, x'6f6b')"
+        )
+    store = SQLiteStore(path)
+    await store.open()
+    info = await store.get_event(7)
+    assert info is not None
+    assert [(d.id, d.state, d.attempts, d.reason) for d in info.deliveries] == [
+        (41, "dead", 3, "gone")
+    ]
+    assert [(a.delivery_id, a.status, a.answer) for a in info.attempts] == [(41, 500, b"ok")]
+    got = await store.ingest(event("new", upstreams=(UP_A,), filtered="ping"))
+    new = await store.get_event(got.event_id)
+    assert new is not None and [(d.state, d.reason) for d in new.deliveries] == [
+        ("filtered", "ping")
+    ]
+    assert new.deliveries[0].id > 41  # AUTOINCREMENT carried on
+    await store.close()
+    with _raw(path) as raw:
+        raw.execute("PRAGMA foreign_keys = ON")
+        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+        raw.execute("DELETE FROM events WHERE id = 7")
+        assert raw.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
+        assert not {t for t in tables if t.endswith("_v5")}

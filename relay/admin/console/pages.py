@@ -156,7 +156,7 @@ async def _event_list(request: web.Request, template: str, state: str | None) ->
             "searched": searched,
             "api_url": "/api/v1/events" + (f"?{urlencode(api)}" if api else ""),
             "routes": sorted(rt.cfg.name for rt in request.config_dict[RELAY].routes.values()),
-            "states": ("pending", "in_flight", "delivered", "dead", "stale"),
+            "states": ("pending", "in_flight", "delivered", "dead", "stale", "filtered"),
             "replayed": request.rel_url.query.get("replayed"),
         },
     )

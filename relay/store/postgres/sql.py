@@ -91,10 +91,12 @@ def ingest_params(
 
 INSERT_DELIVERIES = (
     "INSERT INTO deliveries (event_id, route, upstream, ordering_key, state, attempts,"
-    " next_attempt_at, created_at, updated_at)"
-    " SELECT d.event_id, d.route, d.upstream, d.ordering_key, 'pending', 0, $5, $5, $5"
-    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])"
-    " AS d(event_id, route, upstream, ordering_key)"
+    " next_attempt_at, created_at, updated_at, reason)"
+    " SELECT d.event_id, d.route, d.upstream, d.ordering_key,"
+    " CASE WHEN d.filtered IS NULL THEN 'pending' ELSE 'filtered' END, 0,"
+    " CASE WHEN d.filtered IS NULL THEN $6::float8 END, $6::float8, $6::float8, d.filtered"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])"
+    " AS d(event_id, route, upstream, ordering_key, filtered)"
 )
 
 REVIVE = (

@@ -154,7 +154,7 @@ PURGE_EXPIRED = (
     " WHERE e.last_seen_at < max(:seen, :dead) AND ("
     f"  (e.sync_state IS NULL AND {NO_OPEN_WORK} AND ("
     "   (e.last_seen_at < :seen AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
-    "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale')))"
+    "     WHERE d.event_id = e.id AND d.state NOT IN ('delivered', 'stale', 'filtered')))"
     "   OR (e.last_seen_at < :dead AND EXISTS (SELECT 1 FROM deliveries AS d"
     "     WHERE d.event_id = e.id AND d.state = 'dead'))))"
     "  OR (e.sync_state = 'completed' AND e.last_seen_at < :seen)"

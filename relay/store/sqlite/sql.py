@@ -72,22 +72,25 @@ def ingest_events(rows: int) -> str:
     )
 
 
-DELIVERY_PARAMS = 7
+DELIVERY_PARAMS = 9
 
 
 @lru_cache(maxsize=64)
 def insert_deliveries(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, 'pending', 0, ?, ?, ?)"] * rows)
+    values = ", ".join(["(?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"] * rows)
     return (
         "INSERT INTO deliveries (event_id, route, upstream, ordering_key, state, attempts,"
-        f" next_attempt_at, created_at, updated_at) VALUES {values}"
+        f" next_attempt_at, created_at, updated_at, reason) VALUES {values}"
     )
 
 
-def delivery_params(rows: Iterable[tuple[int, str, str, str | None]], now: float) -> list[Any]:
+def delivery_params(
+    rows: Iterable[tuple[int, str, str, str | None, str | None]], now: float
+) -> list[Any]:
     params: list[Any] = []
-    for event_id, route, upstream, ordering_key in rows:
-        params += [event_id, route, upstream, ordering_key, now, now, now]
+    for event_id, route, upstream, ordering_key, filtered in rows:
+        state, due = ("pending", now) if filtered is None else ("filtered", None)
+        params += [event_id, route, upstream, ordering_key, state, due, now, now, filtered]
     return params
 
 
