@@ -42,6 +42,7 @@ RUNNERS: dict[str, Scenario] = {
     "B0": scen_baseline.b0,
     "B1": scen_baseline.b1,
     "Q1": scen_ingest.q1,
+    "F1": scen_ingest.f1,
     "L1": scen_ingest.l1,
     "Q2": scen_ingest.q2,
     "Q3": scen_delivery.q3,

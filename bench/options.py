@@ -13,6 +13,7 @@ SCENARIOS: dict[str, str] = {
     "B0": "direct to the backend (one aiohttp process)",
     "B1": "naive aiohttp forwarding proxy, no store",
     "Q1": "queue mode, unique 1 KiB events, durable ack",
+    "F1": "Q1 with five filter rules on the route (none met)",
     "L1": "Q1 at half its peak rate (ack latency)",
     "Q2": "queue mode, duplicates only (pre-seeded keys)",
     "Q3": "queue mode, ingest and delivery at once",

@@ -30,6 +30,19 @@ class RouteSpec:
     timeout_total: str | None = None
     dedupe: Literal["enforce", "shadow"] = "enforce"
     storage_url: str | None = None  # default: the SQLite file
+    filtered: bool = False  # five filter rules, none of which the bench's events meet
+
+
+# Five rules of every kind, none met by the bench's events, so each is evaluated in
+# full (the JSON ones parse the body, which Q1's header key never needs).
+FILTERS: tuple[str, ...] = (
+    "{name: ping, when: {header: {X-GitHub-Event: {eq: ping}}}, action: drop}",
+    '{name: test, when: {json: {"$.livemode": {eq: false}}}, action: drop}',
+    '{name: types, when: {json: {"$.type": {in: [a.b, c.d, e.f]}}}, action: drop}',
+    '{name: invoices, when: {json: {"$.type": {matches: "^invoice\\\\."}}}, action: drop}',
+    "{name: combo, when: {all: [{query: {t: {exists: true}}}, {not: {header: {X-A: {eq: b}}}}]},"
+    " action: drop}",
+)
 
 
 def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, workers: int = 0) -> str:
@@ -53,6 +66,8 @@ def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, worker
         lines.append(f"    dedupe: {spec.dedupe}")
     if spec.timeout_total is not None:
         lines.append(f"    timeout: {{total: {spec.timeout_total}}}")
+    if spec.filtered:
+        lines += ["    filters:", *(f"      - {rule}" for rule in FILTERS)]
     return "\n".join(lines) + "\n"
 
 

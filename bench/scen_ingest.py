@@ -16,14 +16,23 @@ DUP_KEYS = 100
 
 
 def hanging_relay(
-    ctx: Context, name: str, stack: ExitStack, storage_url: str | None = None
+    ctx: Context,
+    name: str,
+    stack: ExitStack,
+    storage_url: str | None = None,
+    *,
+    filtered: bool = False,
 ) -> relayproc.Relay:
     """A queue route whose upstream holds every request: the dispatcher's 16
     attempts wait, so the relay spends its time on ingest alone."""
     folder = ctx.folder(name)
     backend = servers.backend_in(stack, folder)
     spec = relayproc.RouteSpec(
-        "queue", backend.url(HANG_PATH), timeout_total="1h", storage_url=storage_url
+        "queue",
+        backend.url(HANG_PATH),
+        timeout_total="1h",
+        storage_url=storage_url,
+        filtered=filtered,
     )
     return relayproc.start_in(stack, ctx, folder, spec)
 
@@ -43,6 +52,15 @@ def q1(ctx: Context) -> list[Row]:
         load = wrk.Load(relay.url, prefix=ctx.prefix("Q1"))
         result = loadgen.measure(ctx, "Q1", load, profiled=relay.proc)
         return [rows.from_wrk("Q1", result, relay.proc, _batch_note(relay))]
+
+
+def f1(ctx: Context) -> list[Row]:
+    """Q1 with five filter rules on the route, none met: what filtering costs."""
+    with ExitStack() as stack:
+        relay = hanging_relay(ctx, "F1", stack, filtered=True)
+        load = wrk.Load(relay.url, prefix=ctx.prefix("F1"))
+        result = loadgen.measure(ctx, "F1", load, profiled=relay.proc)
+        return [rows.from_wrk("F1", result, relay.proc, "five rules, none met")]
 
 
 def l1(ctx: Context) -> list[Row]:

@@ -56,6 +56,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 f"    retry {r.retry.max_attempts} attempts within {format_duration(r.retry.max_age)};"
                 f" concurrency {r.concurrency}; max pending {r.max_pending}"
             )
+        if r.filters:
+            rules = ", ".join(f"{f.name} ({f.action})" for f in r.filters)
+            print(f"    filters {rules}")
     for warning in cfg.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     return 0
