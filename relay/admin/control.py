@@ -142,7 +142,7 @@ def _upstream(request: web.Request, rt: RouteRuntime) -> str:
         return ""
     # As configured, or as shown (the status, the console and the logs hide the
     # query's values): the one upstream of the route it names.
-    named = [u for u in rt.cfg.upstreams if given in (u, shown_url(u))]
+    named = [u for u in rt.cfg.served if given in (u, shown_url(u))]
     if len(named) != 1:
         why = "no upstream" if not named else "several upstreams shown as"
         raise ApiError(404, "not_found", f"route {rt.cfg.name!r} has {why} {shown_url(given)!r}")
