@@ -151,7 +151,7 @@ async def replay_event(request: web.Request) -> web.Response:
     }
     if not n:
         out["message"] = (
-            "nothing to replay: no delivery is dead or stale (force=1 replays delivered ones too)"
+            "nothing to replay: no delivery is dead, stale or filtered (force=1 replays delivered ones too)"
             if not force
             else "nothing to replay: every delivery is in flight"
         )

@@ -322,3 +322,10 @@ class EventFilter:
     since: float | None = None  # received_at >= since
     until: float | None = None  # received_at < until
     ids: tuple[int, ...] | None = None
+
+    def replay_states(self) -> list[DeliveryState]:
+        """What a replay puts back to pending: the state asked for; else dead and stale,
+        and filtered too for events named by id (an operator picked each of them)."""
+        if self.state in REPLAYABLE:
+            return [self.state]
+        return list(REPLAYABLE) if self.ids is not None else ["dead", "stale"]

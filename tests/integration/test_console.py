@@ -134,7 +134,7 @@ async def test_posts_need_the_session_csrf_token_even_on_loopback(
     admin = await make_admin(public)
     event_id = await dead_event(public, admin, "k1")
     html = await page(admin, f"/ui/events/{event_id}/replay")
-    assert "<strong>1</strong> dead or stale deliveries" in html
+    assert "<strong>1</strong> dead, stale or filtered deliveries" in html
     token = csrf_of(html)
     target = f"/ui/events/{event_id}/replay"
     for form in ({}, {"csrf": "0" * 32}):

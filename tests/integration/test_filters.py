@@ -125,3 +125,20 @@ async def test_sync_and_hybrid_routes_answer_filtered(
             (upstream.url(path.replace("/hooks", "")), "filtered", "ping")
         ]
     assert upstream.seen == []
+
+
+async def test_one_filtered_event_is_replayed_by_its_id(
+    make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
+) -> None:
+    client = await make_relay(route(upstream, filters=[PING]))
+    admin = await make_admin(client)
+    event_id = (await (await send(client, "one", "ping")).json())["event_id"]
+    await deliveries(client, event_id, "filtered")
+    # A bulk replay without a state leaves what a filter dropped alone.
+    bulk = await admin.post("/api/v1/replay", json={"route": "orders", "reason": "dead ones"})
+    assert (await bulk.json())["requeued"] == 0
+    json_type = {"Content-Type": "application/json"}
+    resp = await admin.post(f"/api/v1/events/{event_id}/replay", headers=json_type)
+    assert resp.status == 200, await resp.text()
+    await deliveries(client, event_id, "delivered")
+    assert upstream.keys() == ["one"]

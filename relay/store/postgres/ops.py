@@ -18,7 +18,6 @@ from relay.store.base import (
 )
 from relay.store.postgres import ops_sql as q
 from relay.store.postgres.pool import Database, affected
-from relay.store.records import REPLAYABLE
 
 
 class PostgresOperations:
@@ -64,7 +63,7 @@ class PostgresOperations:
     async def requeue(self, flt: EventFilter) -> int:
         params: list[Any] = []
         where = q.filter_sql(flt, params)
-        states = [flt.state] if flt.state in REPLAYABLE else ["dead", "stale"]
+        states = flt.replay_states()
         params += [states, self.clock()]
         n = len(params)
         return await self.db.run(q.requeue(where, f"${n - 1}", f"${n}"), *params)
@@ -86,7 +85,7 @@ class PostgresOperations:
         if force:
             params.append(self.clock())
             return await self._preview(q.requeue_all(where, f"${len(params)}"), params)
-        states = [flt.state] if flt.state in REPLAYABLE else ["dead", "stale"]
+        states = flt.replay_states()
         params += [states, self.clock()]
         n = len(params)
         return await self._preview(q.requeue(where, f"${n - 1}", f"${n}"), params)

@@ -17,7 +17,6 @@ from relay.store.base import (
     UpstreamCounts,
 )
 from relay.store.common_sql import Driver
-from relay.store.records import REPLAYABLE
 from relay.store.sqlite import ops_sql as q
 from relay.store.sqlite.thread import SQLiteAccess
 
@@ -71,7 +70,7 @@ class SQLiteOperations(SQLiteAccess):
 
     async def requeue(self, flt: EventFilter) -> int:
         where, params = await self._where(flt)
-        states = [flt.state] if flt.state in REPLAYABLE else ["dead", "stale"]
+        states = flt.replay_states()
         now = self.clock()
         return await self._one(q.requeue(where, len(states)), [now, now, now, *states, *params])
 
@@ -92,7 +91,7 @@ class SQLiteOperations(SQLiteAccess):
         where, params = await self._where(flt)
         if force:
             return await self._preview(q.preview_deliveries(q.requeue_all_rows(where)), params)
-        states = [flt.state] if flt.state in REPLAYABLE else ["dead", "stale"]
+        states = flt.replay_states()
         rows = q.requeue_rows(where, len(states))
         return await self._preview(q.preview_deliveries(rows), [*states, *params])
 
