@@ -258,6 +258,12 @@ TLS_ERRORS: Final = (TLS_VERIFY_FAILED, TLS_CLIENT_CERT_REFUSED)
 PROBE_WAIT: Final = 2.0
 
 
+def _about_certificates(why: object) -> bool:
+    """An alert or error text that names a certificate (ours refused, or its CA unknown)."""
+    text = str(why).upper()
+    return "CERTIFICATE" in text or "UNKNOWN_CA" in text
+
+
 def tls_reason(error: str | None) -> str | None:
     """``tls_verify_failed`` or ``tls_client_cert_refused`` if that is why an attempt failed."""
     if error is None:
@@ -290,7 +296,7 @@ async def refuses_us(url: URL, target: Target) -> bool:
     except TimeoutError:
         return False  # waiting for our request: the certificate was fine
     except OSError as exc:  # ssl.SSLError among them: an alert
-        return "CERTIFICATE" in str(exc).upper() or "UNKNOWN_CA" in str(exc).upper()
+        return _about_certificates(exc)
     finally:
         writer.close()
     return first == b""
@@ -378,9 +384,8 @@ async def send(
     except aiohttp.ClientConnectorCertificateError as exc:
         return done(error=_cert_error(exc))
     except aiohttp.ClientConnectorSSLError as exc:
-        why = str(exc.os_error)
-        refused = "CERTIFICATE" in why.upper() or "UNKNOWN_CA" in why.upper()
-        return done(error=f"{TLS_CLIENT_CERT_REFUSED if refused else 'tls'}: {why}"[:200])
+        code = TLS_CLIENT_CERT_REFUSED if _about_certificates(exc.os_error) else "tls"
+        return done(error=f"{code}: {exc.os_error}"[:200])
     except aiohttp.ClientConnectorError as exc:
         return done(error=f"connect: {exc.os_error.strerror or exc.os_error}")
     except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:

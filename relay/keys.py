@@ -123,17 +123,19 @@ class Payload:
         return self._sha256
 
 
-def _walk(doc: Any, path: tuple[PathPart, ...]) -> Any:
+def walk(doc: Any, path: tuple[PathPart, ...], missing: Any = None) -> Any:
+    """The value at ``path`` in a parsed body; ``missing`` when there is none (a JSON
+    null is a value: filters tell ``exists`` from absent)."""
     node = doc
     for part in path:
         if isinstance(part, int):
             if not isinstance(node, list) or part >= len(node):
-                return None
+                return missing
+            node = node[part]
+        elif isinstance(node, dict) and part in node:
             node = node[part]
         else:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(part)
+            return missing
     return node
 
 
@@ -185,7 +187,7 @@ def extract(source: KeySource, payload: Payload) -> str | None:
         value = payload.query.get(source.name)
     else:
         doc = payload.json()
-        value = None if doc is INVALID_JSON else _scalar(_walk(doc, source.path))
+        value = None if doc is INVALID_JSON else _scalar(walk(doc, source.path))
     if value is None:
         return None
     value = value.strip()

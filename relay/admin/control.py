@@ -221,6 +221,8 @@ def breakers(relay: Relay) -> list[dict[str, Any]]:
     found: list[tuple[str, str, State]] = []
     tls: dict[tuple[str, str], str] = {}
     for family in relay.metrics.registry.collect():
+        if family.name not in ("relay_upstream_tls_failing", "relay_upstream_breaker_state"):
+            continue
         for sample in family.samples:
             route, upstream = sample.labels.get("route", ""), sample.labels.get("upstream", "")
             if family.name == "relay_upstream_tls_failing" and sample.value:

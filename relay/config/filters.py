@@ -18,7 +18,6 @@ Where = Literal["header", "query", "json"]
 Op = Literal["eq", "in", "exists", "matches"]
 WHERES: Final[tuple[Where, ...]] = ("header", "query", "json")
 OPS: Final[tuple[Op, ...]] = ("eq", "in", "exists", "matches")
-Scalar = str | int | float | bool | None
 
 
 @dataclass(frozen=True, slots=True)

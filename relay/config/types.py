@@ -251,7 +251,7 @@ class Route:
     rate_limit: RateLimit | None = None
     hybrid: HybridConfig = HybridConfig()
     dedupe: Dedupe = "enforce"
-    # Every upstream's and alternate's settings (a bare URL's too), by URL.
+    # The settings of upstreams and alternates given as objects (a bare URL has none).
     endpoints: tuple[Upstream, ...] = ()
     # Named upstreams a filter may send an event to instead of ``upstreams``.
     alternates: tuple[str, ...] = ()
@@ -262,9 +262,6 @@ class Route:
     def served(self) -> tuple[str, ...]:
         """Every URL this route may deliver to: its upstreams, then its alternates."""
         return self.upstreams + self.alternates
-
-    def endpoint(self, url: str) -> Upstream | None:
-        return next((e for e in self.endpoints if e.url == url), None)
 
     @property
     def queued(self) -> bool:

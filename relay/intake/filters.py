@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from relay.config.filters import AllOf, AnyOf, Condition, FilterRule, Not, Test, pattern
-from relay.keys import INVALID_JSON, Number, PathPart, Payload
+from relay.keys import INVALID_JSON, Number, Payload, walk
 
 _ABSENT = object()
 
@@ -37,27 +37,13 @@ def _values(payload: Payload, test: Test) -> list[Any]:
     JSON value at the path; empty when absent."""
     if test.where == "json":
         doc = payload.json()
-        found = _ABSENT if doc is INVALID_JSON else _walk(doc, test.path)
+        found = _ABSENT if doc is INVALID_JSON else walk(doc, test.path, _ABSENT)
         return [] if found is _ABSENT else [found]
     source: Any = payload.headers if test.where == "header" else payload.query
     getall = getattr(source, "getall", None)
     if getall is not None:
         return list(getall(test.name, []))
     return [] if test.name not in source else [source[test.name]]
-
-
-def _walk(doc: Any, path: tuple[PathPart, ...]) -> Any:
-    node = doc
-    for part in path:
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                return _ABSENT
-            node = node[part]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return _ABSENT
-    return node
 
 
 def _test(test: Test, payload: Payload) -> bool:

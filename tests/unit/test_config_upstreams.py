@@ -115,7 +115,7 @@ def test_alternates_need_names_and_distinct_urls(tmp_path: Path) -> None:
         doc(UP, alternates=[{"name": "billing", "url": "http://billing/x"}]), env={}, base=tmp_path
     ).routes[0]
     assert ok.served == (UP, "http://billing/x")
-    assert ok.endpoint("http://billing/x") == Upstream("http://billing/x", "billing")
+    assert ok.endpoints == (Upstream("http://billing/x", "billing"),)
 
 
 def test_a_reload_sees_rotated_secrets_and_certificates(tmp_path: Path) -> None:
