@@ -2,7 +2,8 @@
 
 A route names an ordered list of sources; the first one present in a request
 wins. ``json:`` paths are a small JSONPath subset: ``$.a.b``, ``$.a[0].b``,
-``$["odd key"]``.
+``$["odd key"]``. ``form:`` names a field of an ``application/x-www-form-urlencoded``
+body (its first value).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+from urllib.parse import parse_qsl
 
-KeyKind = Literal["header", "json", "query", "sha256"]
+KeyKind = Literal["header", "json", "query", "form", "sha256"]
 PathPart = str | int
 
 # Keys are stored and indexed; an absurdly long header must not bloat the index.
 MAX_KEY_LENGTH: Final = 256
+# A form a provider posts has a few dozen fields; parsing stops well past that.
+MAX_FORM_FIELDS: Final = 1000
+FORM_TYPE: Final = "application/x-www-form-urlencoded"
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 header field name
@@ -63,13 +68,15 @@ def parse_json_path(text: str) -> tuple[PathPart, ...]:
 
 
 def parse_source(text: str) -> KeySource:
-    """``header:NAME``, ``json:PATH``, ``query:NAME`` or ``sha256``; ValueError otherwise."""
+    """``header:NAME``, ``json:PATH``, ``query:NAME``, ``form:NAME`` or ``sha256``;
+    ValueError otherwise."""
     if text == "sha256":
         return KeySource("sha256")
     kind, sep, arg = text.partition(":")
     if not sep or not arg:
         raise ValueError(
-            f"expected header:NAME, json:PATH, query:NAME or sha256, got {json.dumps(text)}"
+            "expected header:NAME, json:PATH, query:NAME, form:NAME or sha256,"
+            f" got {json.dumps(text)}"
         )
     if kind == "header":
         if not _TOKEN.fullmatch(arg):
@@ -77,10 +84,12 @@ def parse_source(text: str) -> KeySource:
         return KeySource("header", arg)
     if kind == "query":
         return KeySource("query", arg)
+    if kind == "form":
+        return KeySource("form", arg)
     if kind == "json":
         return KeySource("json", arg, parse_json_path(arg))
     raise ValueError(
-        f"unknown key source {json.dumps(kind)} (expected header, json, query or sha256)"
+        f"unknown key source {json.dumps(kind)} (expected header, json, query, form or sha256)"
     )
 
 
@@ -101,6 +110,7 @@ class Payload:
     _json: Any = field(default=None, init=False)
     _json_done: bool = field(default=False, init=False)
     _sha256: str | None = field(default=None, init=False)
+    _form: Mapping[str, str] | None = field(default=None, init=False)
 
     def json(self) -> Any:
         """The parsed body, or ``INVALID_JSON``. Numbers stay the text they were sent
@@ -116,6 +126,26 @@ class Payload:
                 # Not JSON (or absurdly deep): json: sources are simply absent.
                 self._json = INVALID_JSON
         return self._json
+
+    def form(self) -> Mapping[str, str]:
+        """The body's form fields (each name's first value); empty unless the body is
+        ``application/x-www-form-urlencoded`` UTF-8 within ``MAX_FORM_FIELDS``."""
+        if self._form is None:
+            found: dict[str, str] = {}
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.partition(";")[0].strip().lower() == FORM_TYPE:
+                try:
+                    pairs = parse_qsl(
+                        self.body.decode("utf-8"),
+                        keep_blank_values=True,
+                        max_num_fields=MAX_FORM_FIELDS,
+                    )
+                except ValueError:  # not UTF-8, or too many fields: no form sources
+                    pairs = []
+                for name, value in pairs:
+                    found.setdefault(name, value)
+            self._form = found
+        return self._form
 
     def sha256(self) -> str:
         if self._sha256 is None:
@@ -185,6 +215,8 @@ def extract(source: KeySource, payload: Payload) -> str | None:
         value = payload.headers.get(source.name)
     elif source.kind == "query":
         value = payload.query.get(source.name)
+    elif source.kind == "form":
+        value = payload.form().get(source.name)
     else:
         doc = payload.json()
         value = None if doc is INVALID_JSON else _scalar(walk(doc, source.path))
@@ -210,12 +242,16 @@ SHA256: Final = KeySource("sha256")
 class Preset:
     keys: tuple[KeySource, ...]
     signature: str  # a scheme name in relay.signatures
+    # The provider's URL check the relay answers itself (relay.intake.handshakes).
+    handshake: str | None = None
 
 
 def _sources(*texts: str) -> tuple[KeySource, ...]:
     return tuple(parse_source(t) for t in texts)
 
 
+# Where a provider sends no id of its own, its key is the body's hash: a retry is
+# the same body, byte for byte.
 PRESETS: Final[Mapping[str, Preset]] = {
     "stripe": Preset(_sources("json:$.id"), "stripe"),
     "github": Preset(_sources("header:X-GitHub-Delivery"), "github"),
@@ -223,6 +259,21 @@ PRESETS: Final[Mapping[str, Preset]] = {
         _sources("header:X-Shopify-Event-Id", "header:X-Shopify-Webhook-Id"), "shopify"
     ),
     "standard-webhooks": Preset(_sources("header:webhook-id"), "standard-webhooks"),
-    "slack": Preset(_sources("json:$.event_id"), "slack"),
+    "slack": Preset(_sources("json:$.event_id"), "slack", "slack"),
     "generic": Preset(_sources("header:Idempotency-Key", "sha256"), "hmac-sha256"),
+    "razorpay": Preset(_sources("header:X-Razorpay-Event-Id"), "razorpay"),
+    "twilio": Preset(
+        _sources("header:I-Twilio-Idempotency-Token", "form:MessageSid", "form:CallSid"), "twilio"
+    ),
+    "asyncqueue": Preset(_sources("header:X-AsyncQueue-Task-Id", "json:$.taskId"), "hmac-sha256"),
+    "paddle": Preset(_sources("json:$.event_id"), "paddle"),
+    "square": Preset(_sources("json:$.event_id"), "square"),
+    "gitlab": Preset(_sources("header:Idempotency-Key", "header:X-Gitlab-Event-UUID"), "gitlab"),
+    "linear": Preset(_sources("header:Linear-Delivery"), "linear"),
+    "mailgun": Preset(_sources("json:$.event-data.id"), "mailgun"),
+    "zoom": Preset(_sources("sha256"), "zoom", "zoom"),
+    "meta": Preset(_sources("sha256"), "meta", "meta"),
+    "msgraph": Preset(_sources("sha256"), "msgraph", "msgraph"),
+    "x": Preset(_sources("sha256"), "x", "x"),
+    "dropbox": Preset(_sources("sha256"), "dropbox", "dropbox"),
 }

@@ -75,6 +75,7 @@ SERVING_FAMILIES: Final[tuple[str, ...]] = (
     "relay_deliveries_held",
     "relay_upstream_tls_failing",
     "relay_filtered",
+    "relay_handshakes",
     "relay_shadow_duplicates",
     "relay_shadow_mismatches",
     "relay_shadow_stale",
@@ -233,6 +234,13 @@ class Metrics:
             "Webhooks a filter rule dropped or sent to an alternate upstream (under dedupe:"
             " shadow: would have), by rule and action.",
             ["route", "rule", "action"],
+            registry=w,
+        )
+        self.handshakes = Counter(
+            "relay_handshakes_total",
+            "Provider URL checks the relay answered itself (never stored or forwarded),"
+            " by outcome (answered, refused).",
+            ["route", "provider", "outcome"],
             registry=w,
         )
         # dedupe: shadow: what enforcing would have done, while everything goes through.

@@ -54,6 +54,8 @@ class RouteRuntime:
     scheme: signatures.Scheme | None
     secrets: tuple[bytes, ...]
     log: Any
+    # Meta's subscription check: the tokens the operator typed in its dashboard.
+    verify_tokens: tuple[bytes, ...] = ()
     # What each upstream given as an object adds: headers, TLS (by URL).
     targets: dict[str, Target] = field(default_factory=dict)
     # Metric children by label, looked up once per route (labels() costs a lock).
@@ -91,6 +93,9 @@ class RouteRuntime:
             scheme=scheme,
             secrets=secrets,
             log=get_logger(route=cfg.name),
+            verify_tokens=tuple(
+                t.encode() for t in (() if cfg.handshake is None else cfg.handshake.verify_tokens)
+            ),
             targets={e.url: _target(e) for e in cfg.endpoints},
         )
 
@@ -187,6 +192,9 @@ class Relay:
         for r in routes:
             for rule in r.filters:  # at 0 from the start: increase() sees the first one
                 self.metrics.filtered.labels(r.name, rule.name, rule.action)
+            if r.handshake is not None:
+                for outcome in ("answered", "refused"):
+                    self.metrics.handshakes.labels(r.name, r.handshake.provider, outcome)
         self.metrics.set_certificates(
             (rt.cfg.name, url, file, at)
             for rt in self.routes.values()

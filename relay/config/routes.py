@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from relay.config import protection
 from relay.config.filters import parse_filters
@@ -20,6 +21,7 @@ from relay.config.types import (
     SCHEMES,
     STALE_ACTIONS,
     AckConfig,
+    HandshakeConfig,
     OnMismatch,
     OrderingConfig,
     Route,
@@ -33,6 +35,10 @@ from relay.config.upstreams import parse_upstreams
 from relay.config.validate import Section, Skip, show
 from relay.keys import PRESETS, KeySource, parse_source
 from relay.retry import RetryPolicy
+from relay.signatures import RESIGNABLE
+
+# Handshakes answered with the route's verify secret (Zoom's encryptedToken, X's CRC).
+_KEYED_HANDSHAKES = ("zoom", "x")
 
 _DEFAULT_KEYS: tuple[KeySource, ...] = (KeySource("header", "Idempotency-Key"), KeySource("sha256"))
 
@@ -71,6 +77,49 @@ def _verify(sec: Section, preset: str | None, env: Mapping[str, str], base: Path
     )
     sec.finish()
     return verify
+
+
+def _handshake(
+    sec: Section,
+    preset: str | None,
+    verify: VerifyConfig | None,
+    env: Mapping[str, str],
+    base: Path,
+) -> HandshakeConfig | None:
+    """The preset's handshake, with Meta's verify token from ``handshake:``."""
+    provider = PRESETS[preset].handshake if preset is not None and preset in PRESETS else None
+    tokens: tuple[str, ...] = ()
+    if sec.has("handshake"):
+        hs = sec.section("handshake")
+        tokens = read_secrets(hs, env, base, "verify_token")
+        if provider != "meta":
+            hs.error(None, "only the meta preset's subscription check takes a verify token")
+        hs.finish()
+    if provider == "meta" and not tokens and not sec.has("handshake"):
+        sec.error(
+            "handshake",
+            "meta's subscription check sends hub.verify_token: give handshake.verify_token_env,"
+            " _file or _credential (the token you typed in Meta's dashboard)",
+        )
+    if provider in _KEYED_HANDSHAKES and verify is None:
+        sec.error("verify", f"{provider} answers its URL check with the verify secret: add verify:")
+    return None if provider is None else HandshakeConfig(provider, tokens)
+
+
+def _public_url(sec: Section) -> str | None:
+    url = sec.text("public_url", None)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is no number
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        sec.error("public_url", f"expected an http(s) URL, got {show(url)}")
+    elif parts.query or parts.fragment:
+        sec.error("public_url", "takes no query: the one each request carries is appended")
+    return url
 
 
 def _required_text(sec: Section, key: str) -> str | None:
@@ -144,6 +193,10 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     resign = sec.flag("resign", False)
     if resign and verify is None:
         sec.error("resign", "needs verify: (the secret to re-sign with)")
+    elif resign and verify is not None and verify.scheme not in RESIGNABLE:
+        sec.error("resign", f"{verify.scheme} signatures cannot be re-signed (see the README)")
+    handshake = _handshake(sec, preset, verify, env, base)
+    public_url = _public_url(sec)
 
     r = sec.section("retry")
     retry = RetryPolicy(
@@ -212,6 +265,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         endpoints=tuple(u for u in endpoints + alternates if u != Upstream(u.url)),
         alternates=tuple(a.url for a in alternates),
         filters=filters,
+        handshake=handshake,
+        public_url=public_url,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Final, Literal
 from relay.config.filters import FilterRule
 from relay.keys import KeySource
 from relay.retry import RetryPolicy
+from relay.signatures import DEFAULT_HEADERS, URL_SIGNED
 
 Mode = Literal["queue", "sync", "hybrid"]
 Dedupe = Literal["enforce", "shadow"]
@@ -27,7 +28,7 @@ STALE_ACTIONS: tuple[StaleAction, ...] = ("drop", "deliver")
 ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
 ON_MISMATCH: tuple[OnMismatch, ...] = ("accept", "reject")
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
-SCHEMES = ("stripe", "github", "shopify", "slack", "standard-webhooks", "hmac-sha256")
+SCHEMES = tuple(DEFAULT_HEADERS)
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 DEFAULT_METHODS = ("POST",)
@@ -191,6 +192,15 @@ class StaleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HandshakeConfig:
+    """The provider's URL check the relay answers itself (the route's preset names it);
+    Meta's carries a verify token the operator chose."""
+
+    provider: str
+    verify_tokens: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyConfig:
     scheme: str
     secrets: tuple[str, ...] = field(repr=False)
@@ -257,6 +267,9 @@ class Route:
     alternates: tuple[str, ...] = ()
     # Ordered: the first rule whose condition holds drops or reroutes the event.
     filters: tuple[FilterRule, ...] = ()
+    handshake: HandshakeConfig | None = None
+    # The URL senders call, as they see it (before any proxy): Twilio and Square sign it.
+    public_url: str | None = None
 
     @property
     def served(self) -> tuple[str, ...]:
@@ -292,10 +305,18 @@ class Config:
 
     def warnings(self) -> tuple[str, ...]:
         """What is valid but probably not meant: said by check-config and at start."""
-        return tuple(
+        unsigned = tuple(
             f"route {r.name!r}: preset {r.preset!r} but no verify: section, so unsigned"
             " (forged) events are accepted; add verify: {secret_env: ...} with the"
             " sender's signing secret"
             for r in self.routes
             if r.preset is not None and r.verify is None
         )
+        guessed = tuple(
+            f"route {r.name!r}: {r.verify.scheme} signs the URL the sender called; without"
+            " public_url it is rebuilt from the request (its Host, or the X-Forwarded-*"
+            " of a trusted proxy), which a proxy in between may change"
+            for r in self.routes
+            if r.verify is not None and r.verify.scheme in URL_SIGNED and r.public_url is None
+        )
+        return unsigned + guessed

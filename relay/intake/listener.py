@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 import aiohttp
 from aiohttp import web
 
-from relay import keys, signatures
+from relay import keys
 from relay.config import Route
 from relay.config.filters import FilterRule
 from relay.forward import Via, clean_headers, is_trusted, with_forwarded
-from relay.intake import filters, hybrid, sync
+from relay.intake import checks, filters, handshakes, hybrid, sync
 from relay.intake.queue import handle_filtered, handle_queue
 from relay.intake.replies import STORE_RETRY_AFTER, Reply, error, reject
 from relay.runtime import RELAY, Relay, RouteRuntime
@@ -64,12 +64,18 @@ async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
         return reject(400, "body_incomplete", f"could not read the body: {type(exc).__name__}")
 
 
-def _verify(rt: RouteRuntime, headers: Mapping[str, str], body: bytes) -> str | None:
-    if rt.scheme is None or rt.cfg.verify is None:
-        return None
-    return signatures.verify(
-        rt.scheme, rt.secrets, headers, body, now=time.time(), tolerance=rt.cfg.verify.tolerance
-    )
+def _backpressure(relay: Relay, cfg: Route) -> Reply | None:
+    if cfg.queued and relay.backlog.full(cfg.name, cfg.max_pending):
+        return reject(
+            503, "backpressure", "too many undelivered events", retry_after=BACKPRESSURE_RETRY_AFTER
+        )
+    return None
+
+
+def method_not_allowed(cfg: Route) -> web.Response:
+    resp = error(405, "method_not_allowed", f"use {', '.join(cfg.methods)}")
+    resp.headers["Allow"] = ", ".join(cfg.methods)
+    return resp
 
 
 def _ordering_key(cfg: Route, payload: keys.Payload) -> str | None:
@@ -110,25 +116,42 @@ def _upstreams(cfg: Route, rule: FilterRule | None) -> tuple[str, ...]:
     return cfg.upstreams if cfg.queued or rule is not None else ()
 
 
-async def _accept(
-    request: web.Request, relay: Relay, rt: RouteRuntime, in_flight: InFlight
-) -> Reply:
+async def _admit(request: web.Request, relay: Relay, rt: RouteRuntime) -> keys.Payload | Reply:
+    """Limits, the body, a provider's check, backpressure and the signature: what a
+    request passes before it is keyed."""
     cfg = rt.cfg
     limit = relay.config.limits.max_header_bytes
     if header_bytes(request.raw_headers) > limit:
         # Bounded before anything is read, stored or forwarded.
         return reject(431, "headers_too_large", f"request headers over {limit} bytes")
-    if cfg.queued and relay.backlog.full(cfg.name, cfg.max_pending):
-        return reject(
-            503, "backpressure", "too many undelivered events", retry_after=BACKPRESSURE_RETRY_AFTER
-        )
+    # A route that answers a provider's check reads the body first: checks are never
+    # refused for a backlog they do not add to.
+    if cfg.handshake is None and (full := _backpressure(relay, cfg)) is not None:
+        return full
     body = await _read_body(request, relay)
     if isinstance(body, Reply):
         return body
-    if (why := _verify(rt, request.headers, body)) is not None:
-        relay.metrics.signature_failures.labels(cfg.name, why).inc()
-        return reject(401, "bad_signature", why)
     payload = keys.Payload(request.headers, request.query, body)
+    if cfg.handshake is not None:
+        if (shake := checks.handshake(request, relay, rt, payload)) is not None:
+            return shake
+        if request.method not in cfg.methods:  # a GET that is no check
+            return Reply(method_not_allowed(cfg), "rejected", reason="method_not_allowed")
+        if (full := _backpressure(relay, cfg)) is not None:
+            return full
+    if (why := checks.verify(request, relay, rt, body)) is not None:
+        return reject(401, "bad_signature", why)
+    return payload
+
+
+async def _accept(
+    request: web.Request, relay: Relay, rt: RouteRuntime, in_flight: InFlight
+) -> Reply:
+    cfg = rt.cfg
+    admitted = await _admit(request, relay, rt)
+    if isinstance(admitted, Reply):
+        return admitted
+    payload, body = admitted, admitted.body
     found = keys.resolve(cfg.keys, payload)
     if found is None:
         if cfg.require_key:
@@ -193,11 +216,10 @@ async def _handle(request: web.Request, relay: Relay) -> web.StreamResponse:
         relay.metrics.rejected.labels("", "no_route").inc()
         return error(404, "no_route", "no route for this path")
     cfg = rt.cfg
-    if request.method not in cfg.methods:
-        resp = error(405, "method_not_allowed", f"use {', '.join(cfg.methods)}")
-        resp.headers["Allow"] = ", ".join(cfg.methods)
+    provider = cfg.handshake.provider if cfg.handshake is not None else None
+    if request.method not in cfg.methods and not handshakes.takes(provider, request.method):
         relay.metrics.rejected.labels(cfg.name, "method_not_allowed").inc()
-        return resp
+        return method_not_allowed(cfg)
     if relay.draining:
         return error(503, "draining", "shutting down", retry_after=STORE_RETRY_AFTER)
     if relay.tracing is None:
@@ -222,6 +244,9 @@ async def _serve(
     finally:
         relay.active.discard(task)
     elapsed = time.perf_counter() - t0
+    if reply.outcome == checks.HANDSHAKE:
+        checks.handshake_done(relay, rt, reply, elapsed)
+        return reply.response
     status = reply.response.status
     rt.received(relay.metrics, reply.outcome).inc()
     if reply.reason is not None:

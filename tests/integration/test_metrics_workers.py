@@ -71,6 +71,7 @@ SINGLE_PROCESS_FAMILIES = [
     "relay_deliveries_held",
     "relay_upstream_tls_failing",
     "relay_filtered",
+    "relay_handshakes",
     "relay_shadow_duplicates",
     "relay_shadow_mismatches",
     "relay_shadow_stale",

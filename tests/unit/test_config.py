@@ -234,7 +234,8 @@ def test_verify_without_preset_needs_a_scheme() -> None:
     doc = doc_with(route(verify={"secret_env": "S"}))
     assert one_error(doc, env={"S": "x"}) == (
         "routes[0].verify.scheme: required when the route has no preset "
-        "(one of stripe, github, shopify, slack, standard-webhooks, hmac-sha256)"
+        "(one of stripe, github, shopify, slack, standard-webhooks, hmac-sha256, razorpay,"
+        " twilio, paddle, square, gitlab, linear, zoom, meta, mailgun, msgraph, x, dropbox)"
     )
 
 
@@ -378,16 +379,20 @@ def test_admin_token_from_a_file(tmp_path: Path) -> None:
 def test_unknown_preset() -> None:
     assert one_error(doc_with(route(preset="strip"))) == (
         "routes[0].preset: expected one of stripe, github, shopify, standard-webhooks, "
-        'slack, generic, got "strip"'
+        "slack, generic, razorpay, twilio, asyncqueue, paddle, square, gitlab, linear, "
+        'mailgun, zoom, meta, msgraph, x, dropbox, got "strip"'
     )
 
 
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("jsn:$.id", 'unknown key source "jsn" (expected header, json, query or sha256)'),
-        ("header:", 'expected header:NAME, json:PATH, query:NAME or sha256, got "header:"'),
-        ("id", 'expected header:NAME, json:PATH, query:NAME or sha256, got "id"'),
+        ("jsn:$.id", 'unknown key source "jsn" (expected header, json, query, form or sha256)'),
+        (
+            "header:",
+            'expected header:NAME, json:PATH, query:NAME, form:NAME or sha256, got "header:"',
+        ),
+        ("id", 'expected header:NAME, json:PATH, query:NAME, form:NAME or sha256, got "id"'),
         ("header:X Key", 'invalid header name "X Key"'),
         ("json:id", "JSON path must start with '$', got 'id'"),
         ("json:$", "JSON path '$' names no field"),
@@ -722,11 +727,63 @@ def test_the_smallest_config() -> None:
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_each_preset_sets_keys_and_verify_scheme(preset: str) -> None:
-    doc = doc_with(route(preset=preset, verify={"secret_env": "S"}))
-    r = from_mapping(doc, env={"S": "secret"}).routes[0]
+    extra = {"handshake": {"verify_token_env": "T"}} if preset == "meta" else {}
+    doc = doc_with(route(preset=preset, verify={"secret_env": "S"}, **extra))
+    r = from_mapping(doc, env={"S": "secret", "T": "token"}).routes[0]
     assert r.keys == PRESETS[preset].keys
     assert r.verify is not None
     assert r.verify.scheme == PRESETS[preset].signature
+    handshake = PRESETS[preset].handshake
+    assert (r.handshake and r.handshake.provider) == handshake
+
+
+def test_handshake_settings_are_checked() -> None:
+    meta = doc_with(route(preset="meta", verify={"secret_env": "S"}))
+    assert one_error(meta, env={"S": "s"}).startswith(
+        "routes[0].handshake: meta's subscription check sends hub.verify_token"
+    )
+    token = {"handshake": {"verify_token_env": "T"}}
+    doc = doc_with(route(preset="slack", verify={"secret_env": "S"}, **token))
+    assert one_error(doc, env={"S": "s", "T": "t"}) == (
+        "routes[0].handshake: only the meta preset's subscription check takes a verify token"
+    )
+    assert one_error(doc_with(route(preset="zoom"))) == (
+        "routes[0].verify: zoom answers its URL check with the verify secret: add verify:"
+    )
+    ok = doc_with(route(preset="meta", verify={"secret_env": "S"}, **token))
+    r = from_mapping(ok, env={"S": "s", "T": " tok \n"}).routes[0]
+    assert r.handshake is not None and r.handshake.verify_tokens == ("tok",)
+    assert "tok" not in repr(r)
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("ftp://a/b", 'expected an http(s) URL, got "ftp://a/b"'),
+        ("https:///b", 'expected an http(s) URL, got "https:///b"'),
+        ("https://a:x/b", 'expected an http(s) URL, got "https://a:x/b"'),
+        ("https://a/b?x=1", "takes no query: the one each request carries is appended"),
+    ],
+)
+def test_public_url_is_checked(url: str, error: str) -> None:
+    doc = doc_with(route(preset="twilio", verify={"secret_env": "S"}, public_url=url))
+    assert one_error(doc, env={"S": "s"}) == f"routes[0].public_url: {error}"
+
+
+def test_url_signed_scheme_without_public_url_is_warned_about() -> None:
+    doc = doc_with(route(preset="square", verify={"secret_env": "S"}))
+    (warning,) = from_mapping(doc, env={"S": "s"}).warnings()
+    assert "square signs the URL the sender called; without public_url" in warning
+    doc = doc_with(route(preset="square", verify={"secret_env": "S"}, public_url="https://a/h"))
+    assert from_mapping(doc, env={"S": "s"}).warnings() == ()
+
+
+@pytest.mark.parametrize("preset", ["twilio", "square", "gitlab", "mailgun", "msgraph", "linear"])
+def test_resign_needs_a_scheme_that_can_be_re_signed(preset: str) -> None:
+    doc = doc_with(route(preset=preset, verify={"secret_env": "S"}, resign=True))
+    assert one_error(doc, env={"S": "s"}) == (
+        f"routes[0].resign: {preset} signatures cannot be re-signed (see the README)"
+    )
 
 
 def test_explicit_keys_override_the_preset() -> None:

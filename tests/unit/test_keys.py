@@ -64,13 +64,25 @@ def test_parse_source(text: str, source: KeySource) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", 'expected header:NAME, json:PATH, query:NAME or sha256, got ""'),
-        ("id", 'expected header:NAME, json:PATH, query:NAME or sha256, got "id"'),
-        ("header:", 'expected header:NAME, json:PATH, query:NAME or sha256, got "header:"'),
-        ("query:", 'expected header:NAME, json:PATH, query:NAME or sha256, got "query:"'),
-        ("SHA256", 'expected header:NAME, json:PATH, query:NAME or sha256, got "SHA256"'),
-        ("body:$.id", 'unknown key source "body" (expected header, json, query or sha256)'),
-        ("Header:X-Id", 'unknown key source "Header" (expected header, json, query or sha256)'),
+        ("", 'expected header:NAME, json:PATH, query:NAME, form:NAME or sha256, got ""'),
+        ("id", 'expected header:NAME, json:PATH, query:NAME, form:NAME or sha256, got "id"'),
+        (
+            "header:",
+            'expected header:NAME, json:PATH, query:NAME, form:NAME or sha256, got "header:"',
+        ),
+        (
+            "query:",
+            'expected header:NAME, json:PATH, query:NAME, form:NAME or sha256, got "query:"',
+        ),
+        (
+            "SHA256",
+            'expected header:NAME, json:PATH, query:NAME, form:NAME or sha256, got "SHA256"',
+        ),
+        ("body:$.id", 'unknown key source "body" (expected header, json, query, form or sha256)'),
+        (
+            "Header:X-Id",
+            'unknown key source "Header" (expected header, json, query, form or sha256)',
+        ),
         ("header:X Id", 'invalid header name "X Id"'),
         ("header:X-Id:", 'invalid header name "X-Id:"'),
         ("json:id", "JSON path must start with '$', got 'id'"),
@@ -236,15 +248,56 @@ def test_preset_table() -> None:
         "standard-webhooks": ["header:webhook-id"],
         "slack": ["json:$.event_id"],
         "generic": ["header:Idempotency-Key", "sha256"],
+        "razorpay": ["header:X-Razorpay-Event-Id"],
+        "twilio": ["header:I-Twilio-Idempotency-Token", "form:MessageSid", "form:CallSid"],
+        "asyncqueue": ["header:X-AsyncQueue-Task-Id", "json:$.taskId"],
+        "paddle": ["json:$.event_id"],
+        "square": ["json:$.event_id"],
+        "gitlab": ["header:Idempotency-Key", "header:X-Gitlab-Event-UUID"],
+        "linear": ["header:Linear-Delivery"],
+        "mailgun": ["json:$.event-data.id"],
+        "zoom": ["sha256"],
+        "meta": ["sha256"],
+        "msgraph": ["sha256"],
+        "x": ["sha256"],
+        "dropbox": ["sha256"],
     }
-    assert {name: p.signature for name, p in PRESETS.items()} == {
-        "stripe": "stripe",
-        "github": "github",
-        "shopify": "shopify",
-        "standard-webhooks": "standard-webhooks",
-        "slack": "slack",
+    # Each provider signs with the scheme of its name, but the two generic ones.
+    assert {name: p.signature for name, p in PRESETS.items() if p.signature != name} == {
         "generic": "hmac-sha256",
+        "asyncqueue": "hmac-sha256",
     }
+    assert {name: p.handshake for name, p in PRESETS.items() if p.handshake} == {
+        n: n for n in ("slack", "zoom", "meta", "msgraph", "x", "dropbox")
+    }
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+
+
+def test_form_sources_read_a_form_body() -> None:
+    body = b"MessageSid=SM1&Body=caf%C3%A9+%E2%98%95&MessageSid=SM2&Empty="
+    p = Payload(FORM, {}, body)
+    assert extract(parse_source("form:MessageSid"), p) == "SM1"  # the first value
+    assert extract(parse_source("form:Body"), p) == "café ☕"
+    assert extract(parse_source("form:Empty"), p) is None  # empty is no key
+    assert extract(parse_source("form:Missing"), p) is None
+    # Not a form: the same bytes under another type, or not UTF-8, hold no fields.
+    assert extract(parse_source("form:MessageSid"), Payload({}, {}, body)) is None
+    assert extract(parse_source("form:a"), Payload(FORM, {}, b"a=\xff")) is None
+    many = b"&".join(b"f%d=1" % i for i in range(2000)) + b"&a=1"
+    assert extract(parse_source("form:a"), Payload(FORM, {}, many)) is None
+
+
+def test_twilio_preset_keys_on_the_token_then_the_sid() -> None:
+    body = b"MessageSid=SM1&AccountSid=AC1"
+    token = {**FORM, "I-Twilio-Idempotency-Token": "tok-1"}
+    assert preset_key("twilio", Payload(token, {}, body)) == (
+        "tok-1",
+        "header:I-Twilio-Idempotency-Token",
+    )
+    assert preset_key("twilio", Payload(FORM, {}, body)) == ("SM1", "form:MessageSid")
+    assert preset_key("twilio", Payload(FORM, {}, b"CallSid=CA1")) == ("CA1", "form:CallSid")
 
 
 def test_stripe_preset() -> None:
