@@ -278,3 +278,32 @@ async def test_a_url_signature_checked_against_the_wrong_url_says_which(
     assert resp.status == 401
     (line,) = [x for x in logs if x["event"] == "signature_url_checked"]
     assert line["url"].endswith("/hooks/twilio?k=[redacted]"), line["url"]
+
+
+async def test_behind_a_trusted_proxy_the_url_comes_from_its_forwarding_headers(
+    make_relay: RelayFactory, upstream: Backend
+) -> None:
+    settings: dict[str, Any] = {"preset": "twilio", "verify": {"secret_env": "SECRET"}}
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
+    sent = twilio_request(str(time.time_ns()))
+    via_proxy = Sent(sent.body, {**sent.headers, **forwarded})
+    trusting = await make_relay(
+        route(upstream, name="twilio", **settings),
+        env={"SECRET": SECRET},
+        trusted_proxies=["127.0.0.1/32"],
+    )
+    assert (await post(trusting, "twilio", via_proxy)).status == 202
+    elsewhere = Sent(sent.body, {**via_proxy.headers, "X-Forwarded-Host": "other.example.com"})
+    assert (await post(trusting, "twilio", elsewhere)).status == 401
+
+
+async def test_forwarding_headers_from_an_untrusted_peer_are_not_the_url(
+    make_relay: RelayFactory, upstream: Backend
+) -> None:
+    settings: dict[str, Any] = {"preset": "twilio", "verify": {"secret_env": "SECRET"}}
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
+    sent = twilio_request(str(time.time_ns()))
+    wary = await make_relay(route(upstream, name="twilio", **settings), env={"SECRET": SECRET})
+    assert (
+        await post(wary, "twilio", Sent(sent.body, {**sent.headers, **forwarded}))
+    ).status == 401
