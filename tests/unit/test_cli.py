@@ -255,3 +255,25 @@ def test_token_prints_a_new_token_long_enough_for_any_listener(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     short = check_config(tmp_path, "-c", str(file), environ=env(NEW_TOKEN=made[0][:31]))
     assert short.returncode == 1 and "wants at least 32" in short.stderr
+
+
+def test_handshakes_and_public_urls_are_listed_and_the_meta_token_never_shown(
+    tmp_path: Path,
+) -> None:
+    file = write(
+        tmp_path,
+        "routes:\n"
+        "  - name: meta\n    path: /meta\n    upstream: 'http://127.0.0.1:3000/m'\n"
+        "    preset: meta\n    verify: {secret_env: STRIPE_WEBHOOK_SECRET}\n"
+        "    handshake: {verify_token_env: META_TOKEN}\n"
+        "  - name: sms\n    path: /sms\n    upstream: 'http://127.0.0.1:3000/s'\n"
+        "    preset: twilio\n    verify: {secret_env: STRIPE_WEBHOOK_SECRET}\n"
+        "    public_url: 'https://hooks.example.com/sms'\n",
+    )
+    result = check_config(tmp_path, "-c", str(file), environ=env(META_TOKEN="meta-token-42"))
+    assert result.returncode == 0, result.stderr
+    assert "    handshake meta; public url rebuilt" in result.stdout.splitlines()
+    assert "    handshake none; public url https://hooks.example.com/sms" in result.stdout
+    assert "key header:I-Twilio-Idempotency-Token, form:MessageSid, form:CallSid" in result.stdout
+    assert "meta-token-42" not in result.stdout + result.stderr
+    assert_no_secrets(result)
