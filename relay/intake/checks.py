@@ -89,9 +89,11 @@ def handshake(
     if found is None:
         return None
     if provider in handshakes.SIGNED and (why := verify(request, relay, rt, payload.body)):
-        found = handshakes.Answer(401, json.dumps({"error": "bad_signature"}), "", why)
+        body = json.dumps({"error": "bad_signature", "message": why})
+        found = handshakes.Answer(401, body, handshakes.JSON, why)
     resp = web.Response(status=found.status, text=found.body, content_type=None)
-    resp.headers["Content-Type"] = found.content_type or handshakes.JSON
+    text = found.content_type == handshakes.TEXT
+    resp.headers["Content-Type"] = found.content_type + ("; charset=utf-8" if text else "")
     # An echoed challenge is a stranger's text: never to be sniffed into HTML, nor kept.
     resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["Cache-Control"] = "no-store"

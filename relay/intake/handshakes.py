@@ -46,8 +46,19 @@ class Keys:
     verify_tokens: Sequence[bytes] = ()
 
 
+_MESSAGES: Final = {
+    "challenge_too_long": f"the challenge is over {MAX_CHALLENGE} characters",
+    "no_plain_token": "payload.plainToken is missing",
+    "no_challenge": "the challenge is missing",
+    "no_validation_token": "validationToken is empty",
+    "no_crc_token": "crc_token is empty",
+    "verify_token_mismatch": "hub.verify_token is not the one configured",
+}
+
+
 def _refused(status: int, reason: str) -> Answer:
-    return Answer(status, json.dumps({"error": reason}), JSON, refused=reason)
+    body = json.dumps({"error": reason, "message": _MESSAGES[reason]})
+    return Answer(status, body, JSON, refused=reason)
 
 
 def _challenge(value: object) -> str | Answer | None:

@@ -149,6 +149,35 @@ def _npm_library_ok(provider: str, seen: Seen) -> bool:
     return True
 
 
+def zoom_request(n: str) -> Sent:
+    # developers.zoom.us/docs/api/webhooks/#verify-webhook-events
+    body = json.dumps({"event": "meeting.started", "event_ts": int(n)}).encode()
+    ts = str(int(time.time()))
+    digest = _mac(f"v0:{ts}:".encode() + body).hexdigest()
+    return Sent(body, {"x-zm-request-timestamp": ts, "x-zm-signature": f"v0={digest}"})
+
+
+def meta_request(n: str) -> Sent:
+    body = json.dumps({"object": "page", "entry": [{"id": n, "time": 1}]}).encode()
+    return Sent(body, {"X-Hub-Signature-256": "sha256=" + _mac(body).hexdigest()})
+
+
+def x_request(n: str) -> Sent:
+    body = json.dumps({"for_user_id": n, "tweet_create_events": []}).encode()
+    signature = "sha256=" + base64.b64encode(_mac(body).digest()).decode()
+    return Sent(body, {"X-Twitter-Webhooks-Signature": signature})
+
+
+def dropbox_request(n: str) -> Sent:
+    body = json.dumps({"list_folder": {"accounts": [n]}, "delta": {"users": [1]}}).encode()
+    return Sent(body, {"X-Dropbox-Signature": _mac(body).hexdigest()})
+
+
+def msgraph_request(n: str) -> Sent:
+    notification = {"subscriptionId": n, "clientState": SECRET, "changeType": "created"}
+    return Sent(json.dumps({"value": [notification]}).encode(), {})
+
+
 def _header(seen: Seen, name: str) -> str:
     return dict((k.lower(), v) for k, v in seen.headers)[name.lower()]
 
@@ -190,6 +219,18 @@ BACKEND_CHECKS: dict[str, Callable[[Seen], bool]] = {
     "asyncqueue": lambda s: hmac.compare_digest(
         _mac(s.body).hexdigest(), _header(s, "X-Signature")
     ),
+    # No library of their own: the documented formats, checked as a backend would.
+    "zoom": lambda s: (
+        _header(s, "x-zm-signature")
+        == "v0=" + _mac(f"v0:{_header(s, 'x-zm-request-timestamp')}:".encode() + s.body).hexdigest()
+    ),
+    "meta": lambda s: _header(s, "X-Hub-Signature-256") == "sha256=" + _mac(s.body).hexdigest(),
+    "x": lambda s: (
+        _header(s, "X-Twitter-Webhooks-Signature")
+        == "sha256=" + base64.b64encode(_mac(s.body).digest()).decode()
+    ),
+    "dropbox": lambda s: _header(s, "X-Dropbox-Signature") == _mac(s.body).hexdigest(),
+    "msgraph": lambda s: json.loads(s.body)["value"][0]["clientState"] == SECRET,
 }
 REQUESTS: dict[str, Callable[[str], Sent]] = {
     "razorpay": razorpay_request,
@@ -200,6 +241,11 @@ REQUESTS: dict[str, Callable[[str], Sent]] = {
     "gitlab": gitlab_request,
     "linear": linear_request,
     "asyncqueue": asyncqueue_request,
+    "zoom": zoom_request,
+    "meta": meta_request,
+    "x": x_request,
+    "dropbox": dropbox_request,
+    "msgraph": msgraph_request,
 }
 KEYS = {
     "razorpay": ("{n}", "header:X-Razorpay-Event-Id"),
@@ -210,12 +256,16 @@ KEYS = {
     "gitlab": ("gl-{n}", "header:Idempotency-Key"),
     "linear": ("li-{n}", "header:Linear-Delivery"),
     "asyncqueue": ("task-{n}", "json:$.taskId"),
+    # No id of their own: the body's hash.
+    **{p: ("{sha256}", "sha256") for p in ("zoom", "meta", "x", "dropbox", "msgraph")},
 }
 
 
 def tampered(sent: Sent) -> Sent:
     if "X-Gitlab-Token" in sent.headers:
         return Sent(sent.body, {**sent.headers, "X-Gitlab-Token": "guessed"})
+    if b"clientState" in sent.body:
+        return Sent(sent.body.replace(SECRET.encode(), b"guessed"), sent.headers)
     body = sent.body.replace(b"e", b"E", 1)
     return Sent(body, sent.headers, sent.query)
 
@@ -230,6 +280,8 @@ async def test_preset_end_to_end(
     make_relay: RelayFactory, upstream: Backend, provider: str
 ) -> None:
     extra: dict[str, Any] = {"preset": provider, "verify": {"secret_env": "SECRET"}}
+    if provider == "meta":
+        extra["handshake"] = {"verify_token_env": "SECRET"}
     if provider in ("twilio", "square"):
         extra["public_url"] = f"{PUBLIC}/hooks/{provider}"
     client = await make_relay(route(upstream, name=provider, **extra), env={"SECRET": SECRET})
@@ -254,7 +306,8 @@ async def test_preset_end_to_end(
     info = await store.get_event(event_id)
     assert info is not None
     key, source = KEYS[provider]
-    assert (info.key, info.key_source) == (key.format(n=n), source)
+    expected = key.format(n=n, sha256=hashlib.sha256(sent.body).hexdigest())
+    assert (info.key, info.key_source) == (expected, source)
     assert len(upstream.seen) == 1
     assert BACKEND_CHECKS[provider](upstream.seen[0])
 
