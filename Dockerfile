@@ -2,7 +2,7 @@
 # webhook-relay as a container.
 #
 #   docker build -t webhook-relay .
-#   docker run -d --name webhook-relay --stop-timeout 35 \
+#   docker run -d --name webhook-relay --stop-timeout 40 \
 #     -p 8080:8080 -v webhook-relay-state:/var/lib/webhook-relay \
 #     -v "$PWD/config.yaml:/etc/webhook-relay/config.yaml:ro" \
 #     -e STRIPE_WEBHOOK_SECRET webhook-relay
@@ -10,8 +10,9 @@
 # The mounted config should say `listen: "0.0.0.0:8080"` and
 # `storage: {url: "sqlite:////var/lib/webhook-relay/relay.db"}` (the volume).
 # The admin listener stays on 127.0.0.1:9090 unless you publish it, and then
-# it needs admin.token_env. SIGTERM drains for shutdown_grace (25s by default):
-# give `docker stop` / compose's stop_grace_period more than that (35s above).
+# it needs admin.token_env. SIGTERM fails readyz and serves on for drain_delay
+# (5s by default), then drains for shutdown_grace (25s): give `docker stop` /
+# compose's stop_grace_period more than both (40s above).
 
 FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \

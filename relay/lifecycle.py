@@ -5,6 +5,7 @@ the first step of every shutdown. It holds no role and builds no app."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
@@ -99,10 +100,23 @@ async def until_stopped(stop: asyncio.Event, *failures: Awaitable[Any]) -> bool:
 
 def begin_shutdown(relay: Relay, notifier: Notifier, failed: bool, event: str) -> None:
     """Step 1 of every shutdown: tell systemd and load balancers we are going
-    (readyz answers 503, the public app refuses new webhooks), and say why."""
+    (readyz answers 503, answers close their connections), and say why."""
     notifier.stopping("draining: finishing requests and attempts in flight")
-    relay.draining = True
-    log.info(event, reason="task_failed" if failed else "signal")
+    relay.leaving = True
+    log.info(
+        event, reason="task_failed" if failed else "signal", drain_delay=relay.config.drain_delay
+    )
+
+
+async def linger(relay: Relay, stop: asyncio.Event, failed: bool) -> None:
+    """Step 2 of a process that serves webhooks: keep serving for ``drain_delay`` while
+    load balancers see readyz fail; a second signal (or a failure) cuts it short."""
+    delay = relay.config.drain_delay
+    if failed or delay <= 0:
+        return
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
 
 
 def log_started(config: Config, **extra: Any) -> None:

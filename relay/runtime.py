@@ -172,6 +172,10 @@ class Relay:
     routes: dict[str, RouteRuntime] = field(default_factory=dict)  # by path
     session: aiohttp.ClientSession | None = None
     backlog: Backlog = field(default_factory=Backlog)
+    # SIGTERM came: readyz fails and answers close their connections, but webhooks
+    # are still served (for drain_delay), so a load balancer can move senders away.
+    leaving: bool = False
+    # The listener is closed: what still arrives on open connections gets 503.
     draining: bool = False
     # Called after every request (the connection guard re-arms its header deadline).
     after_request: Callable[[web.Request], None] = lambda _request: None

@@ -18,6 +18,7 @@ from relay.housekeeping import housekeeping, report_orphans, take_over
 from relay.lifecycle import (
     background,
     begin_shutdown,
+    linger,
     log_started,
     log_stopped,
     on_reload_signal,
@@ -109,11 +110,13 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     # Shutdown, in order:
     # 1. tell systemd and load balancers we are going (readyz answers 503);
     begin_shutdown(relay, notifier, failed, "relay_stopping")
-    # 2. stop accepting and drain requests in flight within the grace period, cancel
+    # 2. serve on for drain_delay, so the balancer sends new webhooks elsewhere first;
+    await linger(relay, stop, failed)
+    # 3. stop accepting and drain requests in flight within the grace period, cancel
     #    the rest; then the cleanup_ctx stops the dispatcher (attempts in flight get
     #    the grace too, the rest go back to pending), closes the session and the store;
     await runner.cleanup()
-    # 3. the admin listener last, so probes see "draining" until the end.
+    # 4. the admin listener last, so probes see "draining" until the end.
     await admin_runner.cleanup()
     if watchdog is not None:
         watchdog.cancel()

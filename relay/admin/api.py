@@ -251,7 +251,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "version": __version__,
-            "draining": relay.draining,
+            "draining": relay.leaving or relay.draining,
             "routes": routes,
             "orphaned": [
                 {"route": r, "upstream": shown_url(u), "deliveries": n}

@@ -62,7 +62,7 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     store = request.app[STORE]
-    if relay.draining:
+    if relay.leaving or relay.draining:
         return web.json_response({"status": "draining"}, status=503)
     try:
         ok = await store.ping()

@@ -83,6 +83,7 @@ def from_mapping(
         format=lg.choice("format", "auto", LOG_FORMATS),
     )
     lg.finish()
+    drain_delay = top.duration("drain_delay", 5.0)
     grace = top.duration("shutdown_grace", 25.0)
     workers = top.integer("workers", 0, lo=0, hi=64)
     tracing = _tracing(top.section("tracing"))
@@ -125,6 +126,7 @@ def from_mapping(
         limits=limits,
         log=log,
         tracing=tracing,
+        drain_delay=drain_delay,
         shutdown_grace=grace,
         workers=workers,
         trusted_proxies=trusted_proxies,

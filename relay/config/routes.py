@@ -17,6 +17,7 @@ from relay.config.types import (
     MODES,
     ON_DEAD,
     ON_MISMATCH,
+    READYZ_PATH,
     ROUTE_NAME,
     SCHEMES,
     STALE_ACTIONS,
@@ -170,6 +171,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     path = _required_text(sec, "path")
     if path is not None and not path.startswith("/"):
         sec.error("path", f"must start with '/', got {show(path)}")
+    elif path == READYZ_PATH:
+        sec.error("path", f"{READYZ_PATH} is the readiness probe load balancers call here")
     endpoints, alternates = parse_upstreams(sec, env, base)
     upstreams = [u.url for u in endpoints]
     named = {a.name: a.url for a in alternates if a.name is not None}

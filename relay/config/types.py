@@ -32,6 +32,8 @@ SCHEMES = tuple(DEFAULT_HEADERS)
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 DEFAULT_METHODS = ("POST",)
+# The webhook listener's readiness probe, for load balancers: no route may take it.
+READYZ_PATH = "/readyz"
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -297,6 +299,9 @@ class Config:
     limits: Limits = Limits()
     log: LogConfig = LogConfig()
     tracing: TracingConfig = TracingConfig()
+    # On SIGTERM, readyz fails first and serving goes on this long (Connection: close),
+    # so a load balancer moves senders away before the listener closes.
+    drain_delay: float = 5.0
     shutdown_grace: float = 25.0
     # Worker processes serving the public listener and delivering; 0 = all in one process.
     workers: int = 0

@@ -18,6 +18,7 @@ from aiohttp import web
 from relay import keys
 from relay.config import Route
 from relay.config.filters import FilterRule
+from relay.config.types import READYZ_PATH
 from relay.forward import Via, clean_headers, is_trusted, with_forwarded
 from relay.intake import checks, filters, handshakes, hybrid, sync
 from relay.intake.queue import handle_filtered, handle_queue
@@ -272,6 +273,32 @@ async def _serve(
     return reply.response
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness for a load balancer in front of the webhook listener: ready, draining
+    or store_unavailable, and nothing more (strangers can reach it)."""
+    relay = request.app[RELAY]
+    if relay.leaving or relay.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    try:
+        ok = await relay.store.ping()
+    except Exception:  # a store that cannot answer is not ready, whatever it raised
+        ok = False
+    if not ok:
+        return web.json_response({"status": "store_unavailable"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _close_when_leaving(request: web.Request, response: web.StreamResponse) -> None:
+    # A kept-alive connection would carry the balancer's next request to a process
+    # that is about to close its listener: each answer ends its connection instead.
+    if request.app[RELAY].leaving:
+        response.force_close()
+        # Written by hand too: aiohttp may have laid out the headers before this hook.
+        response.headers["Connection"] = "close"
+
+
 def add_routes(app: web.Application) -> None:
     app[IN_FLIGHT] = InFlight()
+    app.on_response_prepare.append(_close_when_leaving)
+    app.router.add_get(READYZ_PATH, readyz, allow_head=True)
     app.router.add_route("*", "/{tail:.*}", handle)

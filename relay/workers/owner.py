@@ -286,7 +286,8 @@ async def _close(
 ) -> dict[int, int]:
     codes: dict[int, int] = {}
     if group is not None:
-        codes = await group.stop(relay.config.shutdown_grace)
+        # Each worker serves on for drain_delay before its own grace begins.
+        codes = await group.stop(relay.config.drain_delay + relay.config.shutdown_grace)
         for proc in group.procs.values():
             metrics.worker_exited(proc.pid)
     if listener is not None:

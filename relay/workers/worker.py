@@ -29,6 +29,7 @@ from relay.delivery.outbound import LocalDelivery
 from relay.errors import ConfigError, StoreError, StoreUnavailable
 from relay.lifecycle import (
     begin_shutdown,
+    linger,
     log_stopped,
     on_reload_signal,
     run_loop,
@@ -113,6 +114,7 @@ async def serve_worker(
     # flight within the grace (the owner keeps the store up until we exit),
     # then the cleanup_ctx closes the session and the connection to the owner.
     begin_shutdown(relay, quiet, failed, "worker_stopping")
+    await linger(relay, stop, failed)  # the owner signals every worker at once
     await runner.cleanup()
     log_stopped("worker_stopped")
     return 1 if failed else 0

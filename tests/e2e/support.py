@@ -155,6 +155,8 @@ class Relay:
             "storage": {"url": f"sqlite:///{self.db}"},
             "log": {"level": "info", "format": "json"},
             "shutdown_grace": "5s",
+            # Stops in tests go straight to the drain; the delay has tests of its own.
+            "drain_delay": "0s",
             "routes": routes,
         }
         doc.update(top)

@@ -532,9 +532,11 @@ def test_the_unit_says_what_the_daemon_needs() -> None:
     assert one["Restart"] == "on-failure"
     assert one["StateDirectory"] == "webhook-relay"
     assert one["DynamicUser"] == "yes"
-    # systemd kills only after the drain had its grace (config default 25s).
-    grace = Config(routes=()).shutdown_grace
-    assert parse_duration(one["TimeoutStopSec"]) > grace + 5
+    # systemd kills only after the drain delay and the grace (defaults 5s + 25s).
+    defaults = Config(routes=())
+    assert (
+        parse_duration(one["TimeoutStopSec"]) > defaults.drain_delay + defaults.shutdown_grace + 5
+    )
     # The watchdog pings every WatchdogSec/2; it must outlast a slow event-loop step.
     assert parse_duration(one["WatchdogSec"]) >= 10
     for key, value in {

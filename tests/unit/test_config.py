@@ -712,6 +712,7 @@ def test_defaults(full: Config) -> None:
     assert plain.sync == SyncConfig(wait=30.0, lease=60.0, max_stored_body=1048576)
     assert full.log.level == "info"
     assert full.shutdown_grace == 25.0
+    assert full.drain_delay == 5.0
     assert full.storage.dead_retention == 30 * 86400.0
     assert full.limits.max_connections == 1024
 
@@ -1031,4 +1032,12 @@ def test_max_header_bytes() -> None:
     )
     assert one_error(doc_with(limits={"max_header_bytes": 100})).startswith(
         "limits.max_header_bytes: at least 1024"
+    )
+
+
+def test_drain_delay_and_the_readiness_path() -> None:
+    assert from_mapping(doc_with(drain_delay="0s"), env={}).drain_delay == 0.0
+    assert from_mapping(doc_with(drain_delay="12s"), env={}).drain_delay == 12.0
+    assert one_error(doc_with(route(path="/readyz"))) == (
+        "routes[0].path: /readyz is the readiness probe load balancers call here"
     )

@@ -88,7 +88,9 @@ async def overview(request: web.Request) -> web.Response:
         for rt in relay.routes.values()
     ]
     return render(
-        request, "overview.html", {"routes": rows, "now": now, "draining": relay.draining}
+        request,
+        "overview.html",
+        {"routes": rows, "now": now, "draining": relay.leaving or relay.draining},
     )
 
 
