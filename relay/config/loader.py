@@ -83,7 +83,7 @@ def from_mapping(
         format=lg.choice("format", "auto", LOG_FORMATS),
     )
     lg.finish()
-    drain_delay = top.duration("drain_delay", 5.0)
+    drain_delay = top.duration("drain_delay", 5.0, positive=False)
     grace = top.duration("shutdown_grace", 25.0)
     workers = top.integer("workers", 0, lo=0, hi=64)
     tracing = _tracing(top.section("tracing"))
