@@ -3,7 +3,10 @@
 Each file runs in one transaction together with the row that records it in
 ``schema_migrations``, so a crash mid-migration leaves the previous version
 intact. A database that records a version this code does not know was written
-by a newer release and is refused (``SchemaTooNew``) rather than "repaired".
+by a newer release and is refused (``SchemaTooNew``) rather than "repaired";
+on PostgreSQL, where replicas are upgraded one at a time, only when one of the
+newer migrations says it is breaking (``-- breaking: why`` in its file): the
+others are additive, and an older replica keeps working on them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from importlib import resources
 from relay.errors import SchemaTooNew, StoreUnavailable
 
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
+# A migration that older code cannot run on (a column renamed, dropped, retyped).
+_BREAKING = re.compile(r"^--\s*breaking:\s*\S", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,11 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def breaking(self) -> bool:
+        """Older releases cannot use the schema this leaves (they need a full stop)."""
+        return _BREAKING.search(self.sql) is not None
 
 
 def load_migrations(package: str, *parts: str) -> list[Migration]:

@@ -182,10 +182,19 @@ async def test_a_rolling_restart_behind_nginx_answers_every_send(
     async with nginx(tmp_path / "nginx", [a.port, b.port]) as front, Sender(f"{front}/q") as sender:
         await wait_for(lambda: sender.sent() >= 20, 10, "the sender under way")
         await _restart(a)
+        # As if A's new release had migrated the schema (additively): B, still the
+        # older release, must start on it and serve.
+        latest = await conn.fetchval(f"SELECT max(version) FROM {schema}.schema_migrations")
+        await conn.execute(f"ALTER TABLE {schema}.events ADD COLUMN next_note TEXT")
+        await conn.execute(
+            f"INSERT INTO {schema}.schema_migrations VALUES ($1, 'next_note', 0, false)",
+            latest + 1,
+        )
         # The recipe's procedure: the next replica only once this one is ready
         # and nginx's fail_timeout (2s) has passed.
         await asyncio.sleep(2.5)
         await _restart(b)
+        assert b.logged("schema_newer_compatible")
         before = sender.sent()
         await wait_for(lambda: sender.sent() >= before + 20, 10, "sends after the restarts")
     assert set(sender.answers) == {"202"}, sender.answers

@@ -234,13 +234,43 @@ async def test_migrations_once_and_schema_too_new(make_store: StoreMaker) -> Non
         rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
         shipped = [m.version for m in load_migrations("relay.store.postgres", "migrations")]
         assert [r[0] for r in rows] == shipped
-        await conn.execute("INSERT INTO schema_migrations VALUES (9999, 'future', 0)")
+        # A newer release's breaking migration: this release must not touch the schema.
+        await conn.execute("INSERT INTO schema_migrations VALUES (9999, 'renamed', 0, true)")
     for s in stores:
         await s.close()
     late = make_store()
-    with pytest.raises(SchemaTooNew):
+    with pytest.raises(SchemaTooNew, match=r"migration 9999 \(renamed\) changed it"):
         await late.open()
     assert not await late.ping()
+
+
+async def test_an_older_replica_keeps_working_on_a_newer_additive_schema(
+    make_store: StoreMaker,
+) -> None:
+    """A rolling upgrade: the first upgraded replica migrated (additively); the ones
+    not yet upgraded restart on that schema and keep serving."""
+    newer = make_store()
+    await newer.open()
+    async with newer.db.acquire() as conn:  # type: ignore[attr-defined]
+        latest = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        # What the next release may do: a new table, a new column with a default.
+        await conn.execute(
+            "CREATE TABLE future_notes (id BIGINT PRIMARY KEY, note TEXT);"
+            " ALTER TABLE events ADD COLUMN future_flag BOOLEAN NOT NULL DEFAULT FALSE"
+        )
+        await conn.execute(
+            "INSERT INTO schema_migrations VALUES ($1, 'future_notes', 0, false)", latest + 1
+        )
+    older = make_store()
+    await older.open()  # not refused
+    got = await older.ingest(event("k-additive"))
+    assert got.first
+    (lease,) = await older.lease_due("orders", UP_A, 10, lease_ttl=30)
+    assert await older.finish_attempt(lease, ok(), Outcome("delivered"))
+    info = await newer.get_event(got.event_id)
+    assert info is not None and info.deliveries[0].state == "delivered"
+    for s in (older, newer):
+        await s.close()
 
 
 async def test_a_failing_commit_fails_the_whole_batch(make_store: StoreMaker) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg  # type: ignore[import-untyped]
 
 from relay.errors import SchemaTooNew, StoreUnavailable
+from relay.logging import get_logger
 from relay.store.migrate import Migration, load_migrations
 
 T = TypeVar("T")
@@ -25,6 +26,7 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
     OSError,
 )
+log = get_logger()
 RETRIES = 5  # deadlocks and serialization failures: the transaction runs again
 
 MIGRATION_LOCK = (
@@ -34,6 +36,13 @@ MIGRATION_LOCK = (
 SCHEMA_MIGRATIONS = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
     " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+)
+# Whether each applied migration leaves a schema older releases cannot use.
+SCHEMA_BREAKING = (
+    "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS breaking BOOLEAN NOT NULL DEFAULT FALSE"
+)
+NEWER_BREAKING = (
+    "SELECT version, name FROM schema_migrations WHERE version > $1 AND breaking ORDER BY version"
 )
 
 
@@ -173,27 +182,37 @@ async def migrate(conn: Any, migrations: list[Migration], now: float) -> int:
 
     One transaction under an advisory lock, so replicas starting together
     apply each migration once and a crash mid-way leaves the previous version.
-    A version newer than this code knows is refused (``SchemaTooNew``).
+    A newer version is used as it is when every migration past this code's is additive
+    (a rolling upgrade's older replicas keep serving), and refused (``SchemaTooNew``)
+    when one is breaking.
     """
     latest = migrations[-1].version if migrations else 0
     async with conn.transaction(isolation="read_committed"):
         await conn.execute(MIGRATION_LOCK)
         await conn.execute(SCHEMA_MIGRATIONS)
+        await conn.execute(SCHEMA_BREAKING)
         current = int(
             await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
         )
         if current > latest:
-            raise SchemaTooNew(
-                f"database schema version {current} is newer than this webhook-relay "
-                f"knows ({latest}); refusing to downgrade it"
-            )
+            if breaking := await conn.fetch(NEWER_BREAKING, latest):
+                first = breaking[0]
+                raise SchemaTooNew(
+                    f"database schema version {current} is newer than this webhook-relay "
+                    f"knows ({latest}), and migration {first['version']} ({first['name']}) "
+                    "changed it in a way this release cannot use: upgrade this replica"
+                )
+            log.warning("schema_newer_compatible", database=current, known=latest)
+            return latest
         for migration in migrations:
             if migration.version > current:
                 await conn.execute(migration.sql)  # no arguments: the whole script at once
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    "INSERT INTO schema_migrations (version, name, applied_at, breaking)"
+                    " VALUES ($1, $2, $3, $4)",
                     migration.version,
                     migration.name,
                     now,
+                    migration.breaking,
                 )
     return latest
