@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -230,3 +231,33 @@ async def test_a_lone_replicas_restart_gap_is_503_with_retry_after(
         lambda: deliveries_by_state(a.db) == {"delivered": 2}, 10, "both acked events delivered"
     )
     assert await a.stop() == 0
+
+
+def test_the_haproxy_recipe_is_valid_and_checks_readyz(tmp_path: Path) -> None:
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if found is None:
+        message = "haproxy not found: `apt-get install haproxy` (Debian's package)"
+        if os.environ.get("RELAY_REQUIRE_HAPROXY") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    text = (ROOT / "deploy" / "haproxy.cfg").read_text(encoding="utf-8")
+    assert "option httpchk GET /readyz" in text
+    ours = tmp_path / "haproxy.cfg"
+    ours.write_text(
+        text.replace("relay-1.internal:8080", f"{HOST}:{free_port()}")
+        .replace("relay-2.internal:8080", f"{HOST}:{free_port()}")
+        .replace("    bind :80", f"    bind {HOST}:{free_port()}"),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [found, "-c", "-f", str(ours)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Configuration file is valid" in done.stdout + done.stderr
+    assert "WARNING" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_the_readme_shows_the_nginx_recipe_as_it_is() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```nginx\n(.*?)```", readme, re.DOTALL)
+    assert RECIPE.read_text(encoding="utf-8") in blocks
