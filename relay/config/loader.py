@@ -13,6 +13,7 @@ import yaml
 
 from relay.config.admin import parse_admin, parse_listen
 from relay.config.routes import parse_route
+from relay.config.secrets import SOURCES, read_secrets
 from relay.config.types import (
     LOG_FORMATS,
     Config,
@@ -35,6 +36,21 @@ MIN_HEADER_BYTES: Final = 1024
 _LIMITS = Limits()
 
 
+def _storage_url(st: Section, env: Mapping[str, str], base: Path) -> str:
+    """``storage.url``, or the whole URL (a database password in it) from
+    ``url_env``, ``url_file`` or ``url_credential``: never both."""
+    secret = read_secrets(st, env, base, "url")
+    given = [key for key in ("url", *(f"url{s}" for s in SOURCES)) if st.has(key)]
+    if len(given) > 1:
+        st.error(
+            given[1], f"give one of url, url_env, url_file or url_credential, not {given[0]} too"
+        )
+    if len(secret) > 1:
+        st.error(given[0], "names one URL, not a list")
+    url = str(st.text("url", _STORAGE.url))
+    return secret[0] if secret else url
+
+
 def from_mapping(
     doc: Any, env: Mapping[str, str] | None = None, base: Path | None = None
 ) -> Config:
@@ -52,7 +68,7 @@ def from_mapping(
 
     st = top.section("storage")
     storage = StorageConfig(
-        url=st.text("url", _STORAGE.url),
+        url=_storage_url(st, env, base),
         dedupe_window=st.duration("dedupe_window", _STORAGE.dedupe_window),
         dead_retention=st.duration("dead_retention", _STORAGE.dead_retention),
         payload_retention=st.duration("payload_retention", None),

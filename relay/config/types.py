@@ -100,7 +100,8 @@ class AdminConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    url: str = "sqlite:///data/relay.db"
+    # May hold a database password (from storage.url_env/_file/_credential): no repr.
+    url: str = field(default="sqlite:///data/relay.db", repr=False)
     dedupe_window: float = 7 * 86400.0
     dead_retention: float = 30 * 86400.0
     payload_retention: float | None = None  # drop delivered bodies after this long

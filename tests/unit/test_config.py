@@ -1041,3 +1041,26 @@ def test_drain_delay_and_the_readiness_path() -> None:
     assert one_error(doc_with(route(path="/readyz"))) == (
         "routes[0].path: /readyz is the readiness probe load balancers call here"
     )
+
+
+def test_the_database_url_from_a_file_a_variable_or_a_credential(tmp_path: Path) -> None:
+    url = "postgresql://relay:s3cret-pw@db.internal:5432/relay"
+    (tmp_path / "db-url").write_text(url + "\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "relay-db").write_text(url)
+    for storage, env in (
+        ({"url_file": "db-url"}, {}),
+        ({"url_env": "DB_URL"}, {"DB_URL": url}),
+        ({"url_credential": "relay-db"}, {"CREDENTIALS_DIRECTORY": str(creds)}),
+    ):
+        cfg = from_mapping(doc_with(storage=storage), env=env, base=tmp_path)
+        assert cfg.storage.url == url
+        assert "s3cret-pw" not in repr(cfg)
+    both = doc_with(storage={"url": "sqlite:///x.db", "url_env": "DB_URL"})
+    assert one_error(both, env={"DB_URL": url}) == (
+        "storage.url_env: give one of url, url_env, url_file or url_credential, not url too"
+    )
+    assert one_error(doc_with(storage={"url_env": "NOPE"})) == (
+        "storage.url_env: environment variable NOPE is not set"
+    )
