@@ -21,7 +21,15 @@ from multidict import CIMultiDict
 from relay import signatures, tls
 from relay.backlog import Backlog
 from relay.config import Config, Route, Upstream
-from relay.forward import PLAIN, Result, Target, Via, client_timeout, upstream_headers
+from relay.forward import (
+    PLAIN,
+    Result,
+    Target,
+    Via,
+    client_timeout,
+    shown_url,
+    upstream_headers,
+)
 from relay.logging import get_logger
 from relay.metrics import Metrics
 from relay.store.base import DeliveryStore
@@ -194,11 +202,7 @@ class Relay:
     def set_routes(self, routes: tuple[Route, ...]) -> None:
         self.routes = {r.path: RouteRuntime.build(r) for r in routes}
         for r in routes:
-            for rule in r.filters:  # at 0 from the start: increase() sees the first one
-                self.metrics.filtered.labels(r.name, rule.name, rule.action)
-            if r.handshake is not None:
-                for outcome in ("answered", "refused"):
-                    self.metrics.handshakes.labels(r.name, r.handshake.provider, outcome)
+            prime(self.metrics, r)
         self.metrics.set_certificates(
             (rt.cfg.name, url, file, at)
             for rt in self.routes.values()
@@ -209,3 +213,68 @@ class Relay:
 
 
 RELAY: Final = web.AppKey("relay", Relay)
+
+_OUTCOMES: Final = {
+    "queue": ("accepted", "duplicate", "rejected"),
+    "sync": ("forwarded", "replayed", "duplicate", "rejected"),
+    "hybrid": ("accepted", "forwarded", "replayed", "duplicate", "rejected"),
+}
+_SIGNATURE_REASONS: Final = (
+    "missing_signature",
+    "malformed_signature",
+    "timestamp_out_of_tolerance",
+    "signature_mismatch",
+)
+
+
+Series = list[tuple[Any, tuple[str, ...]]]
+
+
+def _intake_series(m: Metrics, r: Route) -> Series:
+    out: Series = [(m.received, (r.name, o)) for o in _OUTCOMES[r.mode]]
+    out += [(m.received, (r.name, "filtered"))] if r.filters else []
+    reasons = ["body_too_large", "method_not_allowed"]
+    reasons += ["bad_signature"] if r.verify is not None else []
+    reasons += ["missing_key"] if r.require_key else []
+    reasons += ["payload_mismatch"] if r.on_payload_mismatch == "reject" else []
+    reasons += ["backpressure"] if r.queued else []
+    out += [(m.rejected, (r.name, reason)) for reason in reasons]
+    sources = sorted({k.kind for k in r.keys} | {"sha256"})
+    out += [(m.duplicates, (r.name, source)) for source in sources]
+    out += [(m.mismatches, (r.name,))]
+    if r.dedupe == "shadow":
+        out += [(m.shadow_duplicates, (r.name, source)) for source in sources]
+        out += [(m.shadow_mismatches, (r.name,))]
+    if r.verify is not None:
+        out += [(m.signature_failures, (r.name, why)) for why in _SIGNATURE_REASONS]
+    out += [(m.filtered, (r.name, rule.name, rule.action)) for rule in r.filters]
+    if r.handshake is not None:
+        provider = r.handshake.provider
+        out += [(m.handshakes, (r.name, provider, o)) for o in ("answered", "refused")]
+    return out
+
+
+def _delivery_series(m: Metrics, r: Route) -> Series:
+    if not r.queued:
+        return []
+    out: Series = [
+        (m.attempts, (r.name, result, status))
+        for result, status in (("delivered", "2xx"), ("retry", "5xx"), ("retry", "error"))
+    ]
+    if r.breaker is not None:
+        out += [
+            (m.breaker_transitions, (r.name, shown_url(url), to))
+            for url in r.served
+            for to in ("open", "half_open", "closed")
+        ]
+    out += [(m.stale, (r.name, r.stale.action))] if r.stale is not None else []
+    if r.ordering is not None:
+        out += [(m.ordering_dead_heads, (r.name, r.ordering.on_dead))]
+    return out
+
+
+def prime(metrics: Metrics, r: Route) -> None:
+    """Every labelled counter a route can move, at 0 from the start: ``increase()``
+    sees the first event after a start, and dashboards show 0 rather than no data."""
+    for metric, labels in _intake_series(metrics, r) + _delivery_series(metrics, r):
+        metric.labels(*labels)

@@ -287,3 +287,49 @@ async def test_delivery_lag_from_acceptance_to_first_attempt_and_delivery(
     assert m("relay_delivery_lag_seconds_count", **done) == 1
     assert m("relay_delivery_lag_seconds_bucket", **done, le="3600.0") == 0
     assert m("relay_delivery_lag_seconds_bucket", **done, le="7200.0") == 1
+
+
+async def test_every_labelled_counter_is_there_at_zero_before_the_first_event(
+    upstream: Backend, make_relay: RelayFactory, make_admin: Callable[[Client], Awaitable[Client]]
+) -> None:
+    public = await make_relay(
+        route(upstream, "orders"),
+        route(upstream, "github", preset="github", verify={"secret_env": "GH"}, mode="sync"),
+        route(
+            upstream,
+            "shadowed",
+            dedupe="shadow",
+            ordering={"key": "json:$.account"},
+            stale={"version": "json:$.version"},
+        ),
+        env={"GH": "gh-secret"},
+    )
+    m = await scrape(await make_admin(public))
+    # The first mismatch after a start is an increase from 0, not a series born at 1.
+    for name in ("orders", "github", "shadowed"):
+        assert m("relay_payload_mismatches_total", route=name) == 0
+        assert m("relay_duplicates_total", route=name, source="sha256") == 0
+        assert m("relay_webhooks_received_total", route=name, outcome="rejected") == 0
+    assert m("relay_duplicates_total", route="orders", source="header") == 0
+    assert m("relay_webhooks_received_total", route="orders", outcome="accepted") == 0
+    assert m("relay_webhooks_received_total", route="github", outcome="forwarded") == 0
+    assert m("relay_signature_failures_total", route="github", reason="signature_mismatch") == 0
+    assert m("relay_webhooks_rejected_total", route="github", reason="bad_signature") == 0
+    assert m("relay_webhooks_rejected_total", route="orders", reason="backpressure") == 0
+    for result, status in (("delivered", "2xx"), ("retry", "5xx"), ("retry", "error")):
+        attempts = m(
+            "relay_delivery_attempts_total", route="orders", result=result, status_class=status
+        )
+        assert attempts == 0
+    up = upstream.url("/orders")
+    for to in ("open", "half_open", "closed"):
+        assert (
+            m("relay_upstream_breaker_transitions_total", route="orders", upstream=up, to=to) == 0
+        )
+    assert m("relay_shadow_duplicates_total", route="shadowed", key_source="sha256") == 0
+    assert m("relay_shadow_mismatches_total", route="shadowed") == 0
+    assert m("relay_deliveries_stale_total", route="shadowed", action="drop") == 0
+    assert m("relay_ordering_dead_heads_total", route="shadowed", on_dead="skip") == 0
+    # Sync mode delivers nothing later: no queue-delivery series for it.
+    attempts = [dict(ls) for n, ls in m.samples if n == "relay_delivery_attempts_total"]
+    assert {a["route"] for a in attempts} == {"orders", "shadowed"}
