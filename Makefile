@@ -4,13 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install install-test run test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# What running the relay needs; the test extras only for the targets that test.
 install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 
 # Installs, starts a demo backend on 127.0.0.1:3000, and runs the relay on the embedded SQLite store.
@@ -19,19 +23,19 @@ run: install
 	  trap 'kill $$!' EXIT INT TERM; \
 	  $(BIN)/webhook-relay serve -c $(CONFIG)
 
-lint:
+lint: install-test
 	$(BIN)/ruff check relay tests bench
 	$(BIN)/ruff format --check relay tests bench
 
-typecheck:
+typecheck: install-test
 	$(BIN)/mypy --strict relay
 	$(BIN)/mypy tests
 
 # The README's test command does the same: lint and mypy run inside pytest (tests/test_static.py).
-test: install
+test: install-test
 	$(BIN)/pytest
 
-bench: install
+bench: install-test
 	$(BIN)/python -m bench $(ARGS)
 
 clean:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,10 +26,14 @@ import yaml
 
 from relay import __version__
 from relay.cli.render import render_event, render_list, render_status
+from relay.store.records import DELIVERY_STATES
 
 DEFAULT_ADMIN: Final = "127.0.0.1:9090"
+# The config file looked for when neither -c nor WEBHOOK_RELAY_CONFIG names one.
+IMPLICIT_CONFIG: Final = "config.yaml"
 TOKEN_ENV: Final = "RELAY_ADMIN_TOKEN"
-STATES: Final = ("pending", "in_flight", "delivered", "dead", "stale", "filtered")
+# Exactly the delivery states the API filters on.
+STATES: Final = DELIVERY_STATES
 MAX_PAGES: Final = 1000  # --all-pages stops here, whatever the API says
 
 
@@ -40,7 +45,20 @@ class CliError(Exception):
 
 
 def _raw_admin_section(config_path: str) -> dict[str, Any]:
-    """The config's admin section, read leniently: the CLI needs no route secrets."""
+    """The config's admin section, read leniently: the CLI needs no route secrets.
+
+    One rule for a missing file, as for ``serve`` and ``check-config``: a file named
+    with ``-c`` or ``WEBHOOK_RELAY_CONFIG`` must exist; without either, a missing
+    ``config.yaml`` is said on stderr and the defaults are used."""
+    if not Path(config_path).is_file():
+        if config_path != IMPLICIT_CONFIG or os.environ.get("WEBHOOK_RELAY_CONFIG"):
+            raise CliError(f"{config_path}: no such file (given with -c or WEBHOOK_RELAY_CONFIG)")
+        print(
+            f"webhook-relay: no {config_path} here; using the defaults: the admin listener"
+            f" {DEFAULT_ADMIN} (or --admin-url) and the token in ${TOKEN_ENV} (or -c FILE)",
+            file=sys.stderr,
+        )
+        return {}
     try:
         doc = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

@@ -22,6 +22,13 @@ DEFAULT_CONFIG = os.environ.get("WEBHOOK_RELAY_CONFIG", "config.yaml")
 
 
 def _load(path: str) -> config_mod.Config | None:
+    if not Path(path).is_file():
+        print(
+            f"{path}: no such file (serve and check-config need one: -c FILE or"
+            " WEBHOOK_RELAY_CONFIG; config.example.yaml is a start)",
+            file=sys.stderr,
+        )
+        return None
     try:
         return config_mod.load(path)
     except ConfigError as exc:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,9 +171,48 @@ def test_a_missing_file(tmp_path: Path) -> None:
     result = check_config(tmp_path, "-c", "nope.yaml")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "nope.yaml: 1 error(s)",
-        "  nope.yaml: cannot read: No such file or directory",
+        "nope.yaml: no such file (serve and check-config need one: -c FILE or"
+        " WEBHOOK_RELAY_CONFIG; config.example.yaml is a start)"
     ]
+
+
+def run_cli(cwd: Path, *args: str, environ: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args],
+        cwd=cwd,
+        env=env() if environ is None else environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_one_rule_for_a_missing_config_in_every_command(tmp_path: Path) -> None:
+    # Named (-c or the variable) and missing: an error, whatever the command.
+    for args in (["status", "-c", "gone.yaml"], ["events", "list", "-c", "gone.yaml"]):
+        result = run_cli(tmp_path, *args)
+        assert result.returncode == 1, args
+        assert "gone.yaml: no such file" in result.stderr
+    named = env(WEBHOOK_RELAY_CONFIG="gone.yaml")
+    assert "gone.yaml: no such file" in run_cli(tmp_path, "status", environ=named).stderr
+    assert "gone.yaml: no such file" in run_cli(tmp_path, "serve", environ=named).stderr
+    # Not named: the admin commands say what they fall back to, then try it.
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    result = run_cli(tmp_path, "status", "--admin-url", f"127.0.0.1:{port.getsockname()[1]}")
+    port.close()
+    assert "no config.yaml here; using the defaults: the admin listener 127.0.0.1:9090" in (
+        result.stderr
+    )
+    assert result.returncode == 1  # nothing listens there
+
+
+def test_state_choices_are_the_states_the_api_knows() -> None:
+    from relay.cli.events import STATES
+    from relay.store.records import DELIVERY_STATES
+
+    assert STATES == DELIVERY_STATES
 
 
 def test_invalid_yaml_is_reported_not_a_traceback(tmp_path: Path) -> None:
