@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # webhook-relay as a container.
 #
 #   docker build -t webhook-relay .
@@ -13,17 +12,29 @@
 # it needs admin.token_env. SIGTERM fails readyz and serves on for drain_delay
 # (5s by default), then drains for shutdown_grace (25s): give `docker stop` /
 # compose's stop_grace_period more than both (40s above).
+#
+# No `# syntax=` line: BuildKit would fetch a frontend from Docker Hub for it, and
+# an offline or mirrored build would fail there. The base image is a build
+# argument for the same reason (--build-arg BASE=registry.example/python:3.12-slim).
+# Dependencies come pinned, with their hashes, from requirements.lock (`make lock`),
+# with the postgres and otel extras: one image for SQLite and for replicas.
+# buildah/podman users: `buildah bud --format docker` (OCI images drop HEALTHCHECK).
+# A bind-mounted state directory must be writable by uid 10001.
 
-FROM python:3.12-slim AS build
+ARG BASE=python:3.12-slim
+
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/webhook-relay
-COPY pyproject.toml README.md ./
+COPY requirements.lock ./
+RUN /opt/webhook-relay/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml README.md LICENSE ./
 COPY relay ./relay
-RUN /opt/webhook-relay/bin/pip install --no-cache-dir .
+RUN /opt/webhook-relay/bin/pip install --no-cache-dir --no-deps .
 
-FROM python:3.12-slim
+FROM ${BASE}
 ENV PATH=/opt/webhook-relay/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

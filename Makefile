@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: install install-test run test lint typecheck unit bench clean
+.PHONY: install install-test lock run test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ test: install-test
 
 bench: install-test
 	$(BIN)/python -m bench $(ARGS)
+
+# The image's pinned dependencies (requirements.lock), from pyproject.toml's.
+lock: install-test
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra postgres --extra otel --generate-hashes --strip-extras \
+	  --no-header --no-emit-index-url --no-emit-find-links --annotation-style=line \
+	  -o requirements.lock.new pyproject.toml
+	{ sed -n '1,3p' requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock && rm requirements.lock.new
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info data
