@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: install install-test lock run test lint typecheck unit bench clean
+.PHONY: install install-test dist lock run test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: install-test
 bench: install-test
 	$(BIN)/python -m bench $(ARGS)
 
+# A wheel for servers without a checkout: dist/webhook_relay-VERSION-py3-none-any.whl.
+dist: $(BIN)/python
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+
 # The image's pinned dependencies (requirements.lock), from pyproject.toml's.
 lock: install-test
 	$(BIN)/pip install --quiet pip-tools
@@ -48,4 +52,4 @@ lock: install-test
 	mv requirements.lock.tmp requirements.lock && rm requirements.lock.new
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info data dist build

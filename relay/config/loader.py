@@ -175,7 +175,8 @@ def _tracing(tr: Section) -> TracingConfig:
     if cfg.enabled and not _have("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
         tr.error(
             "enabled",
-            "tracing needs the OpenTelemetry extra: pip install 'webhook-relay[otel]'",
+            "tracing needs the otel extra in the relay's venv: pip install '.[otel]'"
+            " from a checkout, or 'dist/WHEEL[otel]'",
         )
     tr.finish()
     return cfg

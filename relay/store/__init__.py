@@ -22,7 +22,8 @@ def open_store_for_url(url: str, **kwargs: object) -> Store:
             from relay.store.postgres import PostgresStore
         except ImportError as exc:  # asyncpg is an optional extra
             raise StoreUnavailable(
-                "PostgreSQL storage needs asyncpg: pip install 'webhook-relay[postgres]'"
+                "PostgreSQL storage needs the postgres extra in the relay's venv:"
+                " pip install '.[postgres]' from a checkout, or 'dist/WHEEL[postgres]'"
             ) from exc
 
         return PostgresStore.from_url(url, **kwargs)  # type: ignore[arg-type]
