@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: install install-test dist lock run test lint typecheck unit bench clean
+.PHONY: install install-test dist image-check lock run test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ lock: install-test
 	  -o requirements.lock.new pyproject.toml
 	{ sed -n '1,3p' requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock && rm requirements.lock.new
+
+# Build the image with buildah and smoke-test it with podman, from a local base
+# (deploy/image-check.sh). Kept out of CI on purpose.
+image-check:
+	deploy/image-check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info data dist build

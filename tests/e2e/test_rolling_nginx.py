@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -20,6 +18,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+
+from tests.tools import required_tool
 
 from .support import (
     HOST,
@@ -37,13 +37,7 @@ DRAIN = "2s"
 
 
 def _nginx() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if found is None:
-        message = "nginx not found: `apt-get install nginx-light` (Debian's package)"
-        if os.environ.get("RELAY_REQUIRE_NGINX") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return required_tool("nginx", "apt-get install nginx-light", "RELAY_REQUIRE_NGINX")
 
 
 def recipe(listen: int, replicas: list[int]) -> str:
@@ -234,12 +228,7 @@ async def test_a_lone_replicas_restart_gap_is_503_with_retry_after(
 
 
 def test_the_haproxy_recipe_is_valid_and_checks_readyz(tmp_path: Path) -> None:
-    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
-    if found is None:
-        message = "haproxy not found: `apt-get install haproxy` (Debian's package)"
-        if os.environ.get("RELAY_REQUIRE_HAPROXY") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    found = required_tool("haproxy", "apt-get install haproxy", "RELAY_REQUIRE_HAPROXY")
     text = (ROOT / "deploy" / "haproxy.cfg").read_text(encoding="utf-8")
     assert "option httpchk GET /readyz" in text
     ours = tmp_path / "haproxy.cfg"

@@ -6,17 +6,15 @@ a real scrape of the relay exports."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.integration.conftest import AdminFactory, Backend, RelayFactory, route
+from tests.tools import required_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
@@ -28,13 +26,9 @@ _NAME = re.compile(r"\b(relay_[a-z0-9_]+|up)\b")
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool not found: `apt-get install prometheus` (Debian's package)"
-        if os.environ.get("RELAY_REQUIRE_PROMTOOL") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return required_tool(
+        "promtool", "apt-get install prometheus (Debian's package)", "RELAY_REQUIRE_PROMTOOL"
+    )
 
 
 def run_promtool(*args: str, cwd: Path) -> str:

@@ -9,8 +9,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from twilio.request_validator import RequestValidator
 from relay.intake.replies import REPLAYED
 from relay.serve import OWN_STORE
 from tests.integration.conftest import Backend, RelayFactory, Seen, eventually, route
+from tests.tools import required_tool
 
 Client = TestClient[web.Request, web.Application]
 SECRET = "provider-secret-0123456789"
@@ -107,12 +106,8 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 
 def _node() -> str:
     """Node.js with tests/node's packages installed from its lock file (npm ci, once)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        message = "node and npm not found: `apt-get install nodejs npm` (Debian's packages)"
-        if os.environ.get("RELAY_REQUIRE_NODE") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    node = required_tool("node", "apt-get install nodejs npm", "RELAY_REQUIRE_NODE")
+    npm = required_tool("npm", "apt-get install nodejs npm", "RELAY_REQUIRE_NODE")
     if not (NODE_DIR / "node_modules" / "@linear" / "sdk").is_dir():
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -333,30 +328,33 @@ async def test_a_url_signature_checked_against_the_wrong_url_says_which(
     assert line["url"].endswith("/hooks/twilio?k=[redacted]"), line["url"]
 
 
+def via_proxy() -> Sent:
+    """A Twilio request as a proxy in front passes it on, with the public URL in its
+    forwarding headers."""
+    sent = twilio_request(str(time.time_ns()))
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
+    return Sent(sent.body, {**sent.headers, **forwarded})
+
+
+async def twilio_relay(make_relay: RelayFactory, upstream: Backend, **top: Any) -> Client:
+    settings: dict[str, Any] = {"preset": "twilio", "verify": {"secret_env": "SECRET"}}
+    return await make_relay(
+        route(upstream, name="twilio", **settings), env={"SECRET": SECRET}, **top
+    )
+
+
 async def test_behind_a_trusted_proxy_the_url_comes_from_its_forwarding_headers(
     make_relay: RelayFactory, upstream: Backend
 ) -> None:
-    settings: dict[str, Any] = {"preset": "twilio", "verify": {"secret_env": "SECRET"}}
-    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
-    sent = twilio_request(str(time.time_ns()))
-    via_proxy = Sent(sent.body, {**sent.headers, **forwarded})
-    trusting = await make_relay(
-        route(upstream, name="twilio", **settings),
-        env={"SECRET": SECRET},
-        trusted_proxies=["127.0.0.1/32"],
-    )
-    assert (await post(trusting, "twilio", via_proxy)).status == 202
-    elsewhere = Sent(sent.body, {**via_proxy.headers, "X-Forwarded-Host": "other.example.com"})
+    trusting = await twilio_relay(make_relay, upstream, trusted_proxies=["127.0.0.1/32"])
+    sent = via_proxy()
+    assert (await post(trusting, "twilio", sent)).status == 202
+    elsewhere = Sent(sent.body, {**sent.headers, "X-Forwarded-Host": "other.example.com"})
     assert (await post(trusting, "twilio", elsewhere)).status == 401
 
 
 async def test_forwarding_headers_from_an_untrusted_peer_are_not_the_url(
     make_relay: RelayFactory, upstream: Backend
 ) -> None:
-    settings: dict[str, Any] = {"preset": "twilio", "verify": {"secret_env": "SECRET"}}
-    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
-    sent = twilio_request(str(time.time_ns()))
-    wary = await make_relay(route(upstream, name="twilio", **settings), env={"SECRET": SECRET})
-    assert (
-        await post(wary, "twilio", Sent(sent.body, {**sent.headers, **forwarded}))
-    ).status == 401
+    wary = await twilio_relay(make_relay, upstream)
+    assert (await post(wary, "twilio", via_proxy())).status == 401

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -75,11 +74,11 @@ def env(**extra: str) -> dict[str, str]:
     }
 
 
-def check_config(
+def run_cli(
     cwd: Path, *args: str, environ: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "relay", "check-config", *args],
+        [sys.executable, "-m", "relay", *args],
         cwd=cwd,
         env=env() if environ is None else environ,
         capture_output=True,
@@ -87,6 +86,12 @@ def check_config(
         timeout=60,
         check=False,
     )
+
+
+def check_config(
+    cwd: Path, *args: str, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(cwd, "check-config", *args, environ=environ)
 
 
 def write(tmp_path: Path, text: str, name: str = "relay.yaml") -> Path:
@@ -174,18 +179,6 @@ def test_a_missing_file(tmp_path: Path) -> None:
         "nope.yaml: no such file (serve and check-config need one: -c FILE or"
         " WEBHOOK_RELAY_CONFIG; config.example.yaml is a start)"
     ]
-
-
-def run_cli(cwd: Path, *args: str, environ: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "relay", *args],
-        cwd=cwd,
-        env=env() if environ is None else environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_one_rule_for_a_missing_config_in_every_command(tmp_path: Path) -> None:
