@@ -331,5 +331,5 @@ async def test_every_labelled_counter_is_there_at_zero_before_the_first_event(
     assert m("relay_deliveries_stale_total", route="shadowed", action="drop") == 0
     assert m("relay_ordering_dead_heads_total", route="shadowed", on_dead="skip") == 0
     # Sync mode delivers nothing later: no queue-delivery series for it.
-    attempts = [dict(ls) for n, ls in m.samples if n == "relay_delivery_attempts_total"]
-    assert {a["route"] for a in attempts} == {"orders", "shadowed"}
+    labelled = [dict(ls) for n, ls in m.samples if n == "relay_delivery_attempts_total"]
+    assert {a["route"] for a in labelled} == {"orders", "shadowed"}
