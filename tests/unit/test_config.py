@@ -905,7 +905,8 @@ def test_tracing_switched_on_without_the_extra_is_a_clear_config_error() -> None
         "try:\n    from_mapping(doc, env={})\nexcept ConfigError as e:\n    print(e)\n"
     )
     assert out == (
-        "tracing.enabled: tracing needs the OpenTelemetry extra: pip install 'webhook-relay[otel]'"
+        "tracing.enabled: tracing needs the otel extra in the relay's venv:"
+        " pip install '.[otel]' from a checkout, or 'dist/WHEEL[otel]'"
     )
 
 
