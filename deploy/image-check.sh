@@ -23,7 +23,11 @@ if ! podman image exists "$base"; then
   echo "== a local base image (debootstrap bookworm with python3)"
   debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,passwd,ca-certificates \
     bookworm "$work/rootfs" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} >/dev/null
-  tar -C "$work/rootfs" -c . | podman import - "$base" >/dev/null
+  # The host's CA bundle, so pip in the build trusts what this machine trusts (a
+  # proxy in between included); pip reads it through PIP_CERT.
+  cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
+  tar -C "$work/rootfs" -c . \
+    | podman import --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' - "$base" >/dev/null
 fi
 
 echo "== build (buildah, docker format: OCI drops HEALTHCHECK)"
@@ -42,7 +46,8 @@ routes:
 YAML
 chmod 0644 "$work/config.yaml"
 port=${IMAGE_CHECK_PORT:-18080}
-podman run -d --name "$name" -p "127.0.0.1:$port:8080" \
+# Limits below the host's: podman's defaults raise them, which a sandboxed host refuses.
+podman run -d --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --name "$name" -p "127.0.0.1:$port:8080" \
   -v "$work/config.yaml:/etc/webhook-relay/config.yaml:ro" "$image" >/dev/null
 for _ in $(seq 1 100); do
   podman exec "$name" webhook-relay healthcheck >/dev/null 2>&1 && break
