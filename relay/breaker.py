@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -122,3 +123,33 @@ class TokenBucket:
         if now > self.at:
             self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
             self.at = now
+
+
+class Buckets:
+    """One token bucket per name (a route, or each source address of one), at most
+    ``limit`` of them: past it the least recently used goes, so a flood of spoofed or
+    rotating sources costs bounded memory (a forgotten source starts full again)."""
+
+    def __init__(self, rate: float, burst: int, limit: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.limit = limit
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, name: str, now: float) -> float | None:
+        """Take one token for ``name``: None when there was one, else the seconds
+        until there will be."""
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = TokenBucket(self.rate, self.burst, now)
+            if len(self._buckets) > self.limit:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(name)
+        if bucket.available(now) >= 1:
+            bucket.take(1, now)
+            return None
+        return bucket.ready_at(now) - now
+
+    def __len__(self) -> int:
+        return len(self._buckets)

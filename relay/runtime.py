@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from relay import signatures, tls
 from relay.backlog import Backlog
+from relay.breaker import Buckets
 from relay.config import Config, Route, Upstream
 from relay.forward import (
     PLAIN,
@@ -64,6 +65,8 @@ class RouteRuntime:
     log: Any
     # Meta's subscription check: the tokens the operator typed in its dashboard.
     verify_tokens: tuple[bytes, ...] = ()
+    # ingress_rate's buckets (one, or one per source); rebuilt, so refilled, on reload.
+    ingress: Buckets | None = None
     # What each upstream given as an object adds: headers, TLS (by URL).
     targets: dict[str, Target] = field(default_factory=dict)
     # Metric children by label, looked up once per route (labels() costs a lock).
@@ -105,6 +108,11 @@ class RouteRuntime:
                 t.encode() for t in (() if cfg.handshake is None else cfg.handshake.verify_tokens)
             ),
             targets={e.url: _target(e) for e in cfg.endpoints},
+            ingress=(
+                None
+                if cfg.ingress_rate is None
+                else Buckets(cfg.ingress_rate.rate, cfg.ingress_rate.burst)
+            ),
         )
 
     def target(self, upstream: str) -> Target:
@@ -238,6 +246,8 @@ def _intake_series(m: Metrics, r: Route) -> Series:
     reasons += ["missing_key"] if r.require_key else []
     reasons += ["payload_mismatch"] if r.on_payload_mismatch == "reject" else []
     reasons += ["backpressure"] if r.queued else []
+    reasons += ["source_not_allowed"] if r.allow_from else []
+    reasons += ["rate_limited"] if r.ingress_rate is not None else []
     out += [(m.rejected, (r.name, reason)) for reason in reasons]
     sources = sorted({k.kind for k in r.keys} | {"sha256"})
     out += [(m.duplicates, (r.name, source)) for source in sources]

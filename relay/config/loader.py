@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Final
 import yaml
 
 from relay.config.admin import parse_admin, parse_listen
+from relay.config.protection import networks
 from relay.config.routes import parse_route
 from relay.config.secrets import SOURCES, read_secrets
 from relay.config.types import (
@@ -20,7 +20,6 @@ from relay.config.types import (
     Limits,
     Listen,
     LogConfig,
-    Network,
     Route,
     StorageConfig,
     TracingConfig,
@@ -103,7 +102,7 @@ def from_mapping(
     grace = top.duration("shutdown_grace", 25.0)
     workers = top.integer("workers", 0, lo=0, hi=64)
     tracing = _tracing(top.section("tracing"))
-    trusted_proxies = _networks(top, "trusted_proxies")
+    trusted_proxies = networks(top, "trusted_proxies")
 
     routes: list[Route] = []
     raw_routes = top.raw("routes")
@@ -147,17 +146,6 @@ def from_mapping(
         workers=workers,
         trusted_proxies=trusted_proxies,
     )
-
-
-def _networks(top: Section, key: str) -> tuple[Network, ...]:
-    """CIDRs (``10.0.0.0/8``, ``2001:db8::/32``) or single addresses."""
-    out: list[Network] = []
-    for text in top.strings(key, ()):
-        try:
-            out.append(ipaddress.ip_network(text.strip()))
-        except ValueError as exc:
-            top.error(key, f"{show(text)} is not an address or a network like 10.0.0.0/8: {exc}")
-    return tuple(out)
 
 
 def _have(*modules: str) -> bool:

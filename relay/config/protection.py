@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from typing import Final
 
-from relay.config.types import BreakerConfig, HybridConfig, RateLimit
+from relay.config.types import (
+    INGRESS_PER,
+    BreakerConfig,
+    HybridConfig,
+    IngressRate,
+    Network,
+    RateLimit,
+)
 from relay.config.validate import MISSING, Section, Skip, show
 
 _RATE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
@@ -76,6 +84,45 @@ def rate_limit(route: Section) -> RateLimit | None:
     if rate is None:
         return None
     return RateLimit(rate, burst if burst is not None else _burst(rate))
+
+
+def networks(sec: Section, key: str) -> tuple[Network, ...]:
+    """CIDRs (``10.0.0.0/8``, ``2001:db8::/32``) or single addresses."""
+    out: list[Network] = []
+    for text in sec.strings(key, ()):
+        try:
+            out.append(ipaddress.ip_network(text.strip()))
+        except ValueError as exc:
+            sec.error(key, f"{show(text)} is not an address or a network like 10.0.0.0/8: {exc}")
+    return tuple(out)
+
+
+def ingress_rate(route: Section) -> IngressRate | None:
+    """``ingress_rate: "100/s"``, or ``{rate: "100/s", burst: 20, per: route | source}``."""
+    if not route.has("ingress_rate"):
+        return None
+    raw = route.raw("ingress_rate")
+    if isinstance(raw, str):
+        try:
+            per_second = parse_rate(raw)
+        except ValueError as exc:
+            route.error("ingress_rate", str(exc))
+            return None
+        return IngressRate(per_second, _burst(per_second))
+    sec = route.section("ingress_rate")
+    rate: float | None = None
+    try:
+        rate = parse_rate(str(sec.text("rate")))
+    except ValueError as exc:
+        sec.error("rate", str(exc))
+    except Skip:
+        pass
+    burst = sec.integer("burst", None, lo=1)
+    per = sec.choice("per", "route", INGRESS_PER)
+    sec.finish()
+    if rate is None:
+        return None
+    return IngressRate(rate, burst if burst is not None else _burst(rate), per)
 
 
 def _burst(rate: float) -> int:

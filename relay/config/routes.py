@@ -228,6 +228,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
     if sec.has("stale") and not sec.has("ordering"):
         sec.error("stale", "needs ordering.key (the last delivered version is kept per key)")
 
+    allow_from = protection.networks(sec, "allow_from")
+    ingress_rate = protection.ingress_rate(sec)
     breaker = protection.breaker(sec)
     rate_limit = protection.rate_limit(sec)
     if mode == "sync" and (sec.has("breaker") or sec.has("rate_limit")):
@@ -270,6 +272,8 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         filters=filters,
         handshake=handshake,
         public_url=public_url,
+        allow_from=allow_from,
+        ingress_rate=ingress_rate,
     )
 
 

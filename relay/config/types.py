@@ -16,6 +16,7 @@ from relay.signatures import DEFAULT_HEADERS, URL_SIGNED
 Mode = Literal["queue", "sync", "hybrid"]
 Dedupe = Literal["enforce", "shadow"]
 OnDead = Literal["skip", "hold"]
+IngressPer = Literal["route", "source"]
 StaleAction = Literal["drop", "deliver"]
 Encoding = Literal["hex", "base64"]
 OnMismatch = Literal["accept", "reject"]
@@ -25,6 +26,7 @@ MODES: tuple[Mode, ...] = ("queue", "sync", "hybrid")
 DEDUPE: tuple[Dedupe, ...] = ("enforce", "shadow")
 ON_DEAD: tuple[OnDead, ...] = ("skip", "hold")
 STALE_ACTIONS: tuple[StaleAction, ...] = ("drop", "deliver")
+INGRESS_PER: tuple[IngressPer, ...] = ("route", "source")
 ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
 ON_MISMATCH: tuple[OnMismatch, ...] = ("accept", "reject")
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
@@ -178,6 +180,16 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class IngressRate:
+    """A token bucket in front of a route: ``rate`` webhooks a second, at most ``burst``
+    at once, for the whole route or for each source address."""
+
+    rate: float
+    burst: int
+    per: IngressPer = "route"
+
+
+@dataclass(frozen=True, slots=True)
 class OrderingConfig:
     """Per-key ordering: deliveries sharing a key go one at a time, in arrival order."""
 
@@ -273,6 +285,9 @@ class Route:
     handshake: HandshakeConfig | None = None
     # The URL senders call, as they see it (before any proxy): Twilio and Square sign it.
     public_url: str | None = None
+    # Sources allowed to post (empty: anyone); a trusted proxy's client is judged.
+    allow_from: tuple[Network, ...] = ()
+    ingress_rate: IngressRate | None = None
 
     @property
     def served(self) -> tuple[str, ...]:

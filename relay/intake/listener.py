@@ -20,7 +20,7 @@ from relay.config import Route
 from relay.config.filters import FilterRule
 from relay.config.types import READYZ_PATH
 from relay.forward import Via, clean_headers, is_trusted, with_forwarded
-from relay.intake import checks, filters, handshakes, hybrid, sync
+from relay.intake import checks, edge, filters, handshakes, hybrid, sync
 from relay.intake.queue import handle_filtered, handle_queue
 from relay.intake.replies import STORE_RETRY_AFTER, Reply, error, reject
 from relay.runtime import RELAY, Relay, RouteRuntime
@@ -121,6 +121,8 @@ async def _admit(request: web.Request, relay: Relay, rt: RouteRuntime) -> keys.P
     """Limits, the body, a provider's check, backpressure and the signature: what a
     request passes before it is keyed."""
     cfg = rt.cfg
+    if (refused := edge.check(request, relay, rt)) is not None:
+        return refused
     limit = relay.config.limits.max_header_bytes
     if header_bytes(request.raw_headers) > limit:
         # Bounded before anything is read, stored or forwarded.

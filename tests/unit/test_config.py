@@ -1065,3 +1065,25 @@ def test_the_database_url_from_a_file_a_variable_or_a_credential(tmp_path: Path)
     assert one_error(doc_with(storage={"url_env": "NOPE"})) == (
         "storage.url_env: environment variable NOPE is not set"
     )
+
+
+def test_allow_from_and_ingress_rate() -> None:
+    from relay.config.types import IngressRate
+
+    doc = doc_with(
+        route(allow_from=["3.18.12.63/32", "2001:db8::/32"], ingress_rate="100/s"),
+    )
+    r = from_mapping(doc, env={}).routes[0]
+    assert [str(n) for n in r.allow_from] == ["3.18.12.63/32", "2001:db8::/32"]
+    assert r.ingress_rate == IngressRate(100.0, 10, "route")
+    per = doc_with(route(ingress_rate={"rate": "30/m", "burst": 5, "per": "source"}))
+    assert from_mapping(per, env={}).routes[0].ingress_rate == IngressRate(0.5, 5, "source")
+    assert one_error(doc_with(route(allow_from=["300.1.1.1/8"]))).startswith(
+        'routes[0].allow_from: "300.1.1.1/8" is not an address or a network like 10.0.0.0/8'
+    )
+    assert one_error(doc_with(route(ingress_rate={"rate": "5/s", "per": "host"}))) == (
+        'routes[0].ingress_rate.per: expected one of route, source, got "host"'
+    )
+    assert one_error(doc_with(route(ingress_rate="fast"))) == (
+        'routes[0].ingress_rate: expected a rate like "200/s" or "30/m", got "fast"'
+    )
