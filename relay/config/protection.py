@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from relay.config.types import (
     INGRESS_PER,
@@ -59,19 +60,22 @@ def breaker(route: Section) -> BreakerConfig | None:
     return cfg
 
 
-def rate_limit(route: Section) -> RateLimit | None:
-    """``rate_limit: "200/s"``, or ``{rate: "200/s", burst: 20}``; absent: no limit."""
-    raw = route.raw("rate_limit")
+def _bucket(
+    route: Section, key: str, more: Callable[[Section], Any] | None = None
+) -> tuple[float, int, Any] | None:
+    """``KEY: "200/s"``, or ``{rate: "200/s", burst: 20, ...}`` (``more`` reads the
+    rest of the mapping): (rate per second, burst, what ``more`` read); None if absent."""
+    raw = route.raw(key)
     if raw is MISSING or raw is None:
         return None
     if isinstance(raw, str):
         try:
             per_second = parse_rate(raw)
         except ValueError as exc:
-            route.error("rate_limit", str(exc))
+            route.error(key, str(exc))
             return None
-        return RateLimit(per_second, _burst(per_second))
-    sec = route.section("rate_limit")
+        return per_second, _burst(per_second), None
+    sec = route.section(key)
     rate: float | None = None
     try:
         rate = parse_rate(str(sec.text("rate")))
@@ -80,10 +84,17 @@ def rate_limit(route: Section) -> RateLimit | None:
     except Skip:  # missing or not a string: text() recorded why
         pass
     burst = sec.integer("burst", None, lo=1)
+    extra = more(sec) if more is not None else None
     sec.finish()
     if rate is None:
         return None
-    return RateLimit(rate, burst if burst is not None else _burst(rate))
+    return rate, burst if burst is not None else _burst(rate), extra
+
+
+def rate_limit(route: Section) -> RateLimit | None:
+    """``rate_limit: "200/s"``, or ``{rate: "200/s", burst: 20}``; absent: no limit."""
+    found = _bucket(route, "rate_limit")
+    return None if found is None else RateLimit(found[0], found[1])
 
 
 def networks(sec: Section, key: str) -> tuple[Network, ...]:
@@ -99,30 +110,11 @@ def networks(sec: Section, key: str) -> tuple[Network, ...]:
 
 def ingress_rate(route: Section) -> IngressRate | None:
     """``ingress_rate: "100/s"``, or ``{rate: "100/s", burst: 20, per: route | source}``."""
-    if not route.has("ingress_rate"):
+    found = _bucket(route, "ingress_rate", lambda sec: sec.choice("per", "route", INGRESS_PER))
+    if found is None:
         return None
-    raw = route.raw("ingress_rate")
-    if isinstance(raw, str):
-        try:
-            per_second = parse_rate(raw)
-        except ValueError as exc:
-            route.error("ingress_rate", str(exc))
-            return None
-        return IngressRate(per_second, _burst(per_second))
-    sec = route.section("ingress_rate")
-    rate: float | None = None
-    try:
-        rate = parse_rate(str(sec.text("rate")))
-    except ValueError as exc:
-        sec.error("rate", str(exc))
-    except Skip:
-        pass
-    burst = sec.integer("burst", None, lo=1)
-    per = sec.choice("per", "route", INGRESS_PER)
-    sec.finish()
-    if rate is None:
-        return None
-    return IngressRate(rate, burst if burst is not None else _burst(rate), per)
+    rate, burst, per = found
+    return IngressRate(rate, burst, per or "route")
 
 
 def _burst(rate: float) -> int:
