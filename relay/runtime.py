@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -221,6 +221,19 @@ class Relay:
 
 
 RELAY: Final = web.AppKey("relay", Relay)
+
+
+async def unready(relay: Relay, ping: Callable[[], Awaitable[bool]]) -> str | None:
+    """Why ``/readyz`` answers 503 (``draining``, ``store_unavailable``), on either
+    listener; None when ready."""
+    if relay.leaving or relay.draining:
+        return "draining"
+    try:
+        ok = await ping()
+    except Exception:  # a store that cannot answer is not ready, whatever it raised
+        ok = False
+    return None if ok else "store_unavailable"
+
 
 _OUTCOMES: Final = {
     "queue": ("accepted", "duplicate", "rejected"),

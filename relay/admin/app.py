@@ -17,7 +17,7 @@ from relay.admin.throttle import Throttle
 from relay.admin.views import ApiError
 from relay.errors import StoreError
 from relay.logging import get_logger
-from relay.runtime import RELAY, Relay
+from relay.runtime import RELAY, Relay, unready
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A scrape must answer even when the store is stuck: the gauges then keep their last values.
@@ -61,15 +61,8 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
-    store = request.app[STORE]
-    if relay.leaving or relay.draining:
-        return web.json_response({"status": "draining"}, status=503)
-    try:
-        ok = await store.ping()
-    except Exception:
-        ok = False
-    if not ok:
-        return web.json_response({"status": "store_unavailable"}, status=503)
+    if (why := await unready(relay, request.app[STORE].ping)) is not None:
+        return web.json_response({"status": why}, status=503)
     body: dict[str, object] = {"status": "ready"}
     # Work left by a removed route does not make the relay unready, but is worth a look.
     if orphans := relay.metrics.orphans:

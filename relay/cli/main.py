@@ -67,7 +67,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             rules = ", ".join(f"{f.name} ({f.action})" for f in r.filters)
             print(f"    filters {rules}")
         if r.handshake is not None or r.public_url is not None:
-            shake = r.handshake.provider if r.handshake is not None else "none"
+            shake = r.provider or "none"
             print(f"    handshake {shake}; public url {shown_url(r.public_url or '') or 'rebuilt'}")
     for warning in cfg.warnings():
         print(f"warning: {warning}", file=sys.stderr)

@@ -295,6 +295,11 @@ class Route:
         return self.upstreams + self.alternates
 
     @property
+    def provider(self) -> str | None:
+        """The provider whose URL check the route answers (its preset's), if any."""
+        return None if self.handshake is None else self.handshake.provider
+
+    @property
     def queued(self) -> bool:
         """Stored and delivered by the queue (queue and hybrid modes), not forwarded in line."""
         return self.mode != "sync"

@@ -21,7 +21,7 @@ HANDSHAKE: Final = "handshake"
 
 
 def handshake_done(relay: Relay, rt: RouteRuntime, reply: Reply, elapsed: float) -> None:
-    provider = rt.cfg.handshake.provider if rt.cfg.handshake is not None else ""
+    provider = rt.cfg.provider or ""
     outcome = "answered" if reply.reason is None else "refused"
     relay.metrics.handshakes.labels(rt.cfg.name, provider, outcome).inc()
     log = rt.log.info if reply.reason is None else rt.log.warning
@@ -82,7 +82,7 @@ def handshake(
     request: web.Request, relay: Relay, rt: RouteRuntime, payload: keys.Payload
 ) -> Reply | None:
     """The answer to the route's provider's URL check, or None when this is no check."""
-    provider = rt.cfg.handshake.provider if rt.cfg.handshake is not None else ""
+    provider = rt.cfg.provider or ""
     found = handshakes.answer(
         provider, request.method, payload, handshakes.Keys(rt.secrets, rt.verify_tokens)
     )

@@ -23,7 +23,7 @@ from relay.forward import Via, clean_headers, is_trusted, with_forwarded
 from relay.intake import checks, edge, filters, handshakes, hybrid, sync
 from relay.intake.queue import handle_filtered, handle_queue
 from relay.intake.replies import STORE_RETRY_AFTER, Reply, error, reject
-from relay.runtime import RELAY, Relay, RouteRuntime
+from relay.runtime import RELAY, Relay, RouteRuntime, unready
 from relay.store.base import NewEvent
 from relay.tracing import Tracing
 
@@ -219,8 +219,7 @@ async def _handle(request: web.Request, relay: Relay) -> web.StreamResponse:
         relay.metrics.rejected.labels("", "no_route").inc()
         return error(404, "no_route", "no route for this path")
     cfg = rt.cfg
-    provider = cfg.handshake.provider if cfg.handshake is not None else None
-    if request.method not in cfg.methods and not handshakes.takes(provider, request.method):
+    if request.method not in cfg.methods and not handshakes.takes(cfg.provider, request.method):
         relay.metrics.rejected.labels(cfg.name, "method_not_allowed").inc()
         return method_not_allowed(cfg)
     if relay.draining:
@@ -279,14 +278,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness for a load balancer in front of the webhook listener: ready, draining
     or store_unavailable, and nothing more (strangers can reach it)."""
     relay = request.app[RELAY]
-    if relay.leaving or relay.draining:
-        return web.json_response({"status": "draining"}, status=503)
-    try:
-        ok = await relay.store.ping()
-    except Exception:  # a store that cannot answer is not ready, whatever it raised
-        ok = False
-    if not ok:
-        return web.json_response({"status": "store_unavailable"}, status=503)
+    if (why := await unready(relay, relay.store.ping)) is not None:
+        return web.json_response({"status": why}, status=503)
     return web.json_response({"status": "ready"})
 
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from relay.signatures.common import (
-    MALFORMED,
     MISMATCH,
-    MISSING,
     Reason,
     Scheme,
     Signed,
-    decode_digest,
     encode_digest,
+    header_digest,
     mac,
     matches,
 )
@@ -22,16 +20,10 @@ from relay.signatures.common import (
 def verify_body(
     scheme: Scheme, secrets: Sequence[bytes], msg: Signed, _now: float, _tolerance: float
 ) -> Reason | None:
-    value = msg.header(scheme.signature_header)
-    if value is None or not value.strip():
-        return MISSING
-    value = value.strip()
     encoding, prefix = scheme.body_format
-    if not value.startswith(prefix):
-        return MALFORMED
-    digest = decode_digest(value[len(prefix) :], encoding)
-    if digest is None:
-        return MALFORMED
+    digest = header_digest(msg, scheme.signature_header, encoding, prefix)
+    if isinstance(digest, str):
+        return digest
     return None if matches(secrets, msg.body, [digest]) else MISMATCH
 
 

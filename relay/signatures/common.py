@@ -140,6 +140,21 @@ def decode_digest(text: str, encoding: Encoding, size: int = SHA256_SIZE) -> byt
     return raw if len(raw) == size else None
 
 
+def header_digest(
+    msg: Signed, header: str, encoding: Encoding, prefix: str = "", size: int = SHA256_SIZE
+) -> bytes | Reason:
+    """The one digest a signature header carries, or why not: ``MISSING`` without the
+    header, ``MALFORMED`` when it is not ``prefix`` and ``size`` bytes in ``encoding``."""
+    value = msg.header(header)
+    if value is None or not value.strip():
+        return MISSING
+    value = value.strip()
+    if not value.startswith(prefix):
+        return MALFORMED
+    digest = decode_digest(value[len(prefix) :], encoding, size)
+    return MALFORMED if digest is None else digest
+
+
 def encode_digest(digest: bytes, encoding: Encoding) -> str:
     return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode("ascii")
 

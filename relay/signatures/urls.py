@@ -12,11 +12,10 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 from relay.signatures.common import (
     MALFORMED,
     MISMATCH,
-    MISSING,
     Reason,
     Scheme,
     Signed,
-    decode_digest,
+    header_digest,
     matches,
 )
 
@@ -68,15 +67,12 @@ def _form(msg: Signed) -> list[tuple[str, str]] | None:
 def verify_twilio(
     scheme: Scheme, secrets: Sequence[bytes], msg: Signed, _now: float, _tolerance: float
 ) -> Reason | None:
-    value = msg.header(scheme.signature_header)
-    if value is None or not value.strip():
-        return MISSING
-    found = _TWILIO_DIGESTS.get(_twilio_algorithm(msg.header(TWILIO_SETTINGS_HEADER)))
-    if found is None:
-        return MALFORMED
-    algorithm, size = found
-    digest = decode_digest(value, "base64", size)
-    if digest is None:
+    algorithm = _twilio_algorithm(msg.header(TWILIO_SETTINGS_HEADER))
+    digest_name, size = _TWILIO_DIGESTS.get(algorithm, ("", 20))
+    digest = header_digest(msg, scheme.signature_header, "base64", size=size)
+    if isinstance(digest, str):
+        return digest
+    if not digest_name:  # an algorithm this relay does not know
         return MALFORMED
     if not msg.url:
         return MISMATCH
@@ -94,7 +90,7 @@ def verify_twilio(
     names = sorted({name for name, _ in params})
     tail = "".join(name + v for name in names for v in sorted({v for n, v in params if n == name}))
     for url in _with_and_without_port(msg.url):
-        if matches(secrets, (url + tail).encode("utf-8"), [digest], algorithm):
+        if matches(secrets, (url + tail).encode("utf-8"), [digest], digest_name):
             return None
     return MISMATCH
 
@@ -102,12 +98,9 @@ def verify_twilio(
 def verify_square(
     scheme: Scheme, secrets: Sequence[bytes], msg: Signed, _now: float, _tolerance: float
 ) -> Reason | None:
-    value = msg.header(scheme.signature_header)
-    if value is None or not value.strip():
-        return MISSING
-    digest = decode_digest(value, "base64")
-    if digest is None:
-        return MALFORMED
+    digest = header_digest(msg, scheme.signature_header, "base64")
+    if isinstance(digest, str):
+        return digest
     if not msg.url:
         return MISMATCH
     return None if matches(secrets, msg.url.encode("utf-8") + msg.body, [digest]) else MISMATCH
