@@ -8,6 +8,7 @@ collector someone else provides.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -322,6 +323,12 @@ class Metrics:
             ["route", "upstream", "file"],
             registry=r,
         )
+        self.listener_certificate_expiry = Gauge(
+            "relay_listener_certificate_expiry_timestamp_seconds",
+            "When a listener's certificate (file=cert) or client CA (file=client_ca) expires.",
+            ["listener", "file"],
+            registry=r,
+        )
         self.store_file_lost = Gauge(
             "relay_store_file_lost",
             "1 when the SQLite database file was deleted or replaced under the running"
@@ -421,6 +428,15 @@ class Metrics:
         self.certificate_expiry.clear()
         for route, upstream, file, at in expiring:
             self.certificate_expiry.labels(route, shown_url(upstream), file).set(at)
+
+    def set_listener_certificates(
+        self, listener: str, expiring: Iterable[tuple[str, float]]
+    ) -> None:
+        for file in ("cert", "client_ca"):
+            with contextlib.suppress(KeyError):
+                self.listener_certificate_expiry.remove(listener, file)
+        for file, at in expiring:
+            self.listener_certificate_expiry.labels(listener, file).set(at)
 
     def set_orphans(self, orphans: Mapping[tuple[str, str], int]) -> None:
         self.orphans = dict(orphans)

@@ -28,7 +28,9 @@ def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], N
     before = relay.routes
     try:
         new = config_mod.load(path)
-        # Build every route before touching anything: a failure leaves the old config whole.
+        # Read every certificate and build every route before touching anything: a
+        # failure leaves the old config whole.
+        swap_certificates = relay.swap_certificates(new)
         relay.set_routes(new.routes)
     except ConfigError as exc:
         _refuse(relay, notifier, exc.errors)
@@ -42,16 +44,23 @@ def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], N
     # the admin listener's tokens and names while its address stays (a rotated
     # token works at once; console sessions opened before end with the old ones).
     admin = new.admin if new.admin.listen == relay.config.admin.listen else relay.config.admin
+    # A listener's certificates reload; turning TLS on or off needs a restart.
+    tls = new.tls if (new.tls is None) == (relay.config.tls is None) else relay.config.tls
+    if (admin.tls is None) != (relay.config.admin.tls is None):
+        log.warning("reload_needs_restart", settings=["admin.tls"])
+        admin = dataclasses.replace(admin, tls=relay.config.admin.tls)
     ignored = [
         f.name
         for f in dataclasses.fields(new)
         if f.name != "routes"
         and not (f.name == "admin" and admin is new.admin)
+        and not (f.name == "tls" and tls is new.tls)
         and getattr(new, f.name) != getattr(relay.config, f.name)
     ]
     if ignored:
         log.warning("reload_needs_restart", settings=ignored)
-    relay.config = dataclasses.replace(relay.config, routes=new.routes, admin=admin)
+    relay.config = dataclasses.replace(relay.config, routes=new.routes, admin=admin, tls=tls)
+    swap_certificates()
     applied()
     relay.metrics.record_reload(True)
     log.info("config_reloaded", routes=[r.name for r in new.routes])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from multidict import CIMultiDict
 from relay import signatures, tls
 from relay.backlog import Backlog
 from relay.breaker import Buckets
-from relay.config import Config, Route, Upstream
+from relay.config import Config, ListenerTLS, Route, Upstream
 from relay.forward import (
     PLAIN,
     Result,
@@ -39,6 +40,14 @@ from relay.tracing import Tracing
 # A shadow route stores a copy of a seen key under the key, this, and a token; the
 # backend is sent the key alone. A unit separator: no key a header can carry has one.
 SHADOW_COPY: Final = "\x1fshadow\x1f"
+
+
+def _server_context(s: ListenerTLS) -> ssl.SSLContext:
+    return tls.server_context(s.cert_file, s.key_file, s.client_ca_file, s.client_auth)
+
+
+def _listener_expiry(s: ListenerTLS) -> tuple[tuple[str, float], ...]:
+    return tls.expiry(s.client_ca_file, s.cert_file, "client_ca")
 
 
 def _target(upstream: Upstream) -> Target:
@@ -199,6 +208,35 @@ class Relay:
     active: set[asyncio.Task[Any]] = field(default_factory=set)
     # None unless tracing.enabled (set by the app before its first request).
     tracing: Tracing | None = None
+    # The TLS of each listener this process serves ("webhook", "admin"), by name.
+    listeners: dict[str, tls.ServerTLS] = field(default_factory=dict)
+
+    def listener_tls(self, name: str, settings: ListenerTLS | None) -> ssl.SSLContext | None:
+        """The context to start listener ``name`` with (None: plain HTTP); a reload
+        swaps its certificates (``swap_certificates``)."""
+        if settings is None:
+            return None
+        holder = tls.ServerTLS(lambda: _server_context(settings))
+        self.listeners[name] = holder
+        self.metrics.set_listener_certificates(name, _listener_expiry(settings))
+        return holder.listening
+
+    def swap_certificates(self, new: Config) -> Callable[[], None]:
+        """Read every listener's files as ``new`` names them (raising TLSFilesError,
+        nothing changed, if one cannot be used); the returned call swaps them in."""
+        wanted = {"webhook": new.tls, "admin": new.admin.tls}
+        ready = [
+            (name, holder, settings, _server_context(settings))
+            for name, holder in self.listeners.items()
+            if (settings := wanted[name]) is not None
+        ]
+
+        def commit() -> None:
+            for name, holder, settings, context in ready:
+                holder.swap(context)
+                self.metrics.set_listener_certificates(name, _listener_expiry(settings))
+
+        return commit
 
     def cut_off(self) -> int:
         """Cancel every handler still running (the grace is over); how many."""
@@ -261,6 +299,9 @@ def _intake_series(m: Metrics, r: Route) -> Series:
     reasons += ["backpressure"] if r.queued else []
     reasons += ["source_not_allowed"] if r.allow_from else []
     reasons += ["rate_limited"] if r.ingress_rate is not None else []
+    reasons += ["client_certificate_required", "client_certificate_not_allowed"] * bool(
+        r.client_subjects
+    )
     out += [(m.rejected, (r.name, reason)) for reason in reasons]
     sources = sorted({k.kind for k in r.keys} | {"sha256"})
     out += [(m.duplicates, (r.name, source)) for source in sources]

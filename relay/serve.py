@@ -88,8 +88,18 @@ async def serve(config: Config, config_path: Path | None = None) -> int:
     # Work stored for a route this config no longer has: reported, kept pending.
     background(report_orphans(relay, store, "startup_orphaned_events"), "orphan-report")
     try:
-        for r, listen in ((runner, config.listen), (admin_runner, config.admin.listen)):
-            await web.TCPSite(r, listen.host, listen.port, reuse_address=True, backlog=1024).start()
+        for r, name, listen, settings in (
+            (runner, "webhook", config.listen, config.tls),
+            (admin_runner, "admin", config.admin.listen, config.admin.tls),
+        ):
+            await web.TCPSite(
+                r,
+                listen.host,
+                listen.port,
+                reuse_address=True,
+                backlog=1024,
+                ssl_context=relay.listener_tls(name, settings),
+            ).start()
     except OSError as exc:
         log.error("listen_failed", error=str(exc))
         await admin_runner.cleanup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from relay.config.certificates import parse_listener_tls
 from relay.config.secrets import read_secrets
 from relay.config.types import (
     MIN_TOKEN_CHARS,
@@ -83,6 +84,7 @@ def parse_admin(sec: Section, env: Mapping[str, str], base: Path) -> AdminConfig
                     f"token {t.label!r} has {len(t.secret)} characters; a listener beyond"
                     f" loopback wants at least {MIN_TOKEN_CHARS} ({TOKEN_HINT})",
                 )
+    listener_tls = parse_listener_tls(sec.section("tls"), env, base) if sec.has("tls") else None
     hosts = sec.strings("allowed_hosts", ())
     for i, name in enumerate(hosts):
         if not name or any(c in name for c in " /:@[]") or name != name.strip():
@@ -94,4 +96,5 @@ def parse_admin(sec: Section, env: Mapping[str, str], base: Path) -> AdminConfig
         listen=listen,
         tokens=tuple(tokens),
         allowed_hosts=tuple(h.lower().rstrip(".") for h in hosts),
+        tls=listener_tls,
     )

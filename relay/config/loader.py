@@ -11,6 +11,7 @@ from typing import Any, Final
 import yaml
 
 from relay.config.admin import parse_admin, parse_listen
+from relay.config.certificates import parse_listener_tls
 from relay.config.protection import networks
 from relay.config.routes import parse_route
 from relay.config.secrets import SOURCES, read_secrets
@@ -19,6 +20,7 @@ from relay.config.types import (
     Config,
     Limits,
     Listen,
+    ListenerTLS,
     LogConfig,
     Route,
     StorageConfig,
@@ -50,6 +52,15 @@ def _storage_url(st: Section, env: Mapping[str, str], base: Path) -> str:
     return secret[0] if secret else url
 
 
+def _check_client_subjects(routes: list[Route], tls: ListenerTLS | None, errors: list[str]) -> None:
+    for i, route in enumerate(routes):
+        if route.client_subjects and (tls is None or tls.client_auth == "none"):
+            errors.append(
+                f"routes[{i}].client_subjects: needs tls.client_ca_file on the webhook"
+                " listener (client_auth: optional or require), or no certificate is asked for"
+            )
+
+
 def from_mapping(
     doc: Any, env: Mapping[str, str] | None = None, base: Path | None = None
 ) -> Config:
@@ -63,6 +74,7 @@ def from_mapping(
     except ValueError as exc:
         top.error("listen", str(exc))
         listen = Listen("0.0.0.0", 8080)
+    tls = parse_listener_tls(top.section("tls"), env, base) if top.has("tls") else None
     admin = parse_admin(top.section("admin"), env, base)
 
     st = top.section("storage")
@@ -130,12 +142,14 @@ def from_mapping(
             errors.append(
                 f"routes[{i}].path: {show(route.path)} is already the path of routes[{j}]"
             )
+    _check_client_subjects(routes, tls, errors)
     top.finish()
     if errors:
         raise ConfigError(errors)
     return Config(
         routes=tuple(routes),
         listen=listen,
+        tls=tls,
         admin=admin,
         storage=storage,
         limits=limits,

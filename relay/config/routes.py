@@ -230,6 +230,7 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
 
     allow_from = protection.networks(sec, "allow_from")
     ingress_rate = protection.ingress_rate(sec)
+    client_subjects = sec.strings("client_subjects", ())
     breaker = protection.breaker(sec)
     rate_limit = protection.rate_limit(sec)
     if mode == "sync" and (sec.has("breaker") or sec.has("rate_limit")):
@@ -274,6 +275,7 @@ def parse_route(sec: Section, env: Mapping[str, str], base: Path) -> Route:
         public_url=public_url,
         allow_from=allow_from,
         ingress_rate=ingress_rate,
+        client_subjects=client_subjects,
     )
 
 

@@ -53,3 +53,27 @@ def read_secrets(sec: Section, env: Mapping[str, str], base: Path, prefix: str) 
         elif value:
             found.append(value)
     return tuple(found)
+
+
+def secret_path(sec: Section, env: Mapping[str, str], base: Path, prefix: str) -> str | None:
+    """The file ``<prefix>_file`` or ``<prefix>_credential`` names (one of them), for
+    settings read as files (certificates, keys): None if neither is given."""
+    file_key, cred_key = prefix + "_file", prefix + "_credential"
+    if sec.has(file_key) and sec.has(cred_key):
+        sec.text(file_key), sec.text(cred_key)  # read: named once, not as unknown keys too
+        sec.error(cred_key, f"give {file_key} or {cred_key}, not both")
+        return None
+    if sec.has(file_key):
+        name = sec.text(file_key)
+        return str(base / name)
+    if not sec.has(cred_key):
+        return None
+    name = sec.text(cred_key)
+    directory = env.get("CREDENTIALS_DIRECTORY", "")
+    if not name or "/" in name or name in (".", ".."):
+        sec.error(cred_key, f"expected a credential's name, got {show(name)}")
+    elif not directory:
+        sec.error(cred_key, f"credential {name}: $CREDENTIALS_DIRECTORY is not set")
+    else:
+        return str(Path(directory) / name)
+    return None

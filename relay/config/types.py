@@ -17,6 +17,7 @@ Mode = Literal["queue", "sync", "hybrid"]
 Dedupe = Literal["enforce", "shadow"]
 OnDead = Literal["skip", "hold"]
 IngressPer = Literal["route", "source"]
+ClientAuth = Literal["none", "optional", "require"]
 StaleAction = Literal["drop", "deliver"]
 Encoding = Literal["hex", "base64"]
 OnMismatch = Literal["accept", "reject"]
@@ -27,6 +28,7 @@ DEDUPE: tuple[Dedupe, ...] = ("enforce", "shadow")
 ON_DEAD: tuple[OnDead, ...] = ("skip", "hold")
 STALE_ACTIONS: tuple[StaleAction, ...] = ("drop", "deliver")
 INGRESS_PER: tuple[IngressPer, ...] = ("route", "source")
+CLIENT_AUTH: tuple[ClientAuth, ...] = ("none", "optional", "require")
 ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
 ON_MISMATCH: tuple[OnMismatch, ...] = ("accept", "reject")
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
@@ -59,6 +61,19 @@ class Listen:
             return False
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerTLS:
+    """A listener's certificate chain and key, and the CA its clients' certificates
+    must chain to (mutual TLS) if any."""
+
+    cert_file: str
+    key_file: str | None = None  # None: the key is in cert_file
+    client_ca_file: str | None = None
+    client_auth: ClientAuth = "none"
+    # The files' bytes hashed when read: a reload after a rotation is a change.
+    digest: str = ""
+
+
 Role = Literal["read", "operate"]
 ROLES: tuple[Role, ...] = ("read", "operate")
 TOKEN_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -85,6 +100,7 @@ class AdminConfig:
     tokens: tuple[AdminToken, ...] = field(default=(), repr=False)
     # Host names the listener answers to besides IP literals and localhost.
     allowed_hosts: tuple[str, ...] = ()
+    tls: ListenerTLS | None = None
 
     @property
     def token_required(self) -> bool:
@@ -288,6 +304,8 @@ class Route:
     # Sources allowed to post (empty: anyone); a trusted proxy's client is judged.
     allow_from: tuple[Network, ...] = ()
     ingress_rate: IngressRate | None = None
+    # Client certificates (mutual TLS) that may post, by subject CN or SAN (empty: any).
+    client_subjects: tuple[str, ...] = ()
 
     @property
     def served(self) -> tuple[str, ...]:
@@ -315,6 +333,7 @@ class LogConfig:
 class Config:
     routes: tuple[Route, ...]
     listen: Listen = Listen("0.0.0.0", 8080)
+    tls: ListenerTLS | None = None
     admin: AdminConfig = AdminConfig()
     storage: StorageConfig = StorageConfig()
     limits: Limits = Limits()

@@ -1,5 +1,5 @@
 """A route's edge, decided before anything is read or stored: who may post
-(``allow_from``) and how fast (``ingress_rate``). Refusals lose nothing: a source
+(``client_subjects``, ``allow_from``) and how fast (``ingress_rate``). Refusals lose nothing: a source
 that may not post was never going to be served, and a sender told 429 with
 ``Retry-After`` sends again."""
 
@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from relay import tls
 from relay.config.types import Network
 from relay.forward import is_trusted
 from relay.intake.replies import Reply, reject
@@ -35,10 +36,26 @@ def client_address(
     return address
 
 
+def _certificate(request: web.Request, allowed: tuple[str, ...]) -> Reply | None:
+    """403 unless the connection showed a client certificate (verified by the
+    listener against its client CA) whose subject CN or a SAN is ``allowed``."""
+    transport = request.transport
+    names = tls.subject_names(None if transport is None else transport.get_extra_info("peercert"))
+    if not names:
+        return reject(403, "client_certificate_required", "this route needs a client certificate")
+    if not any(name in allowed for name in names):
+        return reject(
+            403, "client_certificate_not_allowed", "this client certificate may not post here"
+        )
+    return None
+
+
 def check(request: web.Request, relay: Relay, rt: RouteRuntime) -> Reply | None:
-    """403 for a source the route does not allow, 429 (with ``Retry-After``) past its
+    """403 for a client certificate or a source the route does not allow, 429 (with ``Retry-After``) past its
     ingress rate; None to go on."""
     cfg = rt.cfg
+    if cfg.client_subjects and (refused := _certificate(request, cfg.client_subjects)):
+        return refused
     if not cfg.allow_from and rt.ingress is None:
         return None
     source = client_address(

@@ -179,6 +179,9 @@ async def _supervise(
     wake_workers = protocol.WakeWorkers()
     relay = Relay(config=config, store=store, metrics=metrics, outbound=wake_workers)
     relay.set_routes(config.routes)
+    # The workers serve the webhook listener's TLS; the owner reads its files too,
+    # for the expiry gauge (which it exposes) and to refuse a reload they fail.
+    relay.listener_tls("webhook", config.tls)
     server: StoreServer | None = None
     admin_runner: web.AppRunner | None = None
     listener: socket.socket | None = None
@@ -222,7 +225,13 @@ async def _supervise(
         # Probes answer once every worker accepts: readyz before that would route
         # traffic to a group that may still fail to start.
         admin = config.admin.listen
-        await web.TCPSite(admin_runner, admin.host, admin.port, reuse_address=True).start()
+        await web.TCPSite(
+            admin_runner,
+            admin.host,
+            admin.port,
+            reuse_address=True,
+            ssl_context=relay.listener_tls("admin", config.admin.tls),
+        ).start()
     except (RelayError, OSError) as exc:
         log.error("startup_failed", error=str(exc))
         failed = True

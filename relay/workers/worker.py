@@ -99,7 +99,8 @@ async def serve_worker(
         return 1
     relay = app[RELAY]
     listener = socket.socket(fileno=listen_fd)
-    await web.SockSite(runner, listener, backlog=1024).start()
+    context = relay.listener_tls("webhook", config.tls)
+    await web.SockSite(runner, listener, backlog=1024, ssl_context=context).start()
 
     stop = stop_on_signals()
     quiet = Notifier("")  # systemd hears from the owner only

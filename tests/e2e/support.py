@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 from collections import Counter
@@ -148,6 +149,10 @@ class Relay:
         # What the process is started with: more environment, another interpreter line.
         self.extra_env: dict[str, str] = {}
         self.launcher: list[str] = [sys.executable]
+        # How the test reaches the listeners: set when the config gives them TLS.
+        self.scheme = "https" if "tls" in top else "http"
+        self.admin_scheme = "https" if "tls" in top.get("admin", {}) else "http"
+        self.client_ssl: ssl.SSLContext | None = None
         self._err: Any = None
         doc: dict[str, Any] = {
             "listen": f"{HOST}:{self.port}",
@@ -211,7 +216,8 @@ class Relay:
         )
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(ssl=self.client_ssl or True)
+        async with aiohttp.ClientSession(connector=connector) as session:
 
             async def ready() -> bool:
                 assert self.proc is not None
@@ -283,10 +289,10 @@ class Relay:
     # -- addresses and logs --
 
     def url(self, path: str) -> str:
-        return f"http://{HOST}:{self.port}{path}"
+        return f"{self.scheme}://{HOST}:{self.port}{path}"
 
     def admin_url(self, path: str) -> str:
-        return f"http://{HOST}:{self.admin_port}{path}"
+        return f"{self.admin_scheme}://{HOST}:{self.admin_port}{path}"
 
     def stderr(self) -> str:
         try:
