@@ -11,11 +11,14 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from relay.config import Config
 from relay.errors import StoreError
 from relay.forward import shown_url
 from relay.logging import get_logger
 from relay.runtime import Relay, RouteRuntime
-from relay.store.base import Inspection, Upkeep
+from relay.store import open_store_for_url
+from relay.store.base import Inspection, Store, Upkeep
+from relay.store.sealing import CLEAR_SEALER, Sealer
 
 # Backpressure counts are kept in memory and re-read from the store this often:
 # a COUNT over a million pending rows is not free (it holds the store's thread).
@@ -28,6 +31,13 @@ DEAD_AFTER: Final = 10.0
 PURGE_BATCH: Final = 500
 
 log = get_logger()
+
+
+def open_store(config: Config) -> Store:
+    """The store ``storage`` names, sealing with ``storage.encryption``'s keys."""
+    enc = config.storage.encryption
+    sealer = CLEAR_SEALER if enc is None else Sealer(enc.current, enc.old)
+    return open_store_for_url(config.storage.url, sealer=sealer)
 
 
 async def take_over(relay: Relay, store: Upkeep) -> None:

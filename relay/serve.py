@@ -14,7 +14,7 @@ from relay.app import FAILED, apply_reload, build_app, start_public
 from relay.config import Config
 from relay.delivery.outbound import LocalDelivery
 from relay.errors import RelayError
-from relay.housekeeping import housekeeping, report_orphans, take_over
+from relay.housekeeping import housekeeping, open_store, report_orphans, take_over
 from relay.lifecycle import (
     background,
     begin_shutdown,
@@ -30,7 +30,6 @@ from relay.logging import get_logger
 from relay.metrics import Metrics
 from relay.runtime import RELAY, Relay
 from relay.sdnotify import Notifier
-from relay.store import open_store_for_url
 from relay.store.base import Store
 
 # The whole store this process holds (its hot path, admin and upkeep alike).
@@ -48,7 +47,7 @@ def single_process_app(
 ) -> web.Application:
     """The public app of a process that holds its own store (the store named by the
     config unless one is given); its cleanup_ctx opens, recovers and closes it."""
-    store = store or open_store_for_url(config.storage.url)
+    store = store or open_store(config)
     delivery = LocalDelivery()
     relay = Relay(config=config, store=store, metrics=metrics or Metrics(), outbound=delivery)
     relay.set_routes(config.routes)

@@ -19,7 +19,7 @@ from relay.breaker import State
 from relay.forward import shown_url
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay, RouteRuntime
-from relay.store.base import AuditEntry, Inspection, Operations, Pause, Preview
+from relay.store.base import AuditEntry, Inspection, Keys, Operations, Pause, Preview
 
 # Set on every request by the token middleware.
 CREDENTIAL: Final = web.RequestKey("credential", str)
@@ -29,7 +29,7 @@ AUDIT_LIMIT: Final = 100
 
 
 # The full store (inspection and replay): the role that serves admin hands it over.
-class AdminStore(Inspection, Operations, Protocol):
+class AdminStore(Inspection, Operations, Keys, Protocol):
     """All the admin API and the console may touch of a store: they read and they act,
     never on the hot path's leases or on upkeep."""
 

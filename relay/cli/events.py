@@ -1,180 +1,24 @@
 """``webhook-relay events …`` and ``webhook-relay status``: the admin API from a shell.
 
-Tables for people (``cli_render``), ``--json`` for scripts. HTTP with urllib (no dependency).
-The admin URL comes from ``--admin-url``, else the config's ``admin.listen``;
-the bearer token from ``--token-env NAME``, else the config's
-``admin.token_env``, else ``RELAY_ADMIN_TOKEN``, else the config's
-``admin.token_file``, else the first of ``admin.tokens`` (operate ones first)
-whose secret this user can read. Exit status: 0 done, 1 the API refused or could not be
-reached, 2 bad usage.
+Tables for people (``cli_render``), ``--json`` for scripts; where the API is and how
+the CLI authenticates: ``relay.cli.client``. Exit status: 0 done, 1 the API refused
+or could not be reached, 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
-from relay import __version__
+from relay.cli.client import TOKEN_ENV, AdminClient, CliError, resolve
 from relay.cli.render import render_event, render_list, render_status
 from relay.store.records import DELIVERY_STATES
 
-DEFAULT_ADMIN: Final = "127.0.0.1:9090"
-# The config file looked for when neither -c nor WEBHOOK_RELAY_CONFIG names one.
-IMPLICIT_CONFIG: Final = "config.yaml"
-TOKEN_ENV: Final = "RELAY_ADMIN_TOKEN"
 # Exactly the delivery states the API filters on.
 STATES: Final = DELIVERY_STATES
 MAX_PAGES: Final = 1000  # --all-pages stops here, whatever the API says
-
-
-class CliError(Exception):
-    """An error to print on stderr; exit 1."""
-
-
-# --- where the admin API is and how to authenticate ------------------------------
-
-
-def _raw_admin_section(config_path: str) -> dict[str, Any]:
-    """The config's admin section, read leniently: the CLI needs no route secrets.
-
-    One rule for a missing file, as for ``serve`` and ``check-config``: a file named
-    with ``-c`` or ``WEBHOOK_RELAY_CONFIG`` must exist; without either, a missing
-    ``config.yaml`` is said on stderr and the defaults are used."""
-    if not Path(config_path).is_file():
-        if config_path != IMPLICIT_CONFIG or os.environ.get("WEBHOOK_RELAY_CONFIG"):
-            raise CliError(f"{config_path}: no such file (given with -c or WEBHOOK_RELAY_CONFIG)")
-        print(
-            f"webhook-relay: no {config_path} here; using the defaults: the admin listener"
-            f" {DEFAULT_ADMIN} (or --admin-url) and the token in ${TOKEN_ENV} (or -c FILE)",
-            file=sys.stderr,
-        )
-        return {}
-    try:
-        doc = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    admin = doc.get("admin") if isinstance(doc, dict) else None
-    return admin if isinstance(admin, dict) else {}
-
-
-def admin_base_url(listen: str) -> str:
-    host, _, port = listen.strip().rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    # A wildcard listener is reached on loopback from the same machine.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}"
-
-
-def resolve(args: argparse.Namespace) -> tuple[str, str | None]:
-    """(base URL, token or None) from the flags, the environment and the config."""
-    admin = _raw_admin_section(args.config)
-    if args.admin_url:
-        base = args.admin_url.rstrip("/")
-        if "://" not in base:
-            base = "http://" + base
-    else:
-        listen = admin.get("listen")
-        base = admin_base_url(listen if isinstance(listen, str) else DEFAULT_ADMIN)
-    if args.token_env:
-        token = os.environ.get(args.token_env)
-        if not token:
-            raise CliError(f"--token-env {args.token_env}: that environment variable is not set")
-        return base, token
-    names = [admin.get("token_env"), TOKEN_ENV]
-    for name in names:
-        if isinstance(name, str) and os.environ.get(name):
-            return base, os.environ[name]
-    # Then admin.token_file, then each of admin.tokens (operate ones first) that
-    # this user can read: its variable set, its file or credential readable.
-    scoped = [t for t in admin.get("tokens") or () if isinstance(t, dict)]
-    scoped.sort(key=lambda t: t.get("role") != "operate")
-    for entry in [{"token_file": admin.get("token_file")}, *scoped]:
-        if (token := _token_of(entry, Path(args.config).resolve().parent)) is not None:
-            return base, token
-    return base, None
-
-
-def _token_of(entry: dict[str, object], base: Path) -> str | None:
-    env, file, credential = (entry.get(k) for k in ("token_env", "token_file", "token_credential"))
-    if isinstance(env, str) and os.environ.get(env):
-        return os.environ[env]
-    path = None
-    if isinstance(file, str):
-        path = Path(file) if Path(file).is_absolute() else base / file
-    elif isinstance(credential, str) and os.environ.get("CREDENTIALS_DIRECTORY"):
-        path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / credential
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
-class AdminClient:
-    def __init__(self, base: str, token: str | None, timeout: float) -> None:
-        self.base = base
-        self.token = token
-        self.timeout = timeout
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, Any] | None = None,
-        body: dict[str, Any] | None = None,
-    ) -> Any:
-        url = self.base + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-        # Every change is sent as JSON, an empty object where there is nothing to say:
-        # the admin refuses other content types from anyone (a web page could send them).
-        if body is None and method != "GET":
-            body = {}
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        # The audit log names the client: this one is the CLI.
-        req.add_header("User-Agent", f"webhook-relay/{__version__} (cli)")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                doc = json.loads(raw)
-                text = f"{doc['error']}: {doc['message']}"
-            except (ValueError, KeyError, TypeError):
-                text = raw.decode("utf-8", "replace").strip() or exc.reason
-            hint = ""
-            if exc.code == 401:
-                hint = f" (set {TOKEN_ENV} or pass --token-env NAME)"
-            raise CliError(f"{method} {path}: HTTP {exc.code}: {text}{hint}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CliError(f"cannot reach the admin API at {self.base}: {reason}") from None
-        except ValueError as exc:
-            raise CliError(f"{method} {path}: the answer is not JSON: {exc}") from None
-
-    def follow(self, next_link: str) -> Any:
-        """GET a ``next`` link as the API gave it (a path with its query)."""
-        path, _, qs = next_link.partition("?")
-        return self.call("GET", path, dict(urllib.parse.parse_qsl(qs)))
 
 
 def emit(args: argparse.Namespace, doc: Any, human: Callable[[Any], str]) -> None:
@@ -193,8 +37,8 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def client_for(args: argparse.Namespace) -> AdminClient:
-    base, token = resolve(args)
-    return AdminClient(base, token, args.timeout)
+    base, token, context = resolve(args)
+    return AdminClient(base, token, args.timeout, context)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -320,6 +164,12 @@ def common_flags(sp: argparse.ArgumentParser, default_config: str) -> None:
         "--token-env",
         metavar="NAME",
         help=f"environment variable holding the admin token (default: the config's admin.token_env, then {TOKEN_ENV})",
+    )
+    sp.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="CA file to verify an HTTPS admin listener with (default: its own"
+        " certificate, from the config's admin.tls)",
     )
     sp.add_argument("--json", action="store_true", help="print the API's JSON")
     sp.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")

@@ -15,6 +15,8 @@ from relay import __version__
 from relay import config as config_mod
 from relay.cli import events as cli_events
 from relay.cli import routes as cli_routes
+from relay.cli import store as cli_store
+from relay.cli.client import CliError, pinned
 from relay.config.validate import format_duration
 from relay.errors import ConfigError
 
@@ -94,16 +96,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """Exit 0 if the relay's admin listener says it is ready; for container HEALTHCHECK."""
-    url = args.url
+    url, context = args.url, None
     if url is None:
         cfg = _load(args.config)
         if cfg is None:
             return 1
         host = "127.0.0.1" if cfg.admin.listen.host in ("0.0.0.0", "::") else cfg.admin.listen.host
         host = f"[{host}]" if ":" in host else host
-        url = f"http://{host}:{cfg.admin.listen.port}/readyz"
+        scheme = "https" if cfg.admin.tls else "http"
+        url = f"{scheme}://{host}:{cfg.admin.listen.port}/readyz"
+        if cfg.admin.tls is not None:
+            context = pinned(Path(cfg.admin.tls.cert_file), url)
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+        with urllib.request.urlopen(url, timeout=args.timeout, context=context) as resp:
             ok = resp.status == 200
     except (urllib.error.URLError, OSError) as exc:
         print(f"not ready: {exc}", file=sys.stderr)
@@ -151,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_token)
     cli_events.add_parsers(sub, DEFAULT_CONFIG)
     cli_routes.add_parsers(sub, DEFAULT_CONFIG)
+    cli_store.add_parsers(sub, DEFAULT_CONFIG)
     e = sub.add_parser(
         "echo-backend", help="a tiny backend that prints what it receives (for trying the relay)"
     )
@@ -163,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except cli_events.CliError as exc:
+    except CliError as exc:
         print(f"webhook-relay: {exc}", file=sys.stderr)
         return 1
 

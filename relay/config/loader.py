@@ -12,6 +12,7 @@ import yaml
 
 from relay.config.admin import parse_admin, parse_listen
 from relay.config.certificates import parse_listener_tls
+from relay.config.encryption import parse_encryption
 from relay.config.protection import networks
 from relay.config.routes import parse_route
 from relay.config.secrets import SOURCES, read_secrets
@@ -85,6 +86,9 @@ def from_mapping(
         payload_retention=st.duration("payload_retention", None),
         cleanup_interval=st.duration("cleanup_interval", 60.0),
         answer_bytes=st.size("answer_bytes", _STORAGE.answer_bytes),
+        encryption=parse_encryption(st.section("encryption"), env, base)
+        if st.has("encryption")
+        else None,
     )
     if storage.answer_bytes > MAX_ANSWER_BYTES:
         st.error("answer_bytes", f"at most {MAX_ANSWER_BYTES} (64KiB), got {storage.answer_bytes}")

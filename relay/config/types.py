@@ -117,6 +117,15 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Encryption:
+    """Keys (32 bytes each) that seal what the store writes: ``current`` seals (None:
+    writes go in clear, e.g. while encryption is being turned off), ``old`` still open."""
+
+    current: bytes | None = field(repr=False)
+    old: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class StorageConfig:
     # May hold a database password (from storage.url_env/_file/_credential): no repr.
     url: str = field(default="sqlite:///data/relay.db", repr=False)
@@ -126,6 +135,7 @@ class StorageConfig:
     cleanup_interval: float = 60.0
     # The first bytes of each attempt's answer kept for the console (0: none).
     answer_bytes: int = 1024
+    encryption: Encryption | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ Invariants a backend must keep (DESIGN.md):
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from relay.store.records import (
     DELIVERY_STATES,
@@ -269,7 +269,28 @@ class Upkeep(Protocol):
         and they leave the replicas; each with how many deliveries it held."""
 
 
-class Store(DeliveryStore, Inspection, Operations, Upkeep, Protocol):
+class Keys(Protocol):
+    """Encryption at rest (``storage.encryption``): which keys the store has used,
+    and moving what older keys sealed to the current one (``rekey``)."""
+
+    async def key_ids(self) -> list[str]:
+        """Every key id that has sealed something here and was not forgotten since."""
+
+    async def reseal(self, table: str, after_id: int, limit: int) -> tuple[int | None, int]:
+        """Up to ``limit`` rows of ``table`` (``RESEALED``) after ``after_id``: each value
+        not sealed by the current key sealed by it (in clear without one). The last id
+        read (None: nothing was left) and how many rows changed."""
+
+    async def forget_keys(self) -> list[str]:
+        """After a whole pass of ``reseal``: every key id but the current one leaves the
+        store's record (a start without them is no longer refused); which."""
+
+
+# What ``reseal`` rewrites: each table's id, then its sealed columns in order.
+RESEALED: Final = ("events", "attempts")
+
+
+class Store(DeliveryStore, Inspection, Operations, Upkeep, Keys, Protocol):
     """Durable home of events, deliveries and sync claims: the hot path, and the
     inspection, operations and upkeep that only the store's owner does. Every backend
     implements all of it; each caller names the part it uses."""

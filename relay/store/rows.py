@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from relay.store.base import (
     AttemptInfo,
@@ -24,6 +24,13 @@ from relay.store.base import (
     SyncClaim,
     UpstreamCounts,
 )
+from relay.store.sealing import CLEAR_SEALER, Sealer
+
+# Each sealed column's name is the associated data of what it holds.
+HEADERS: Final = b"headers"
+BODY: Final = b"body"
+RESPONSE: Final = b"response_body"
+ANSWER: Final = b"answer"
 
 
 class Row(Protocol):
@@ -32,15 +39,17 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
-def headers_json(headers: Sequence[Header]) -> str:
-    return json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
+def headers_json(headers: Sequence[Header], sealer: Sealer = CLEAR_SEALER) -> str:
+    text = json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
+    return sealer.seal_text(text, HEADERS)
 
 
-def headers_from_json(text: str) -> tuple[Header, ...]:
-    return tuple((str(name), str(value)) for name, value in json.loads(text))
+def headers_from_json(text: str, sealer: Sealer = CLEAR_SEALER) -> tuple[Header, ...]:
+    opened = json.loads(sealer.open_text(text, HEADERS))
+    return tuple((str(name), str(value)) for name, value in opened)
 
 
-def lease_from_rows(d: Row, e: Row, delivered_version: str | None) -> Lease:
+def lease_from_rows(d: Row, e: Row, delivered_version: str | None, sealer: Sealer) -> Lease:
     return Lease(
         delivery_id=int(d["id"]),
         event_id=int(d["event_id"]),
@@ -54,10 +63,10 @@ def lease_from_rows(d: Row, e: Row, delivered_version: str | None) -> Lease:
         method=str(e["method"]),
         path=str(e["path"]),
         query=str(e["query"]),
-        headers=headers_from_json(e["headers"]),
+        headers=headers_from_json(e["headers"], sealer),
         # drop_payloads only empties fully delivered events, which are never
         # leased again (requeue and revive touch dead and stale ones only).
-        body=bytes(e["body"]) if e["body"] is not None else b"",
+        body=sealer.open(e["body"], BODY) or b"",
         ordering_key=e["ordering_key"],
         version=e["version"],
         expires=float(d["lease_expires"]),
@@ -66,7 +75,9 @@ def lease_from_rows(d: Row, e: Row, delivered_version: str | None) -> Lease:
     )
 
 
-def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> EventInfo:
+def event_info(
+    e: Row, deliveries: Iterable[Row], attempts: Iterable[Row], sealer: Sealer
+) -> EventInfo:
     return EventInfo(
         id=int(e["id"]),
         route=str(e["route"]),
@@ -80,8 +91,8 @@ def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> Ev
         method=str(e["method"]),
         path=str(e["path"]),
         query=str(e["query"]),
-        headers=headers_from_json(e["headers"]),
-        body=bytes(e["body"]) if e["body"] is not None else None,
+        headers=headers_from_json(e["headers"], sealer),
+        body=sealer.open(e["body"], BODY),
         sync_state=e["sync_state"],
         first_duplicate_at=e["first_duplicate_at"],
         deliveries=tuple(
@@ -105,7 +116,7 @@ def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> Ev
                 duration_ms=float(a["duration_ms"]),
                 status=a["status"],
                 error=a["error"],
-                answer=None if a["answer"] is None else bytes(a["answer"]),
+                answer=sealer.open(a["answer"], ANSWER),
                 id=int(a["id"]),
             )
             for a in attempts
@@ -116,22 +127,21 @@ def event_info(e: Row, deliveries: Iterable[Row], attempts: Iterable[Row]) -> Ev
 # A duplicate of a queue-mode event reaching a route that now runs in sync
 # mode: the event was already accepted and queued, so answer as the queue
 # route did rather than forward it a second time.
-def sync_claim_from_row(row: Row) -> SyncClaim:
+def sync_claim_from_row(row: Row, sealer: Sealer) -> SyncClaim:
     event_id, fingerprint, trace = int(row["id"]), str(row["fingerprint"]), row["trace_context"]
     if row["sync_state"] == "in_flight":
         return Busy(event_id, fingerprint, float(row["lease_expires"]), trace)
     if row["sync_state"] is None and row["response_status"] is None:
         # Stored by the queue (the route's mode changed): no answer to replay.
         return Completed(event_id, fingerprint, None, trace)
-    return Completed(event_id, fingerprint, stored_response(row), trace)
+    return Completed(event_id, fingerprint, stored_response(row, sealer), trace)
 
 
-def stored_response(row: Row) -> StoredResponse:
-    body = row["response_body"]
+def stored_response(row: Row, sealer: Sealer) -> StoredResponse:
     return StoredResponse(
         status=int(row["response_status"]),
         content_type=row["response_content_type"],
-        body=bytes(body) if body is not None else b"",
+        body=sealer.open(row["response_body"], RESPONSE) or b"",
         body_omitted=bool(row["response_body_omitted"]),
     )
 

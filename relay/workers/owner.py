@@ -37,7 +37,7 @@ from relay import logging as relay_logging
 from relay.admin import build_admin_app
 from relay.config import Config
 from relay.errors import RelayError
-from relay.housekeeping import housekeeping, report_orphans, take_over
+from relay.housekeeping import housekeeping, open_store, report_orphans, take_over
 from relay.lifecycle import (
     background,
     begin_shutdown,
@@ -52,7 +52,6 @@ from relay.logging import get_logger
 from relay.reload import reload
 from relay.runtime import Relay
 from relay.sdnotify import Notifier
-from relay.store import open_store_for_url
 from relay.store.remote import StoreServer
 from relay.workers import protocol
 from relay.workers.metrics import OwnerMetrics, worker_env
@@ -170,7 +169,7 @@ async def _supervise(
     metrics_dir = workdir / "metrics"
     metrics_dir.mkdir()
     try:
-        store = open_store_for_url(config.storage.url)
+        store = open_store(config)
         await store.open()
     except (RelayError, ValueError) as exc:
         log.error("startup_failed", error=str(exc))

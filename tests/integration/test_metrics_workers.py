@@ -83,6 +83,7 @@ SINGLE_PROCESS_FAMILIES = [
     "relay_store_batch_size",
     "relay_store_commit_failures",
     "relay_upstream_certificate_expiry_timestamp_seconds",
+    "relay_listener_certificate_expiry_timestamp_seconds",
     "relay_store_file_lost",
     "relay_config_reloads",
     "relay_config_last_reload_successful",

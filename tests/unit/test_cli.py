@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli.events import resolve
+from relay.cli.client import resolve
 
 STRIPE_SECRET = "whsec_cli_secret_never_printed_1111"
 INTERNAL_SECRET = "internal_cli_secret_never_printed_2222"
@@ -256,7 +256,7 @@ def test_the_cli_finds_a_scoped_token_it_can_read(
     args = argparse.Namespace(config=str(file), admin_url=None, token_env=None)
     for name in ("RELAY_ADMIN_TOKEN", "READ_TOKEN", "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
-    assert resolve(args) == ("http://127.0.0.1:9999", None)
+    assert resolve(args) == ("http://127.0.0.1:9999", None, None)
     monkeypatch.setenv("READ_TOKEN", "r" * 40)
     assert resolve(args)[1] == "r" * 40  # the only one readable
     (tmp_path / "creds").mkdir()

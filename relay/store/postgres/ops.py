@@ -18,13 +18,14 @@ from relay.store.base import (
 )
 from relay.store.postgres import ops_sql as q
 from relay.store.postgres.pool import Database, affected
+from relay.store.sealing import Sealer
 
 
 class PostgresOperations:
     # Set by PostgresStore.__init__.
     db: Database
     clock: Clock
-
+    sealer: Sealer
     # --- operations -------------------------------------------------------------
 
     async def get_event(self, event_id: int) -> EventInfo | None:
@@ -34,7 +35,7 @@ class PostgresOperations:
                 return None
             deliveries = await conn.fetch(q.DELIVERIES_OF, [event_id])
             attempts = await conn.fetch(q.ATTEMPTS_OF, event_id)
-            return rowmap.event_info(row, deliveries, attempts)
+            return rowmap.event_info(row, deliveries, attempts, self.sealer)
 
         return await self.db.tx(work, snapshot=True)
 
@@ -58,7 +59,7 @@ class PostgresOperations:
         by_event: dict[int, list[Any]] = {}
         for d in deliveries:
             by_event.setdefault(int(d["event_id"]), []).append(d)
-        return [rowmap.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+        return [rowmap.event_info(r, by_event.get(int(r["id"]), []), [], self.sealer) for r in rows]
 
     async def requeue(self, flt: EventFilter) -> int:
         params: list[Any] = []

@@ -13,7 +13,8 @@ from typing import Any
 
 from relay.store.base import Attempt, Lease, NewEvent, Outcome
 from relay.store.common_sql import free_to_lease
-from relay.store.rows import headers_json
+from relay.store.rows import BODY, headers_json
+from relay.store.sealing import Sealer
 
 
 def text(value: str) -> str:
@@ -60,7 +61,7 @@ INGEST_EVENTS = (
 
 
 def ingest_params(
-    groups: Sequence[tuple[NewEvent, int, int]], now: float, claim_token: str
+    groups: Sequence[tuple[NewEvent, int, int]], now: float, claim_token: str, sealer: Sealer
 ) -> list[Any]:
     """``INGEST_EVENTS``'s arrays, one per column, from (first copy, its extra
     copies in the batch, how many of those have another fingerprint)."""
@@ -79,8 +80,8 @@ def ingest_params(
             event.method,
             text(event.path),
             text(event.query),
-            headers_json(event.headers),
-            event.body,
+            headers_json(event.headers, sealer),
+            sealer.seal(event.body, BODY),
             event.ordering_key,
             event.version,
         )
@@ -290,7 +291,7 @@ CLAIM_SYNC = (
 )
 
 
-def sync_params(event: NewEvent, now: float, claim_token: str) -> list[Any]:
+def sync_params(event: NewEvent, now: float, claim_token: str, sealer: Sealer) -> list[Any]:
     return [
         event.route,
         event.key,
@@ -303,8 +304,8 @@ def sync_params(event: NewEvent, now: float, claim_token: str) -> list[Any]:
         event.method,
         text(event.path),
         text(event.query),
-        headers_json(event.headers),
-        event.body,
+        headers_json(event.headers, sealer),
+        sealer.seal(event.body, BODY),
         event.ordering_key,
         event.version,
         claim_token,

@@ -81,11 +81,13 @@ from relay.store.postgres import sql as q
 from relay.store.postgres.ops import PostgresOperations
 from relay.store.postgres.pool import Database, affected
 from relay.store.postgres.replicas import PostgresReplicas
+from relay.store.postgres.sealed import PostgresKeys
+from relay.store.sealing import CLEAR_SEALER, Sealer
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class PostgresStore(PostgresOperations, PostgresReplicas):
+class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys):
     """``relay.store.base.Store`` on a PostgreSQL database shared by replicas.
 
     ``tuning``: ``max_batch`` (group commit) and the pool's ``min_size``,
@@ -94,12 +96,19 @@ class PostgresStore(PostgresOperations, PostgresReplicas):
     """
 
     def __init__(
-        self, dsn: str, *, clock: Clock = time.time, max_batch: int = 256, **pool: Any
+        self,
+        dsn: str,
+        *,
+        clock: Clock = time.time,
+        max_batch: int = 256,
+        sealer: Sealer = CLEAR_SEALER,
+        **pool: Any,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.db = Database(dsn, **pool)
         self.clock = clock
+        self.sealer = sealer
         self.max_batch = max_batch
         self.stats = BatchStats()
         self.finish_stats = BatchStats()
@@ -124,6 +133,11 @@ class PostgresStore(PostgresOperations, PostgresReplicas):
         if self.db.is_open:
             return
         await self.db.open(self.clock())
+        try:
+            await self.check_keys(self.clock())
+        except BaseException:
+            await self.db.close()
+            raise
         self._batcher = self._committer(self._commit_batch, self.stats)
         self._finisher = self._committer(self._finish_batch, self.finish_stats)
         self._batcher.start()
@@ -164,7 +178,7 @@ class PostgresStore(PostgresOperations, PostgresReplicas):
     async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
         now = self.clock()
         batch = IngestBatch(events, new_token())
-        params = q.ingest_params(batch.upserts(), now, batch.token)
+        params = q.ingest_params(batch.upserts(), now, batch.token, self.sealer)
 
         async def work(conn: Any) -> tuple[dict[tuple[str, str], Any], dict[int, int]]:
             rows = await conn.fetch(q.INGEST_EVENTS, *params)
@@ -218,19 +232,19 @@ class PostgresStore(PostgresOperations, PostgresReplicas):
             return list(await conn.fetch(sql, *args))
 
         return [
-            rowmap.lease_from_rows(r, r, r["delivered_version"]) for r in await self.db.tx(work)
+            rowmap.lease_from_rows(r, r, r["delivered_version"], self.sealer)
+            for r in await self.db.tx(work)
         ]
 
     async def store_answer(self, event_id: int, response: StoredResponse) -> None:
         r = response
-        await self.db.run(
-            q.STORE_ANSWER, r.status, r.content_type, r.body, r.body_omitted, event_id
-        )
+        body = self.sealer.seal(r.body, rowmap.RESPONSE)
+        await self.db.run(q.STORE_ANSWER, r.status, r.content_type, body, r.body_omitted, event_id)
 
     async def stored_answer(self, event_id: int) -> StoredResponse | None:
         async with self.db.acquire() as conn:
             row = await conn.fetchrow(q.STORED_ANSWER, event_id)
-        return None if row is None else rowmap.stored_response(row)
+        return None if row is None else rowmap.stored_response(row, self.sealer)
 
     async def next_due_at(
         self, route: str, upstream: str, *, hold_dead: bool = False
@@ -286,7 +300,7 @@ class PostgresStore(PostgresOperations, PostgresReplicas):
                     a.duration_ms,
                     a.status,
                     q.opt_text(a.error),
-                    a.answer,
+                    self.sealer.seal(a.answer, rowmap.ANSWER),
                 )
                 for (lease, a, _), good in zip(items, ok, strict=True)
                 if a is not None and good
@@ -336,25 +350,25 @@ class PostgresStore(PostgresOperations, PostgresReplicas):
 
     async def _claim_round(self, conn: Any, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
         now, token = self.clock(), self.token()
-        params = q.sync_params(event, now, token)
+        params = q.sync_params(event, now, token, self.sealer)
         row = await conn.fetchrow(q.CLAIM_SYNC, *params, token, now + lease_ttl, now)
         if row is not None:
             return Acquired(int(row["id"]), token, row["claim_token"] != token)
         row = await conn.fetchrow(
             q.COUNT_SYNC_DUPLICATE, now, event.fingerprint, event.route, event.key
         )
-        return None if row is None else rowmap.sync_claim_from_row(row)
+        return None if row is None else rowmap.sync_claim_from_row(row, self.sealer)
 
     async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
         async with self.db.acquire() as conn:
             row = await conn.fetchrow(q.PEEK_SYNC, route, key)
-        return None if row is None else rowmap.sync_claim_from_row(row)
+        return None if row is None else rowmap.sync_claim_from_row(row, self.sealer)
 
     async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
         args = (
             response.status,
             q.opt_text(response.content_type),
-            response.body,
+            self.sealer.seal(response.body, rowmap.RESPONSE),
             response.body_omitted,
             event_id,
             token,

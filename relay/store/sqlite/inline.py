@@ -13,6 +13,7 @@ from relay.errors import StoreUnavailable
 from relay.store import rows as rowmap
 from relay.store.base import Lease, StoredResponse
 from relay.store.batch import GroupCommitter
+from relay.store.sealing import Sealer
 from relay.store.sqlite import sql as q
 from relay.store.sqlite.thread import SQLiteAccess
 
@@ -21,7 +22,9 @@ Inline = tuple[str, str, int, float, bool]
 Answer = tuple[int, StoredResponse]
 
 
-def lease_rows(c: sqlite3.Connection, sql: str, args: dict[str, Any]) -> list[Lease]:
+def lease_rows(
+    c: sqlite3.Connection, sql: str, args: dict[str, Any], sealer: Sealer
+) -> list[Lease]:
     """Run a leasing statement (``q.lease_due``) and build its leases, payloads and all."""
     leased = c.execute(sql, args).fetchall()
     if not leased:
@@ -47,6 +50,7 @@ def lease_rows(c: sqlite3.Connection, sql: str, args: dict[str, Any]) -> list[Le
             r,
             events[int(r["event_id"])],
             delivered.get(r["ordering_key"]) if r["ordering_key"] is not None else None,
+            sealer,
         )
         for r in leased
     ]
@@ -71,7 +75,7 @@ class SQLiteInline(SQLiteAccess):
             for route, upstream, event_id, ttl, hold_dead in items:
                 args = {"route": route, "upstream": upstream, "event_id": event_id, "limit": 1}
                 args |= {"now": now, "token": token, "expires": now + ttl}
-                leases = lease_rows(c, q.lease_due(hold_dead, one_event=True), args)
+                leases = lease_rows(c, q.lease_due(hold_dead, one_event=True), args, self.sealer)
                 out.append(leases[0] if leases else None)
             return out
 
@@ -86,7 +90,13 @@ class SQLiteInline(SQLiteAccess):
 
     async def _answer_batch(self, items: Sequence[Answer]) -> list[None]:
         rows = [
-            (r.status, r.content_type, r.body, int(r.body_omitted), event_id)
+            (
+                r.status,
+                r.content_type,
+                self.sealer.seal(r.body, rowmap.RESPONSE),
+                int(r.body_omitted),
+                event_id,
+            )
             for event_id, r in items
         ]
         # No fsync of its own: a kept answer lost in a crash only means a duplicate gets
@@ -96,4 +106,4 @@ class SQLiteInline(SQLiteAccess):
 
     async def stored_answer(self, event_id: int) -> StoredResponse | None:
         rows = await self._rows(q.STORED_ANSWER, (event_id,))
-        return rowmap.stored_response(rows[0]) if rows else None
+        return rowmap.stored_response(rows[0], self.sealer) if rows else None

@@ -31,7 +31,7 @@ class SQLiteOperations(SQLiteAccess):
                 return None
             deliveries = c.execute(q.deliveries_of(1), (event_id,)).fetchall()
             attempts = c.execute(q.ATTEMPTS_OF, (event_id,)).fetchall()
-            return rowmap.event_info(row, deliveries, attempts)
+            return rowmap.event_info(row, deliveries, attempts, self.sealer)
 
         info: EventInfo | None = await self._read(run)
         return info
@@ -51,7 +51,9 @@ class SQLiteOperations(SQLiteAccess):
             by_event: dict[int, list[sqlite3.Row]] = {}
             for d in deliveries:
                 by_event.setdefault(int(d["event_id"]), []).append(d)
-            return [rowmap.event_info(r, by_event.get(int(r["id"]), []), []) for r in rows]
+            return [
+                rowmap.event_info(r, by_event.get(int(r["id"]), []), [], self.sealer) for r in rows
+            ]
 
         events: list[EventInfo] = await self._read(run)
         return events

@@ -16,7 +16,8 @@ from relay.store.base import (
     Outcome,
 )
 from relay.store.common_sql import free_to_lease
-from relay.store.rows import headers_json
+from relay.store.rows import BODY, headers_json
+from relay.store.sealing import Sealer
 
 
 def marks(n: int) -> str:
@@ -33,7 +34,12 @@ EVENT_PARAMS = 17
 
 
 def event_params(
-    event: NewEvent, now: float, duplicates: int, mismatches: int, claim_token: str
+    event: NewEvent,
+    now: float,
+    duplicates: int,
+    mismatches: int,
+    claim_token: str,
+    sealer: Sealer,
 ) -> list[Any]:
     return [
         event.route,
@@ -47,8 +53,8 @@ def event_params(
         event.method,
         event.path,
         event.query,
-        headers_json(event.headers),
-        event.body,
+        headers_json(event.headers, sealer),
+        sealer.seal(event.body, BODY),
         event.ordering_key,
         event.version,
         claim_token,

@@ -36,11 +36,13 @@ from relay.store.base import (
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.migrate import load_migrations, migrate_sqlite
+from relay.store.sealing import CLEAR_SEALER, Sealer
 from relay.store.sqlite import files
 from relay.store.sqlite import sql as q
 from relay.store.sqlite.inline import SQLiteInline, lease_rows
 from relay.store.sqlite.ops import SQLiteOperations
 from relay.store.sqlite.replicas import SQLiteReplicas
+from relay.store.sqlite.sealed import SQLiteKeys, check_keys
 from relay.store.sqlite.sync import SQLiteSyncMode
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
@@ -54,7 +56,7 @@ INGEST_SHARE_FLOOR: Final = 8
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas):
+class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas, SQLiteKeys):
     """``relay.store.base.Store`` on one SQLite file."""
 
     def __init__(
@@ -64,6 +66,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         clock: Clock = time.time,
         max_batch: int = 256,
         busy_timeout: float = 5.0,
+        sealer: Sealer = CLEAR_SEALER,
     ) -> None:
         if not 1 <= max_batch <= _MAX_BATCH:
             raise ValueError(f"max_batch must be between 1 and {_MAX_BATCH}")
@@ -71,6 +74,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         self.clock = clock
         self.max_batch = max_batch
         self.busy_timeout = busy_timeout
+        self.sealer = sealer
         self.stats = BatchStats()
         super().__init__()
         self._lock_fd: int | None = None
@@ -89,6 +93,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         clock: Clock = time.time,
         max_batch: int = 256,
         busy_timeout: float = 5.0,
+        sealer: Sealer = CLEAR_SEALER,
     ) -> SQLiteStore:
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
         prefix = "sqlite:///"
@@ -96,7 +101,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         if not rest.strip("/") or "?" in rest or rest.endswith("/"):
             raise ValueError(f"not a SQLite file url: {url!r} (sqlite:///relative/path.db)")
         path = Path(rest)
-        return cls(path, clock=clock, max_batch=max_batch, busy_timeout=busy_timeout)
+        return cls(path, clock=clock, max_batch=max_batch, busy_timeout=busy_timeout, sealer=sealer)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -168,6 +173,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             migrate_sqlite(conn, load_migrations("relay.store.sqlite", "migrations"), self.clock())
+            check_keys(conn, self.sealer, self.clock())
         except BaseException:
             conn.close()
             raise
@@ -234,7 +240,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         batch = IngestBatch(events, new_token())
         params: list[Any] = []
         for first, copies, mismatched in batch.upserts():
-            params += q.event_params(first, now, copies, mismatched, batch.token)
+            params += q.event_params(first, now, copies, mismatched, batch.token, self.sealer)
 
         def run(c: sqlite3.Connection) -> tuple[dict[tuple[str, str], Any], dict[int, int]]:
             rows = c.execute(q.ingest_events(len(batch.groups)), params).fetchall()
@@ -275,7 +281,7 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         lease_args = {**args, "now": now, "token": self.token(), "expires": now + lease_ttl}
         # A lease lost in a crash is rebuilt by start-up recovery: no fsync needed.
         leases: list[Lease] = await self._tx(
-            lambda c: lease_rows(c, sql, lease_args), sync="NORMAL"
+            lambda c: lease_rows(c, sql, lease_args, self.sealer), sync="NORMAL"
         )
         return leases
 
@@ -334,7 +340,14 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
                 )
             # A fenced finish (its lease lost) logs no attempt: the new holder's counts.
             tried = [
-                (lease.delivery_id, a.started_at, a.duration_ms, a.status, a.error, a.answer)
+                (
+                    lease.delivery_id,
+                    a.started_at,
+                    a.duration_ms,
+                    a.status,
+                    a.error,
+                    self.sealer.seal(a.answer, rowmap.ANSWER),
+                )
                 for (lease, a, _), good in zip(items, ok, strict=True)
                 if a is not None and good
             ]

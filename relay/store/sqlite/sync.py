@@ -43,13 +43,13 @@ class SQLiteSyncMode(SQLiteAccess):
     async def _claim_batch(self, items: Sequence[Claim]) -> list[SyncClaim | None]:
         def one(c: sqlite3.Connection, event: NewEvent, lease_ttl: float) -> SyncClaim | None:
             now, token = self.clock(), self.token()
-            params = q.event_params(event, now, 0, 0, token)
+            params = q.event_params(event, now, 0, 0, token, self.sealer)
             row = c.execute(q.CLAIM_SYNC, [*params, token, now + lease_ttl, now]).fetchone()
             if row is not None:
                 return Acquired(int(row["id"]), token, row["claim_token"] != token)
             dup = (now, event.fingerprint, event.route, event.key)
             row = c.execute(q.COUNT_SYNC_DUPLICATE, dup).fetchone()
-            return rowmap.sync_claim_from_row(row) if row is not None else None
+            return rowmap.sync_claim_from_row(row, self.sealer) if row is not None else None
 
         def run(c: sqlite3.Connection) -> list[SyncClaim | None]:
             # In order, in one transaction: a second claim of a key in the same
@@ -62,7 +62,7 @@ class SQLiteSyncMode(SQLiteAccess):
 
     async def peek_sync(self, route: str, key: str) -> SyncClaim | None:
         rows = await self._rows(q.PEEK_SYNC, (route, key))
-        return rowmap.sync_claim_from_row(rows[0]) if rows else None
+        return rowmap.sync_claim_from_row(rows[0], self.sealer) if rows else None
 
     async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
         # Group-committed: the answer is stored durably, one fsync per batch of
@@ -72,15 +72,20 @@ class SQLiteSyncMode(SQLiteAccess):
         return await self._completer.submit((event_id, token, response))
 
     async def _complete_batch(self, items: Sequence[Complete]) -> list[bool]:
+        rows = [
+            (
+                r.status,
+                r.content_type,
+                self.sealer.seal(r.body, rowmap.RESPONSE),
+                int(r.body_omitted),
+                event_id,
+                token,
+            )
+            for event_id, token, r in items
+        ]
+
         def run(c: sqlite3.Connection) -> list[bool]:
-            return [
-                c.execute(
-                    q.COMPLETE_SYNC,
-                    (r.status, r.content_type, r.body, int(r.body_omitted), event_id, token),
-                ).rowcount
-                == 1
-                for event_id, token, r in items
-            ]
+            return [c.execute(q.COMPLETE_SYNC, row).rowcount == 1 for row in rows]
 
         return await self._tx(run)
 

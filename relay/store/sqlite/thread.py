@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from relay.errors import StoreUnavailable
 from relay.store.records import new_token, replica_name
+from relay.store.sealing import CLEAR_SEALER, Sealer
 
 T = TypeVar("T")
 Sync = Literal["FULL", "NORMAL"]
@@ -105,6 +106,8 @@ class SQLiteAccess:
 
     clock: Callable[[], float]
     replica_id: str = ""
+    # Seals bodies, headers and kept answers (storage.encryption); in clear without a key.
+    sealer: Sealer = CLEAR_SEALER
 
     def __init__(self) -> None:
         self._db = SQLiteThread()
