@@ -78,7 +78,8 @@ async def run(store: Keys, progress: Rekeying, rate: float = RATE, batch: int = 
     try:
         for table in RESEALED:
             progress.table, progress.after_id = table, 0
-            while True:
+            upto = await store.high_water(table)
+            while progress.after_id < upto:
                 last, changed = await store.reseal(table, progress.after_id, batch)
                 if last is None:
                     break

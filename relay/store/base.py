@@ -281,6 +281,10 @@ class Keys(Protocol):
         not sealed by the current key sealed by it (in clear without one). The last id
         read (None: nothing was left) and how many rows changed."""
 
+    async def high_water(self, table: str) -> int:
+        """The highest id in ``table`` now (0: empty): where a rekey pass may stop, as
+        every row written after it began is sealed by the current key already."""
+
     async def forget_keys(self) -> list[str]:
         """After a whole pass of ``reseal``: every key id but the current one leaves the
         store's record (a start without them is no longer refused); which."""

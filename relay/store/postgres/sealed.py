@@ -34,6 +34,9 @@ _RESEAL: Final = {
 }
 
 
+_TABLES: Final = {name: name for name in _RESEAL}  # only these names reach the SQL
+
+
 class PostgresKeys:
     # Set by PostgresStore.__init__.
     db: Database
@@ -65,6 +68,11 @@ class PostgresKeys:
 
         done: tuple[int | None, int] = await self.db.tx(work)
         return done
+
+    async def high_water(self, table: str) -> int:
+        async with self.db.acquire() as conn:
+            found = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {_TABLES[table]}")
+        return int(found)
 
     async def forget_keys(self) -> list[str]:
         async with self.db.acquire() as conn:

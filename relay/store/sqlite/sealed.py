@@ -29,6 +29,9 @@ _RESEAL: Final = {
 }
 
 
+_TABLES: Final = {name: name for name in _RESEAL}  # only these names reach the SQL
+
+
 def check_keys(c: sqlite3.Connection, sealer: Sealer, now: float) -> None:
     """At open: refuse a store sealed with a key the sealer lacks (naming it); record
     the current key before anything is sealed with it."""
@@ -57,6 +60,10 @@ class SQLiteKeys(SQLiteAccess):
 
         done: tuple[int | None, int] = await self._tx(run)
         return done
+
+    async def high_water(self, table: str) -> int:
+        rows = await self._rows(f"SELECT coalesce(max(id), 0) FROM {_TABLES[table]}")
+        return int(rows[0][0])
 
     async def forget_keys(self) -> list[str]:
         current = self.sealer.current_id
