@@ -43,6 +43,8 @@ RUNNERS: dict[str, Scenario] = {
     "B1": scen_baseline.b1,
     "Q1": scen_ingest.q1,
     "F1": scen_ingest.f1,
+    "QT": scen_ingest.qt,
+    "QE": scen_ingest.qe,
     "L1": scen_ingest.l1,
     "Q2": scen_ingest.q2,
     "Q3": scen_delivery.q3,

@@ -14,6 +14,8 @@ SCENARIOS: dict[str, str] = {
     "B1": "naive aiohttp forwarding proxy, no store",
     "Q1": "queue mode, unique 1 KiB events, durable ack",
     "F1": "Q1 with five filter rules on the route (none met)",
+    "QT": "Q1 over HTTPS (the webhook listener's own TLS)",
+    "QE": "Q1 with storage.encryption (AES-256-GCM of bodies and headers)",
     "L1": "Q1 at half its peak rate (ack latency)",
     "Q2": "queue mode, duplicates only (pre-seeded keys)",
     "Q3": "queue mode, ingest and delivery at once",

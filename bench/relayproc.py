@@ -15,6 +15,7 @@ from bench.context import Context
 from bench.payload import ROUTE, ROUTE_PATH
 from relay import config
 from relay.errors import ConfigError
+from relay.store.sealing import new_key
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -31,6 +32,8 @@ class RouteSpec:
     dedupe: Literal["enforce", "shadow"] = "enforce"
     storage_url: str | None = None  # default: the SQLite file
     filtered: bool = False  # five filter rules, none of which the bench's events meet
+    tls: bool = False  # the webhook listener serves HTTPS (a certificate made for the run)
+    encrypted: bool = False  # storage.encryption with a key made for the run
 
 
 # Five rules of every kind, none met by the bench's events, so each is evaluated in
@@ -48,11 +51,13 @@ FILTERS: tuple[str, ...] = (
 def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, workers: int = 0) -> str:
     """Defaults everywhere except what a benchmark must set (ports, file, backlog cap)."""
     storage = spec.storage_url or f"sqlite:///{db.resolve()}"
+    sealed = ", encryption: {key_file: store.key}" if spec.encrypted else ""
     lines = [
         f"workers: {workers}",
         f'listen: "127.0.0.1:{port}"',
+        *(["tls: {cert_file: tls.pem, key_file: tls.key}"] if spec.tls else []),
         f'admin: {{listen: "127.0.0.1:{admin_port}"}}',
-        f'storage: {{url: "{storage}"}}',
+        f'storage: {{url: "{storage}"{sealed}}}',
         "log: {format: json}",
         "shutdown_grace: 1s",
         "routes:",
@@ -85,10 +90,11 @@ class Relay:
     port: int
     admin_port: int
     db: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{ROUTE_PATH}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{ROUTE_PATH}"
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """The admin /metrics samples, by name and labels."""
@@ -125,12 +131,25 @@ def pending_in(db: Path) -> int:
         conn.close()
 
 
+def _write_secrets(workdir: Path, spec: RouteSpec) -> None:
+    """The run's own certificate (for 127.0.0.1) and store key, where the config names them."""
+    if spec.tls:
+        import trustme  # a test dependency, as the bench's other tools
+
+        cert = trustme.CA().issue_cert("127.0.0.1")
+        cert.cert_chain_pems[0].write_to_path(str(workdir / "tls.pem"))
+        cert.private_key_pem.write_to_path(str(workdir / "tls.key"))
+    if spec.encrypted:
+        (workdir / "store.key").write_text(new_key() + "\n")
+
+
 def start(workdir: Path, spec: RouteSpec, db: Path | None = None, *, workers: int = 0) -> Relay:
     """Write the config, check it, start ``python -m relay serve``, wait for /readyz."""
     workdir.mkdir(parents=True, exist_ok=True)
     db = db or workdir / "relay.db"
     port, admin_port = procs.free_port(), procs.free_port()
     config = workdir / "relay.yaml"
+    _write_secrets(workdir, spec)
     config.write_text(config_text(spec, port=port, admin_port=admin_port, db=db, workers=workers))
     check_config(config)
     proc = procs.spawn(
@@ -141,7 +160,7 @@ def start(workdir: Path, spec: RouteSpec, db: Path | None = None, *, workers: in
     )
     if workers:
         proc.watch_group()
-    relay = Relay(proc, port, admin_port, db)
+    relay = Relay(proc, port, admin_port, db, "https" if spec.tls else "http")
     try:
         procs.wait_http(proc, f"http://127.0.0.1:{admin_port}/readyz", timeout=120)
     except BaseException:

@@ -22,6 +22,8 @@ def hanging_relay(
     storage_url: str | None = None,
     *,
     filtered: bool = False,
+    tls: bool = False,
+    encrypted: bool = False,
 ) -> relayproc.Relay:
     """A queue route whose upstream holds every request: the dispatcher's 16
     attempts wait, so the relay spends its time on ingest alone."""
@@ -33,6 +35,8 @@ def hanging_relay(
         timeout_total="1h",
         storage_url=storage_url,
         filtered=filtered,
+        tls=tls,
+        encrypted=encrypted,
     )
     return relayproc.start_in(stack, ctx, folder, spec)
 
@@ -61,6 +65,28 @@ def f1(ctx: Context) -> list[Row]:
         load = wrk.Load(relay.url, prefix=ctx.prefix("F1"))
         result = loadgen.measure(ctx, "F1", load, profiled=relay.proc)
         return [rows.from_wrk("F1", result, relay.proc, "five rules, none met")]
+
+
+def qt(ctx: Context) -> list[Row]:
+    """Q1 with the webhook listener serving TLS itself: what HTTPS costs."""
+    return _q1_variant(ctx, "QT", tls=True, encrypted=False)
+
+
+def qe(ctx: Context) -> list[Row]:
+    """Q1 with storage.encryption: what sealing each body and its headers costs."""
+    return _q1_variant(ctx, "QE", tls=False, encrypted=True)
+
+
+def _q1_variant(ctx: Context, name: str, *, tls: bool, encrypted: bool) -> list[Row]:
+    with ExitStack() as stack:
+        relay = hanging_relay(ctx, name, stack, tls=tls, encrypted=encrypted)
+        load = wrk.Load(relay.url, prefix=ctx.prefix(name))
+        result = loadgen.measure(ctx, name, load, profiled=relay.proc)
+        row = rows.from_wrk(name, result, relay.proc, _batch_note(relay))
+    q1 = ctx.results.get("Q1")
+    if q1 is not None and q1.rate and row.rate:
+        row.notes = f"{row.rate / q1.rate:.0%} of Q1's rate; {row.notes}".rstrip("; ")
+    return [row]
 
 
 def l1(ctx: Context) -> list[Row]:

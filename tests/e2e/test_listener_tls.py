@@ -6,9 +6,11 @@ swapped by SIGHUP while a client keeps sending (nothing fails)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import ssl
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -232,4 +234,43 @@ async def test_a_certificate_swapped_by_sighup_while_a_client_sends_fails_nothin
         20,
         "every acked webhook delivered",
     )
+    assert await relay.stop() == 0
+
+
+async def test_the_cli_reaches_an_https_admin_listener_by_its_own_certificate(
+    relays: Any, start_backend: Any, tmp_path: Path
+) -> None:
+    pki = PKI(tmp_path)
+    backend = await start_backend(Backend())
+    relay = relays([queue_route(backend)])
+    doc = relay.config()
+    doc["admin"]["tls"] = pki.server("admin")
+    relay.rewrite(doc)
+    relay.admin_scheme = "https"
+    relay.client_ssl = pki.trust()
+    await relay.start()
+
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "relay",
+            *args,
+            "-c",
+            str(relay.config_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    code, out = await cli("status", "--json")
+    assert code == 0, out
+    assert json.loads(out)["routes"][0]["name"] == "q"
+    assert await cli("healthcheck") == (0, "ready\n")
+    # Another CA's certificate in its place is not trusted (the pin is the file's).
+    stranger = PKI(tmp_path / "stranger")
+    code, out = await cli("status", "--cacert", str(stranger.ca_file))
+    assert code == 1 and "CERTIFICATE_VERIFY_FAILED" in out
     assert await relay.stop() == 0
