@@ -224,7 +224,9 @@ class Relay:
     def swap_certificates(self, new: Config) -> Callable[[], None]:
         """Read every listener's files as ``new`` names them (raising TLSFilesError,
         nothing changed, if one cannot be used); the returned call swaps them in."""
-        wanted = {"webhook": new.tls, "admin": new.admin.tls}
+        # An admin listener that moved keeps its old settings until a restart.
+        moved = new.admin.listen != self.config.admin.listen
+        wanted = {"webhook": new.tls, "admin": None if moved else new.admin.tls}
         ready = [
             (name, holder, settings, _server_context(settings))
             for name, holder in self.listeners.items()

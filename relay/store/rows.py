@@ -137,6 +137,11 @@ def sync_claim_from_row(row: Row, sealer: Sealer) -> SyncClaim:
     return Completed(event_id, fingerprint, stored_response(row, sealer), trace)
 
 
+def answer_params(r: StoredResponse, sealer: Sealer) -> tuple[Any, ...]:
+    """A kept answer's columns, its body sealed: status, content type, body, omitted."""
+    return r.status, r.content_type, sealer.seal(r.body, RESPONSE), r.body_omitted
+
+
 def stored_response(row: Row, sealer: Sealer) -> StoredResponse:
     return StoredResponse(
         status=int(row["response_status"]),

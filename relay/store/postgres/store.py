@@ -237,9 +237,7 @@ class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys):
         ]
 
     async def store_answer(self, event_id: int, response: StoredResponse) -> None:
-        r = response
-        body = self.sealer.seal(r.body, rowmap.RESPONSE)
-        await self.db.run(q.STORE_ANSWER, r.status, r.content_type, body, r.body_omitted, event_id)
+        await self.db.run(q.STORE_ANSWER, *rowmap.answer_params(response, self.sealer), event_id)
 
     async def stored_answer(self, event_id: int) -> StoredResponse | None:
         async with self.db.acquire() as conn:
@@ -365,14 +363,8 @@ class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys):
         return None if row is None else rowmap.sync_claim_from_row(row, self.sealer)
 
     async def complete_sync(self, event_id: int, token: str, response: StoredResponse) -> bool:
-        args = (
-            response.status,
-            q.opt_text(response.content_type),
-            self.sealer.seal(response.body, rowmap.RESPONSE),
-            response.body_omitted,
-            event_id,
-            token,
-        )
+        status, content_type, body, omitted = rowmap.answer_params(response, self.sealer)
+        args = (status, q.opt_text(content_type), body, omitted, event_id, token)
         return await self.db.run(q.COMPLETE_SYNC, *args) == 1
 
     async def release_sync(self, event_id: int, token: str) -> bool:

@@ -89,16 +89,7 @@ class SQLiteInline(SQLiteAccess):
         await self._answerer.submit((event_id, response))
 
     async def _answer_batch(self, items: Sequence[Answer]) -> list[None]:
-        rows = [
-            (
-                r.status,
-                r.content_type,
-                self.sealer.seal(r.body, rowmap.RESPONSE),
-                int(r.body_omitted),
-                event_id,
-            )
-            for event_id, r in items
-        ]
+        rows = [(*rowmap.answer_params(r, self.sealer), event_id) for event_id, r in items]
         # No fsync of its own: a kept answer lost in a crash only means a duplicate gets
         # the queue's ack instead of a replay; the next durable commit writes it anyway.
         await self._tx(lambda c: c.executemany(q.STORE_ANSWER, rows), sync="NORMAL")

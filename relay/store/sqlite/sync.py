@@ -73,15 +73,7 @@ class SQLiteSyncMode(SQLiteAccess):
 
     async def _complete_batch(self, items: Sequence[Complete]) -> list[bool]:
         rows = [
-            (
-                r.status,
-                r.content_type,
-                self.sealer.seal(r.body, rowmap.RESPONSE),
-                int(r.body_omitted),
-                event_id,
-                token,
-            )
-            for event_id, token, r in items
+            (*rowmap.answer_params(r, self.sealer), event_id, token) for event_id, token, r in items
         ]
 
         def run(c: sqlite3.Connection) -> list[bool]:
