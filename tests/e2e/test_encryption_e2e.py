@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from relay.store.sealing import key_id
 
@@ -40,11 +41,12 @@ def file_holds(db: Path, needle: bytes) -> bool:
     return any(needle in p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 async def test_a_rotation_under_load_loses_nothing_and_the_old_key_can_go(
-    relays: Any, start_backend: Any, tmp_path: Path
+    relays: Any, start_backend: Any, tmp_path: Path, workers: int
 ) -> None:
     backend = await start_backend(Backend())
-    relay = relays([queue_route(backend)])
+    relay = relays([queue_route(backend)], workers=workers)
     a, b = write_key(tmp_path / "a.key"), write_key(tmp_path / "b.key")
     sealed(relay, "a.key")
     await relay.start()
