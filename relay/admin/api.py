@@ -71,6 +71,19 @@ async def load_event(request: web.Request) -> EventInfo:
     return event
 
 
+GONE: Final = (
+    "its body is gone (dropped by storage.payload_retention or a storage cap), so it"
+    " cannot be sent again; its key, times and attempts stay until their own retention"
+)
+
+
+def with_body(event: EventInfo) -> EventInfo:
+    """410 for an event whose body was dropped: nothing is left to send."""
+    if event.body is None:
+        raise ApiError(410, "payload_gone", f"event {event.id}: {GONE}")
+    return event
+
+
 def queued(event: EventInfo) -> EventInfo:
     if event.sync_state is not None:
         raise ApiError(
@@ -134,10 +147,8 @@ async def replay_event(request: web.Request) -> web.Response:
     store = request.app[STORE]
     only_params(request.rel_url.query, {"force"})
     force = parse_flag("force", request.rel_url.query.get("force", "0"))
-    event = queued(await load_event(request))
+    event = with_body(queued(await load_event(request)))
     event_id = event.id
-    if force and event.body is None:
-        raise ApiError(409, "payload_dropped", "the payload was dropped by payload retention")
     reason = parse_reason(await read_json(request, ("reason",)), bulk=False)
     n = await requeue(relay, store, EventFilter(route=event.route, ids=(event_id,)), force=force)
     await audit(request, "replay", {"event_id": event_id, "force": force}, n, reason)

@@ -104,7 +104,9 @@ def render_event(e: dict[str, Any]) -> str:
     body = e["body"]
     lines.append("")
     if body["dropped"]:
-        lines.append("body: dropped by payload retention")
+        lines.append(
+            "body: gone (dropped by payload retention or a storage cap; replay answers 410)"
+        )
     elif body["preview"] is None:
         lines.append(f"body: {body['size']} bytes, not UTF-8 (use --json for base64)")
     else:

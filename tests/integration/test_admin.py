@@ -408,6 +408,31 @@ async def test_replay_of_a_dead_event_reaches_the_backend(
     assert len(upstream.seen) == 3
 
 
+async def test_a_replay_of_an_event_whose_body_is_gone_answers_410(
+    upstream: Backend, make_relay: RelayFactory, make_admin: AdminFactory
+) -> None:
+    public = await make_relay(route(upstream))
+    admin = await make_admin(public)
+    event_id = await send(public, "k-old", b'{"n": 1}')
+    await wait_state(admin, event_id, "delivered")
+    store = public.app[OWN_STORE]
+    assert await store.drop_payloads(store.clock() + 1, 10) == 1  # payload retention
+
+    for path in (f"/api/v1/events/{event_id}/replay", f"/api/v1/events/{event_id}/replay?force=1"):
+        resp = await admin.post(path, json={"reason": "customer asked"})
+        assert resp.status == 410
+        doc = await resp.json()
+        assert doc["error"] == "payload_gone" and "storage.payload_retention" in doc["message"]
+    # The event's metadata stays, and says the body is gone.
+    detail = await (await admin.get(f"/api/v1/events/{event_id}")).json()
+    assert detail["body"]["dropped"] is True and detail["key"] == "k-old"
+    assert [a["status"] for a in detail["attempts"]] == [200]
+    assert len(upstream.seen) == 1
+    # Nothing was audited: nothing was done.
+    audit = await (await admin.get("/api/v1/audit")).json()
+    assert [e for e in audit["entries"] if e["action"] == "replay"] == []
+
+
 async def test_bulk_replay_by_filter_touches_only_what_matches(
     upstream: Backend, make_relay: RelayFactory, make_admin: AdminFactory
 ) -> None:

@@ -315,3 +315,31 @@ async def test_overview_shows_pauses_breakers_last_errors_and_sync_events(
     await page(admin, f"/ui/events/{sync_event.id}/replay", status=409)
     await page(admin, "/ui/events/999999", status=404)
     await page(admin, "/ui/events/abc", status=400)
+
+
+async def test_an_event_whose_body_is_gone_says_so_and_is_not_replayed(
+    make_relay: RelayFactory, make_admin: AdminFactory, upstream: Backend
+) -> None:
+    public = await make_relay(route(upstream))
+    admin = await make_admin(public)
+    event_id = await send(public, "k-old")
+    store = public.app[OWN_STORE]
+
+    async def delivered() -> bool:
+        info = await store.get_event(event_id)
+        return info is not None and info.deliveries[0].state == "delivered"
+
+    await eventually(delivered, "the delivery")
+    # An old tab: the replay page as it was before the body went.
+    token = csrf_of(await page(admin, f"/ui/events/{event_id}/replay"))
+    assert await store.drop_payloads(store.clock() + 1, 10) == 1
+    html = await page(admin, f"/ui/events/{event_id}/replay")
+    assert "This event cannot be replayed: its body is gone" in html
+    assert 'id="confirm"' not in html
+    # Its form, posted now, is answered 410, and nothing is sent.
+    resp = await admin.post(
+        f"/ui/events/{event_id}/replay", data={"csrf": token, "force": "1"}, allow_redirects=False
+    )
+    assert resp.status == 410
+    assert "its body is gone" in await resp.text()
+    assert len(upstream.seen) == 1

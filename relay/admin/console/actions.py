@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from relay.admin.api import load_event, queued, requeue
+from relay.admin.api import GONE, load_event, queued, requeue, with_body
 from relay.admin.console.common import PREFIX, SESSION, STATE, render, set_cookie
 from relay.admin.console.session import COOKIE
 from relay.admin.control import STORE, audit, parse_reason
@@ -99,14 +99,19 @@ async def replay_page(request: web.Request) -> web.Response:
     return render(
         request,
         "replay.html",
-        {"e": e, "plain": plain.count, "forced": forced.count, "dropped": e.body is None},
+        {
+            "e": e,
+            "plain": plain.count,
+            "forced": forced.count,
+            "gone": GONE if e.body is None else "",
+        },
     )
 
 
 async def replay(request: web.Request) -> web.Response:
     relay = request.config_dict[RELAY]
     store = request.config_dict[STORE]
-    e = queued(await load_event(request))
+    e = with_body(queued(await load_event(request)))
     form = await _form(request)
     force = form.get("force") == "1"
     reason = parse_reason(form, bulk=False)
