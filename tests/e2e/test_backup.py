@@ -1,0 +1,83 @@
+"""``webhook-relay backup`` on a running relay, then the README's restore after a
+kill -9: the dedupe state in the backup holds (a sender's retry of a key it has is
+absorbed), and what was pending in it is pending again."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .support import Backend, deliveries_by_state, post, post_many, queue_route, wait_for
+
+
+async def run_cli(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_a_backup_of_a_running_relay_restores_its_dedupe_state(
+    relays: Any, start_backend: Any, tmp_path: Path
+) -> None:
+    backend = await start_backend(Backend())
+    down = Backend()  # never started: its events stay pending
+    down.port = 9  # discard: nothing listens
+    routes = [queue_route(backend), queue_route(down, "later", retry={"initial": "1h"})]
+    relay = relays(routes)
+    await relay.start()
+    run = time.time_ns()
+    kept = [f"kept-{run}-{n}" for n in range(200)]
+    async with aiohttp.ClientSession() as s:
+        assert set((await post_many(s, relay.url("/q"), kept)).values()) == {202}
+        assert (await post(s, relay.url("/later"), f"pending-{run}"))[0] == 202
+    await wait_for(lambda: deliveries_by_state(relay.db).get("delivered") == 200, 20, "delivery")
+
+    copy = tmp_path / "backups" / "relay.db"
+    copy.parent.mkdir()
+    code, out = await run_cli("backup", str(copy), "-c", str(relay.config_path))
+    assert code == 0, out
+    assert "201 events" in out
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    # Never over an existing file.
+    code, out = await run_cli("backup", str(copy), "-c", str(relay.config_path))
+    assert code == 1 and "File exists" in out
+
+    # More arrives after the backup; then the machine dies.
+    async with aiohttp.ClientSession() as s:
+        assert (await post(s, relay.url("/q"), f"after-{run}"))[0] == 202
+    await relay.kill()
+
+    # The README's restore: the database and its -wal and -shm go, the backup comes in.
+    for suffix in ("", "-wal", "-shm"):
+        relay.db.with_name(relay.db.name + suffix).unlink(missing_ok=True)
+    shutil.copy2(copy, relay.db)
+    await relay.start()
+    async with aiohttp.ClientSession() as s:
+        assert (await post(s, relay.url("/q"), kept[0]))[0] == 202
+    await wait_for(
+        lambda: any(
+            e.get("key") == kept[0] and e.get("outcome") == "duplicate"
+            for e in relay.logged("webhook")
+        ),
+        10,
+        "the retry of a backed-up key to be absorbed",
+    )
+    assert backend.received[kept[0]] == 1
+    # What came after the backup is not in it: that is what a backup's age costs.
+    assert deliveries_by_state(relay.db) == {"delivered": 200, "pending": 1}
+    assert await relay.stop() == 0
