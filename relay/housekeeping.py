@@ -33,11 +33,15 @@ PURGE_BATCH: Final = 500
 log = get_logger()
 
 
+def sealer_of(config: Config) -> Sealer:
+    """What ``storage.encryption`` asks for: seal with its key, open with any of them."""
+    enc = config.storage.encryption
+    return CLEAR_SEALER if enc is None else Sealer(enc.current, enc.old)
+
+
 def open_store(config: Config) -> Store:
     """The store ``storage`` names, sealing with ``storage.encryption``'s keys."""
-    enc = config.storage.encryption
-    sealer = CLEAR_SEALER if enc is None else Sealer(enc.current, enc.old)
-    return open_store_for_url(config.storage.url, sealer=sealer)
+    return open_store_for_url(config.storage.url, sealer=sealer_of(config))
 
 
 async def take_over(relay: Relay, store: Upkeep) -> None:

@@ -13,6 +13,7 @@ from relay.admin.api import add_api_routes, replica_state
 from relay.admin.console.app import mount_console
 from relay.admin.control import STORE, AdminStore, add_control_routes
 from relay.admin.door import THROTTLE, edge, require_token
+from relay.admin.export import add_export_routes
 from relay.admin.rekey import add_rekey_routes
 from relay.admin.throttle import Throttle
 from relay.admin.views import ApiError
@@ -108,5 +109,6 @@ def build_admin_app(relay: Relay, store: AdminStore) -> web.Application:
     add_api_routes(app)
     add_control_routes(app)
     add_rekey_routes(app)
+    add_export_routes(app)
     mount_console(app, relay, store)
     return app

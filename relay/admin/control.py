@@ -23,6 +23,8 @@ from relay.store.base import AuditEntry, Inspection, Keys, Operations, Pause, Pr
 
 # Set on every request by the token middleware.
 CREDENTIAL: Final = web.RequestKey("credential", str)
+# Whether the request's credential may act (operate), not only read.
+OPERATES: Final = web.RequestKey("operates", bool)
 MAX_REASON: Final = 500
 MAX_CLIENT: Final = 200
 AUDIT_LIMIT: Final = 100

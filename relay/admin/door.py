@@ -12,7 +12,7 @@ from typing import Final
 from aiohttp import web
 
 from relay.admin.console.common import PREFIX
-from relay.admin.control import CREDENTIAL, STORE
+from relay.admin.control import CREDENTIAL, OPERATES, STORE
 from relay.admin.edge import SAFE_METHODS, allowed_names, cross_site_refusal, host_refusal
 from relay.admin.throttle import Throttle
 from relay.logging import get_logger
@@ -76,6 +76,7 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)  # the console asks for the token itself, once
     if not admin.token_required or request.path in OPEN_PATHS:
         request[CREDENTIAL] = "loopback"  # no token configured: the listener is loopback-only
+        request[OPERATES] = True
         return await handler(request)
     throttle = request.app[THROTTLE]
     client = request.remote or "unknown"
@@ -97,4 +98,5 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
             request, 403, "role", f"token {holder.label!r} may only read; this needs operate"
         )
     request[CREDENTIAL] = holder.label
+    request[OPERATES] = holder.operates
     return await handler(request)

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import yaml
 
@@ -205,9 +205,27 @@ class AdminClient:
             req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
+        return self._send(req, method, path, lambda resp: json.loads(resp.read() or b"null"))
+
+    def download(self, path: str, query: dict[str, Any], out: BinaryIO) -> int:
+        """GET ``path`` and copy its body to ``out`` as it arrives; the bytes copied."""
+        url = (
+            self.base
+            + path
+            + "?"
+            + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        )
+        req = urllib.request.Request(url, method="GET")
+        req.add_header("User-Agent", f"webhook-relay/{__version__} (cli)")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        copied: int = self._send(req, "GET", path, lambda resp: _copy(resp, out))
+        return copied
+
+    def _send(self, req: urllib.request.Request, method: str, path: str, read: Any) -> Any:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:
-                return json.loads(resp.read() or b"null")
+                return read(resp)
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
@@ -229,3 +247,11 @@ class AdminClient:
         """GET a ``next`` link as the API gave it (a path with its query)."""
         path, _, qs = next_link.partition("?")
         return self.call("GET", path, dict(urllib.parse.parse_qsl(qs)))
+
+
+def _copy(resp: Any, out: BinaryIO) -> int:
+    total = 0
+    while chunk := resp.read(64 * 1024):
+        out.write(chunk)
+        total += len(chunk)
+    return total

@@ -15,6 +15,7 @@ import yaml
 
 from relay.cli.client import CliError
 from relay.cli.events import client_for, common_flags, emit
+from relay.store.records import DELIVERY_STATES
 from relay.store.sealing import new_key
 
 WAIT_POLL = 0.5
@@ -117,7 +118,47 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Events as JSON lines into a new file (0600: it holds bodies), streamed."""
+    client = client_for(args)
+    query = {
+        "route": args.route,
+        "state": args.state,
+        "since": args.since,
+        "until": args.until,
+        "include_secrets": "true" if args.include_secrets else None,
+    }
+    target = Path(args.output)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CliError(f"{target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = client.download("/api/v1/export", query, out)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    with target.open("rb") as written:
+        lines = sum(1 for _ in written)
+    print(f"{target}: {lines:,} events, {size / 2**20:.1f} MiB")
+    return 0
+
+
 def add_parsers(sub: Any, default_config: str) -> None:
+    ex = sub.add_parser("export", help="write events as JSON lines to a new file (mode 0600)")
+    common_flags(ex, default_config)
+    ex.add_argument("-o", "--output", required=True, help="the new file (never overwritten)")
+    ex.add_argument("--route")
+    ex.add_argument("--state", choices=DELIVERY_STATES, help="events with a delivery in this state")
+    ex.add_argument("--since", help="UNIX seconds, RFC 3339, or a duration ago (30m, 7d)")
+    ex.add_argument("--until", help="UNIX seconds, RFC 3339, or a duration ago")
+    ex.add_argument(
+        "--include-secrets",
+        action="store_true",
+        help="keep Authorization, cookies and signatures (operate token; audited)",
+    )
+    ex.set_defaults(func=cmd_export)
     bk = sub.add_parser(
         "backup", help="copy a running relay's SQLite store, consistently, to PATH (mode 0600)"
     )

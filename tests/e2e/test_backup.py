@@ -1,10 +1,12 @@
 """``webhook-relay backup`` on a running relay, then the README's restore after a
 kill -9: the dedupe state in the backup holds (a sender's retry of a key it has is
-absorbed), and what was pending in it is pending again."""
+absorbed), and what was pending in it is pending again; ``webhook-relay export``
+of what it holds."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import stat
 import sys
@@ -80,4 +82,15 @@ async def test_a_backup_of_a_running_relay_restores_its_dedupe_state(
     assert backend.received[kept[0]] == 1
     # What came after the backup is not in it: that is what a backup's age costs.
     assert deliveries_by_state(relay.db) == {"delivered": 200, "pending": 1}
+
+    # The restored history, exported: JSON lines in a new 0600 file.
+    exported = tmp_path / "export.jsonl"
+    code, out = await run_cli(
+        "export", "-o", str(exported), "--route", "q", "-c", str(relay.config_path)
+    )
+    assert code == 0, out
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert sorted(r["key"] for r in rows) == sorted(kept)
+    assert all(r["state"] == "delivered" and r["attempts"] for r in rows)
     assert await relay.stop() == 0

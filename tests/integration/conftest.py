@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from relay.admin import build_admin_app
 from relay.app import DISPATCHER, GUARD
 from relay.config import Config, from_mapping
+from relay.housekeeping import sealer_of
 from relay.metrics import Metrics
 from relay.runtime import RELAY
 from relay.serve import OWN_STORE, single_process_app
@@ -138,7 +139,7 @@ async def make_relay(tmp_path: Path, now_clock: FakeClock) -> AsyncIterator[Rela
         """``tracing``: a ``relay.tracing.Tracing`` to use (an in-memory exporter's)."""
         doc: dict[str, Any] = {"routes": list(routes), **top}
         config: Config = from_mapping(doc, env=env or {}, base=tmp_path)
-        store = SQLiteStore(tmp_path / "relay.db", clock=now_clock)
+        store = SQLiteStore(tmp_path / "relay.db", clock=now_clock, sealer=sealer_of(config))
         app = single_process_app(
             config, store=store, metrics=Metrics(), start_dispatcher=start_dispatcher
         )
