@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from relay import __version__
+from relay.disk import DiskSpace
 from relay.forward import shown_url
 from relay.store.base import RouteBacklog
 from relay.store.batch import BatchStats
@@ -329,6 +330,17 @@ class Metrics:
             ["listener", "file"],
             registry=r,
         )
+        self.store_size = Gauge(
+            "relay_store_size_bytes", "The SQLite store's file and its WAL.", registry=r
+        )
+        self.store_free = Gauge(
+            "relay_store_free_bytes", "Free space on the SQLite store's filesystem.", registry=r
+        )
+        self.store_disk_low = Gauge(
+            "relay_store_disk_low",
+            "1 while free space is below storage.min_free (ingest answers 503 disk_low).",
+            registry=r,
+        )
         self.store_file_lost = Gauge(
             "relay_store_file_lost",
             "1 when the SQLite database file was deleted or replaced under the running"
@@ -401,6 +413,14 @@ class Metrics:
         watch = getattr(store, "watch", None)  # the SQLite store's look at its file
         if watch is not None:
             self.store_file_lost.set_function(lambda: float(watch.lost is not None))
+
+    def bind_disk(self, disk: DiskSpace) -> None:
+        """The store's size and its disk's room, read when scraped (SQLite only)."""
+        if disk.path is None:
+            return
+        self.store_size.set_function(lambda: float(r.store) if (r := disk.room()) else 0.0)
+        self.store_free.set_function(lambda: float(r.free) if (r := disk.room()) else 0.0)
+        self.store_disk_low.set_function(lambda: float(disk.low()))
 
     def observe_commit(self, size: int, seconds: float, ok: bool) -> None:
         if ok:

@@ -23,6 +23,7 @@ from relay import signatures, tls
 from relay.backlog import Backlog
 from relay.breaker import Buckets
 from relay.config import Config, ListenerTLS, Route, Upstream
+from relay.disk import DiskSpace, sqlite_path
 from relay.forward import (
     PLAIN,
     Result,
@@ -210,6 +211,12 @@ class Relay:
     tracing: Tracing | None = None
     # The TLS of each listener this process serves ("webhook", "admin"), by name.
     listeners: dict[str, tls.ServerTLS] = field(default_factory=dict)
+    # The room left beside a SQLite store (storage.min_free); set from the config.
+    disk: DiskSpace = field(default_factory=lambda: DiskSpace(None, 0))
+
+    def __post_init__(self) -> None:
+        st = self.config.storage
+        self.disk = DiskSpace(sqlite_path(st.url), st.min_free, st.min_free_ratio)
 
     def listener_tls(self, name: str, settings: ListenerTLS | None) -> ssl.SSLContext | None:
         """The context to start listener ``name`` with (None: plain HTTP); a reload
@@ -294,7 +301,7 @@ Series = list[tuple[Any, tuple[str, ...]]]
 def _intake_series(m: Metrics, r: Route) -> Series:
     out: Series = [(m.received, (r.name, o)) for o in _OUTCOMES[r.mode]]
     out += [(m.received, (r.name, "filtered"))] if r.filters else []
-    reasons = ["body_too_large", "method_not_allowed"]
+    reasons = ["body_too_large", "method_not_allowed", "disk_low"]
     reasons += ["bad_signature"] if r.verify is not None else []
     reasons += ["missing_key"] if r.require_key else []
     reasons += ["payload_mismatch"] if r.on_payload_mismatch == "reject" else []

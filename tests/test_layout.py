@@ -35,7 +35,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("relay.config.*",)),
     (
         "state",
-        ("relay.metrics", "relay.backlog", "relay.forward", "relay.tracing.*", "relay.runtime"),
+        (
+            "relay.metrics",
+            "relay.backlog",
+            "relay.disk",
+            "relay.forward",
+            "relay.tracing.*",
+            "relay.runtime",
+        ),
     ),
     # The two wings of the hot path: they meet only through relay.runtime's port.
     ("wings", ("relay.intake.*", "relay.delivery.*")),

@@ -103,6 +103,7 @@ def build_admin_app(relay: Relay, store: AdminStore) -> web.Application:
     app[STORE] = store
     app[THROTTLE] = Throttle()
     relay.metrics.bind_store(store)
+    relay.metrics.bind_disk(relay.disk)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -53,6 +53,22 @@ def _storage_url(st: Section, env: Mapping[str, str], base: Path) -> str:
     return secret[0] if secret else url
 
 
+def _min_free(st: Section) -> dict[str, Any]:
+    """``storage.min_free``: a size ("2GiB") or a share of the filesystem ("5%")."""
+    raw = st.raw("min_free") if st.has("min_free") else None
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        st.text("min_free")
+        try:
+            share = float(raw.strip()[:-1])
+        except ValueError:
+            share = -1.0
+        if not 0 < share < 100:
+            st.error("min_free", f'expected a size ("2GiB") or a share ("5%"), got {show(raw)}')
+            return {}
+        return {"min_free_ratio": share / 100}
+    return {"min_free": st.size("min_free", _STORAGE.min_free)}
+
+
 def _check_client_subjects(routes: list[Route], tls: ListenerTLS | None, errors: list[str]) -> None:
     for i, route in enumerate(routes):
         if route.client_subjects and (tls is None or tls.client_auth == "none"):
@@ -89,6 +105,7 @@ def from_mapping(
         encryption=parse_encryption(st.section("encryption"), env, base)
         if st.has("encryption")
         else None,
+        **_min_free(st),
     )
     if storage.answer_bytes > MAX_ANSWER_BYTES:
         st.error("answer_bytes", f"at most {MAX_ANSWER_BYTES} (64KiB), got {storage.answer_bytes}")

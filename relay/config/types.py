@@ -136,6 +136,10 @@ class StorageConfig:
     # The first bytes of each attempt's answer kept for the console (0: none).
     answer_bytes: int = 1024
     encryption: Encryption | None = None
+    # Below this much free space on a SQLite store's filesystem, ingest answers 503:
+    # a size, or (``min_free_ratio`` > 0) a share of the filesystem.
+    min_free: int = 100 * 1024 * 1024
+    min_free_ratio: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ from relay.tracing import Tracing
 
 # Long enough for a burst to drain, short enough that senders come back soon.
 BACKPRESSURE_RETRY_AFTER: Final = 30
+# Space comes back as deliveries finish and retention runs (every cleanup_interval).
+DISK_RETRY_AFTER: Final = 60
 
 
 @dataclass(slots=True)
@@ -66,6 +68,11 @@ async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
 
 
 def _backpressure(relay: Relay, cfg: Route) -> Reply | None:
+    if relay.disk.low():
+        # Before SQLite meets a full disk: deliveries go on and free space meanwhile.
+        return reject(
+            503, "disk_low", "the relay's disk is nearly full", retry_after=DISK_RETRY_AFTER
+        )
     if cfg.queued and relay.backlog.full(cfg.name, cfg.max_pending):
         return reject(
             503, "backpressure", "too many undelivered events", retry_after=BACKPRESSURE_RETRY_AFTER

@@ -24,6 +24,7 @@ from relay.admin.views import (
     parse_filter,
     parse_int,
 )
+from relay.disk import DiskSpace, threshold
 from relay.forward import shown_url
 from relay.runtime import RELAY, Relay
 from relay.store.base import EventFilter, EventInfo
@@ -90,8 +91,31 @@ async def overview(request: web.Request) -> web.Response:
     return render(
         request,
         "overview.html",
-        {"routes": rows, "now": now, "draining": relay.leaving or relay.draining},
+        {
+            "routes": rows,
+            "now": now,
+            "draining": relay.leaving or relay.draining,
+            "disk": disk_line(relay.disk),
+        },
     )
+
+
+def disk_line(disk: DiskSpace) -> dict[str, Any] | None:
+    """The store's size and its disk's room, for a SQLite store."""
+    room = disk.room()
+    if room is None:
+        return None
+    floor = threshold(disk.min_bytes, disk.min_ratio, room.total)
+    return {
+        "store": mib(room.store),
+        "free": mib(room.free),
+        "min_free": mib(floor),
+        "low": room.free < floor,
+    }
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 # --- events --------------------------------------------------------------------------
