@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sqlite3
 import sys
@@ -15,6 +16,7 @@ import yaml
 
 from relay.cli.client import CliError
 from relay.cli.events import client_for, common_flags, emit
+from relay.errors import RelayError
 from relay.store.records import DELIVERY_STATES
 from relay.store.sealing import new_key
 
@@ -145,7 +147,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate_store(args: argparse.Namespace) -> int:
+    """Copy a stopped relay's SQLite store into an empty PostgreSQL schema."""
+    target_url = os.environ.get(args.to_env, "") if args.to_env else args.to
+    if not target_url.startswith(("postgresql://", "postgres://")):
+        raise CliError("--to (or --to-env) must name a postgresql:// database")
+    if not args.source.startswith("sqlite:///"):
+        raise CliError("--from must name a sqlite:/// store")
+    try:
+        from relay.store.copy import migrate
+        from relay.store.postgres import PostgresStore
+        from relay.store.sqlite import SQLiteStore
+
+        source = SQLiteStore.from_url(args.source)
+        if not source.path.is_file():
+            raise CliError(f"{source.path}: no such store")
+        started = time.monotonic()
+        copied = asyncio.run(migrate(source, PostgresStore.from_url(target_url)))
+    except ImportError:
+        raise CliError("PostgreSQL needs the postgres extra: pip install '.[postgres]'") from None
+    except (RelayError, ValueError) as exc:
+        raise CliError(f"migrate-store: {exc}") from None
+    counts = ", ".join(f"{n:,} {table}" for table, n in copied.counts.items())
+    print(f"copied {counts} in {time.monotonic() - started:.1f}s; counts checked")
+    if copied.recovered:
+        print(f"{copied.recovered} deliveries the stopped relay held went back to pending first")
+    print("now point storage.url at the database and start the relays there")
+    return 0
+
+
 def add_parsers(sub: Any, default_config: str) -> None:
+    mg = sub.add_parser(
+        "migrate-store",
+        help="copy a stopped relay's SQLite store (dedupe state and all) into empty PostgreSQL",
+    )
+    mg.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH")
+    where = mg.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="postgresql://…", help="the target (empty) database")
+    where.add_argument("--to-env", metavar="NAME", help="an environment variable holding it")
+    mg.set_defaults(func=cmd_migrate_store)
     ex = sub.add_parser("export", help="write events as JSON lines to a new file (mode 0600)")
     common_flags(ex, default_config)
     ex.add_argument("-o", "--output", required=True, help="the new file (never overwritten)")
