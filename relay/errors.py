@@ -30,5 +30,10 @@ class StoreUnavailable(StoreError):
     """The event store could not commit; the sender should retry later."""
 
 
+class StoreFull(StoreUnavailable):
+    """The store is at its storage cap, and only keys inside their dedupe window are left
+    to drop (cap_policy: keep_keys)."""
+
+
 class SchemaTooNew(StoreError):
     """The database was written by a newer webhook-relay; refusing to downgrade it."""

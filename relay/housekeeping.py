@@ -29,6 +29,12 @@ LEASE_SWEEP_INTERVAL: Final = 30.0
 # DEAD_AFTER is dead, and its leases are returned at once (not when they expire).
 DEAD_AFTER: Final = 10.0
 PURGE_BATCH: Final = 500
+PROBE: Final = 8  # a cap's first step, before the size of what it drops is known
+# Free pages returned per step (4 MiB at SQLite's 4 KiB pages), steps per pass, and
+# the pause between steps: a pass holds the writer for short moments only.
+GIVE_BACK_PAGES: Final = 1024
+GIVE_BACK_STEPS: Final = 64
+GIVE_BACK_PAUSE: Final = 0.05
 
 log = get_logger()
 
@@ -116,6 +122,75 @@ async def purge_once(relay: Relay, store: Upkeep) -> int:
             await asyncio.sleep(0)
     if total:
         log.info("events_purged", count=total)
+    await enforce_caps(relay, store)
+    await give_back(store)
+    return total
+
+
+async def enforce_caps(relay: Relay, store: Upkeep) -> None:
+    """``storage.max_bytes`` / ``max_rows``: the oldest finished data goes until the
+    store is under them, in this order: bodies and attempts (the keys stay), then
+    whole events past their dedupe window, then (``cap_policy: drop_keys``) any
+    finished event. Open work never goes. With only in-window keys left under
+    ``keep_keys``, new events are refused (503) until there is room."""
+    st = relay.config.storage
+    if st.max_bytes is None and st.max_rows is None:
+        return
+
+    # Measured once a pass; what each step removes is counted off (a page a dropped
+    # body leaves half empty is reused, not returned: see storage.max_bytes).
+    extra_bytes = 0 if st.max_bytes is None else await store.usage() - st.max_bytes
+    extra_rows = 0 if st.max_rows is None else await store.count_events() - st.max_rows
+    counted = relay.metrics.capped
+    after: int | None = 0
+    per = 0  # bytes a step freed per event: sizes the next step, so little more goes
+    while extra_bytes > 0 and after is not None:  # fewer bytes first; rows need fewer events
+        after, n, freed = await store.cap_bodies(after, _step(extra_bytes, per))
+        counted.labels("bodies").inc(n)
+        extra_bytes, per = extra_bytes - freed, freed // max(n, 1)
+        await asyncio.sleep(0)
+    window = store.clock() - st.dedupe_window
+    for seen_before in (window, None) if st.cap_policy == "drop_keys" else (window,):
+        while extra_bytes > 0 or extra_rows > 0:
+            limit = max(_step(extra_bytes, per) if extra_bytes > 0 else 1, extra_rows)
+            n, freed = await store.cap_events(seen_before, min(limit, PURGE_BATCH))
+            if not n:
+                break
+            counted.labels("events" if seen_before is not None else "keys").inc(n)
+            extra_bytes, extra_rows = extra_bytes - freed, extra_rows - n
+            per = freed // n
+            await asyncio.sleep(0)
+    full = extra_bytes > 0 or extra_rows > 0
+    if full and store.full is None:
+        store.full = (
+            f"the store is at its cap (storage.max_bytes {st.max_bytes}, max_rows"
+            f" {st.max_rows}) and only keys inside their dedupe window are left"
+            " (cap_policy: keep_keys)"
+        )
+        log.error("store_full", reason=store.full)
+    elif not full and store.full is not None:
+        store.full = None
+        log.info("store_room_again")
+
+
+def _step(extra: int, per: int) -> int:
+    """How many events to take next for ``extra`` bytes, at ``per`` bytes each (0: not
+    known yet, so a few, to learn it): enough, and not many more."""
+    if per <= 0:
+        return PROBE
+    return min(PURGE_BATCH, max(1, -(-extra // per)))
+
+
+async def give_back(store: Upkeep) -> int:
+    """Free pages back to the filesystem, a few at a time (SQLite; a no-op elsewhere)."""
+    total = 0
+    for _ in range(GIVE_BACK_STEPS):
+        if not (freed := await store.give_back(GIVE_BACK_PAGES)):
+            break
+        total += freed
+        await asyncio.sleep(GIVE_BACK_PAUSE)
+    if total:
+        log.info("store_space_given_back", bytes=total)
     return total
 
 

@@ -341,6 +341,20 @@ class Metrics:
             "1 while free space is below storage.min_free (ingest answers 503 disk_low).",
             registry=r,
         )
+        self.capped = Counter(
+            "relay_store_capped_total",
+            "What a storage cap removed: bodies (and their attempts), events past their"
+            " dedupe window, keys (cap_policy: drop_keys).",
+            ["what"],
+            registry=r,
+        )
+        for what in ("bodies", "events", "keys"):
+            self.capped.labels(what)
+        self.store_full = Gauge(
+            "relay_store_full",
+            "1 while a storage cap refuses new events (only in-window keys left).",
+            registry=r,
+        )
         self.store_file_lost = Gauge(
             "relay_store_file_lost",
             "1 when the SQLite database file was deleted or replaced under the running"
@@ -407,6 +421,7 @@ class Metrics:
 
     def bind_store(self, store: object) -> None:
         """Feed the commit histograms from the store's group committer, if it has one."""
+        self.store_full.set_function(lambda: float(getattr(store, "full", None) is not None))
         stats = getattr(store, "stats", None)
         if isinstance(stats, BatchStats):
             stats.observer = self.observe_commit

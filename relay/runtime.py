@@ -301,7 +301,7 @@ Series = list[tuple[Any, tuple[str, ...]]]
 def _intake_series(m: Metrics, r: Route) -> Series:
     out: Series = [(m.received, (r.name, o)) for o in _OUTCOMES[r.mode]]
     out += [(m.received, (r.name, "filtered"))] if r.filters else []
-    reasons = ["body_too_large", "method_not_allowed", "disk_low"]
+    reasons = ["body_too_large", "method_not_allowed", "disk_low", "store_full"]
     reasons += ["bad_signature"] if r.verify is not None else []
     reasons += ["missing_key"] if r.require_key else []
     reasons += ["payload_mismatch"] if r.on_payload_mismatch == "reject" else []

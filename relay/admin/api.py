@@ -263,6 +263,7 @@ async def status(request: web.Request) -> web.Response:
         {
             "version": __version__,
             "draining": relay.leaving or relay.draining,
+            "store": store_state(relay, store),
             "routes": routes,
             "orphaned": [
                 {"route": r, "upstream": shown_url(u), "deliveries": n}
@@ -275,6 +276,19 @@ async def status(request: web.Request) -> web.Response:
             else {"ok": reload.ok, "at": iso(reload.at), "errors": list(reload.errors)},
         }
     )
+
+
+def store_state(relay: Relay, store: AdminStore) -> dict[str, Any]:
+    """How the store stands for space: its size and its disk's room (SQLite), whether a
+    cap refuses new events, and whether it gives space back."""
+    room = relay.disk.room()
+    return {
+        "size_bytes": None if room is None else room.store,
+        "free_bytes": None if room is None else room.free,
+        "disk_low": relay.disk.low(),
+        "full": getattr(store, "full", None),
+        "auto_vacuum": getattr(store, "auto_vacuum", None),
+    }
 
 
 def replica_state(r: ReplicaInfo, now: float) -> str:

@@ -116,6 +116,20 @@ def render_event(e: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _store_line(st: dict[str, Any]) -> str:
+    parts = []
+    if st["size_bytes"] is not None:
+        parts.append(f"store {st['size_bytes'] / 2**20:,.1f} MiB")
+        parts.append(f"{st['free_bytes'] / 2**30:,.1f} GiB free on its disk")
+    if st["disk_low"]:
+        parts.append("DISK LOW: new webhooks get 503 (storage.min_free)")
+    if st["full"]:
+        parts.append(f"FULL: {st['full']}")
+    if st["auto_vacuum"] == "needs_room":
+        parts.append("gives no space back until converted (needs free space twice its size)")
+    return "; ".join(parts) or "store: PostgreSQL"
+
+
 def render_status(doc: dict[str, Any]) -> str:
     head = f"webhook-relay {doc['version']}{'  DRAINING' if doc['draining'] else ''}"
     rows = [
@@ -131,6 +145,8 @@ def render_status(doc: dict[str, Any]) -> str:
         for r in doc["routes"]
     ]
     out = [head, table(("ROUTE", "MODE", "PENDING", "IN_FLIGHT", "DEAD", "OLDEST", "PATH"), rows)]
+    if (store := doc.get("store")) is not None:
+        out += ["", _store_line(store)]
     if doc["orphaned"]:
         out += ["", "orphaned (route or upstream no longer configured; kept pending):"]
         out.append(

@@ -17,6 +17,7 @@ from relay.config.protection import networks
 from relay.config.routes import parse_route
 from relay.config.secrets import SOURCES, read_secrets
 from relay.config.types import (
+    CAP_POLICIES,
     LOG_FORMATS,
     Config,
     Limits,
@@ -106,6 +107,9 @@ def from_mapping(
         if st.has("encryption")
         else None,
         **_min_free(st),
+        max_bytes=st.size("max_bytes", None),
+        max_rows=st.integer("max_rows", None, lo=1),
+        cap_policy=st.choice("cap_policy", "keep_keys", CAP_POLICIES),
     )
     if storage.answer_bytes > MAX_ANSWER_BYTES:
         st.error("answer_bytes", f"at most {MAX_ANSWER_BYTES} (64KiB), got {storage.answer_bytes}")

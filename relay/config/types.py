@@ -17,6 +17,7 @@ Mode = Literal["queue", "sync", "hybrid"]
 Dedupe = Literal["enforce", "shadow"]
 OnDead = Literal["skip", "hold"]
 IngressPer = Literal["route", "source"]
+CapPolicy = Literal["keep_keys", "drop_keys"]
 ClientAuth = Literal["none", "optional", "require"]
 StaleAction = Literal["drop", "deliver"]
 Encoding = Literal["hex", "base64"]
@@ -28,6 +29,7 @@ DEDUPE: tuple[Dedupe, ...] = ("enforce", "shadow")
 ON_DEAD: tuple[OnDead, ...] = ("skip", "hold")
 STALE_ACTIONS: tuple[StaleAction, ...] = ("drop", "deliver")
 INGRESS_PER: tuple[IngressPer, ...] = ("route", "source")
+CAP_POLICIES: tuple[CapPolicy, ...] = ("keep_keys", "drop_keys")
 CLIENT_AUTH: tuple[ClientAuth, ...] = ("none", "optional", "require")
 ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
 ON_MISMATCH: tuple[OnMismatch, ...] = ("accept", "reject")
@@ -140,6 +142,11 @@ class StorageConfig:
     # a size, or (``min_free_ratio`` > 0) a share of the filesystem.
     min_free: int = 100 * 1024 * 1024
     min_free_ratio: float = 0.0
+    # Caps on what the store keeps (None: none): finished bodies and attempts go
+    # first, then finished events past their dedupe window, then (drop_keys) the rest.
+    max_bytes: int | None = None
+    max_rows: int | None = None
+    cap_policy: CapPolicy = "keep_keys"
 
 
 @dataclass(frozen=True, slots=True)

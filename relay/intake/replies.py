@@ -13,6 +13,8 @@ from relay.store.base import StoredResponse
 
 REPLAYED: Final = "Idempotent-Replayed"
 STORE_RETRY_AFTER: Final = 5
+# A full store frees room each cleanup_interval (60 s by default).
+STORE_FULL_RETRY_AFTER: Final = 60
 
 _ACCEPTED_ACK: Final = b'{"status": "accepted", "event_id": %d}'
 _DUPLICATE_ACK: Final = b'{"status": "duplicate", "event_id": %d}'

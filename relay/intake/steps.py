@@ -9,9 +9,9 @@ from typing import Any
 from multidict import CIMultiDict
 
 from relay import forward
-from relay.errors import StoreUnavailable
+from relay.errors import StoreFull, StoreUnavailable
 from relay.forward import Result
-from relay.intake.replies import STORE_RETRY_AFTER, Reply, queue_ack, reject
+from relay.intake.replies import STORE_FULL_RETRY_AFTER, STORE_RETRY_AFTER, Reply, queue_ack, reject
 from relay.runtime import SHADOW_COPY, Relay, RouteRuntime
 from relay.store.base import Ingested, NewEvent, new_token
 
@@ -72,6 +72,9 @@ async def store_event(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Ingest
     it) when the store cannot commit."""
     try:
         got = await relay.store.ingest(event)
+    except StoreFull as exc:
+        rt.log.error("store_full", key=event.key, error=str(exc))
+        return reject(503, "store_full", str(exc), STORE_FULL_RETRY_AFTER)
     except StoreUnavailable as exc:
         rt.log.error("store_unavailable", key=event.key, error=str(exc))
         return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)

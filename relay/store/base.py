@@ -224,9 +224,11 @@ class Operations(Protocol):
 
 
 class Upkeep(Protocol):
-    """What housekeeping and start-up do: recovery, expiry, retention, liveness."""
+    """What housekeeping and start-up do: recovery, expiry, retention, caps, liveness."""
 
     clock: Clock
+    # Set by housekeeping while a storage cap refuses new events (the reason).
+    full: str | None
     # This process among those sharing the store; its lease and claim tokens start
     # with it, so the leases of a replica found dead can be returned at once.
     replica_id: str
@@ -262,6 +264,24 @@ class Upkeep(Protocol):
 
     async def deregister(self) -> None:
         """A clean stop: this process leaves the replicas."""
+
+    async def usage(self) -> int:
+        """Bytes the store takes (SQLite: its pages in use; PostgreSQL: its tables)."""
+
+    async def count_events(self) -> int: ...
+
+    async def cap_bodies(self, after_id: int, limit: int) -> tuple[int | None, int, int]:
+        """A storage cap: up to ``limit`` finished events after ``after_id``, oldest first,
+        lose their bodies and attempts (their keys stay): the last id (None: none was
+        left), how many, and about how many bytes that was."""
+
+    async def cap_events(self, seen_before: float | None, limit: int) -> tuple[int, int]:
+        """A storage cap: up to ``limit`` finished events, oldest first, go whole (their
+        keys too), only those last seen before ``seen_before`` unless it is None: how
+        many, and about how many bytes."""
+
+    async def give_back(self, pages: int) -> int:
+        """Return up to ``pages`` free pages to the filesystem; the bytes returned."""
 
     async def reap_dead_replicas(self, dead_before: float) -> list[tuple[ReplicaInfo, int]]:
         """Replicas whose heartbeat is older than ``dead_before``: their leases go back

@@ -87,6 +87,8 @@ SINGLE_PROCESS_FAMILIES = [
     "relay_store_size_bytes",
     "relay_store_free_bytes",
     "relay_store_disk_low",
+    "relay_store_capped",
+    "relay_store_full",
     "relay_store_file_lost",
     "relay_config_reloads",
     "relay_config_last_reload_successful",

@@ -60,7 +60,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay import versions
-from relay.errors import StoreUnavailable
+from relay.errors import StoreFull, StoreUnavailable
 from relay.store import common_sql
 from relay.store import rows as rowmap
 from relay.store.base import (
@@ -82,12 +82,13 @@ from relay.store.postgres.ops import PostgresOperations
 from relay.store.postgres.pool import Database, affected
 from relay.store.postgres.replicas import PostgresReplicas
 from relay.store.postgres.sealed import PostgresKeys
+from relay.store.postgres.space import PostgresSpace
 from relay.store.sealing import CLEAR_SEALER, Sealer
 
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys):
+class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys, PostgresSpace):
     """``relay.store.base.Store`` on a PostgreSQL database shared by replicas.
 
     ``tuning``: ``max_batch`` (group commit) and the pool's ``min_size``,
@@ -173,6 +174,8 @@ class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys):
     async def ingest(self, event: NewEvent) -> Ingested:
         if self._batcher is None:
             raise StoreUnavailable("the store is not open")
+        if self.full is not None:
+            raise StoreFull(self.full)
         return await self._batcher.submit(event)
 
     async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
@@ -337,6 +340,8 @@ class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys):
     # --- sync mode --------------------------------------------------------------
 
     async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
+        if self.full is not None:
+            raise StoreFull(self.full)
         # Each round is one transaction; the only way a round ends empty is a
         # holder releasing the row between its two statements, and then the
         # next round inserts afresh.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from relay import versions
-from relay.errors import StoreUnavailable
+from relay.errors import StoreFull, StoreUnavailable
 from relay.store import common_sql
 from relay.store import rows as rowmap
 from relay.store.base import (
@@ -43,6 +43,7 @@ from relay.store.sqlite.inline import SQLiteInline, lease_rows
 from relay.store.sqlite.ops import SQLiteOperations
 from relay.store.sqlite.replicas import SQLiteReplicas
 from relay.store.sqlite.sealed import SQLiteKeys, check_keys
+from relay.store.sqlite.space import SQLiteSpace, prepare_vacuum
 from relay.store.sqlite.sync import SQLiteSyncMode
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
@@ -56,7 +57,9 @@ INGEST_SHARE_FLOOR: Final = 8
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas, SQLiteKeys):
+class SQLiteStore(
+    SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas, SQLiteKeys, SQLiteSpace
+):
     """``relay.store.base.Store`` on one SQLite file."""
 
     def __init__(
@@ -167,6 +170,8 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
         """On the store's thread: connect, set the pragmas, migrate."""
         conn = self._connection()
         try:
+            # First: a new file takes its auto-vacuum mode before its first page is written.
+            self.auto_vacuum = prepare_vacuum(conn, self.path)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(mode[0]).lower() != "wal":
                 raise StoreUnavailable(f"{self.path}: cannot switch to WAL (got {mode[0]})")
@@ -233,6 +238,8 @@ class SQLiteStore(SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas
     async def ingest(self, event: NewEvent) -> Ingested:
         if self._batcher is None:
             raise StoreUnavailable("the store is not open")
+        if self.full is not None:
+            raise StoreFull(self.full)
         return await self._batcher.submit(event)
 
     async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from relay.errors import StoreUnavailable
+from relay.errors import StoreFull, StoreUnavailable
 from relay.store import rows as rowmap
 from relay.store.base import Acquired, NewEvent, StoredResponse, SyncClaim
 from relay.store.batch import GroupCommitter
@@ -32,6 +32,8 @@ class SQLiteSyncMode(SQLiteAccess):
     async def claim_sync(self, event: NewEvent, lease_ttl: float) -> SyncClaim:
         if self._claimer is None:
             raise StoreUnavailable("the store is not open")
+        if self.full is not None:
+            raise StoreFull(self.full)
         # A round yields None only if the row vanished between its two statements
         # (its holder released it); the next round inserts afresh.
         for _ in range(16):

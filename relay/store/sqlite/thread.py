@@ -108,6 +108,8 @@ class SQLiteAccess:
     replica_id: str = ""
     # Seals bodies, headers and kept answers (storage.encryption); in clear without a key.
     sealer: Sealer = CLEAR_SEALER
+    # Why new events are refused (a storage cap with only in-window keys left), if they are.
+    full: str | None = None
 
     def __init__(self) -> None:
         self._db = SQLiteThread()
