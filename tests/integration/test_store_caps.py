@@ -37,7 +37,8 @@ async def fill(store: Store, clock: FakeClock, prefix: str, n: int, finish: str 
     leases = await store.lease_due("orders", UP_A, n, lease_ttl=60)
     for lease in leases:
         tried = Attempt(clock.now, 1.0, 200 if finish == "delivered" else 410, None, b"answer")
-        assert await store.finish_attempt(lease, tried, Outcome(finish))
+        outcome = Outcome("delivered") if finish == "delivered" else Outcome("dead")
+        assert await store.finish_attempt(lease, tried, outcome)
 
 
 async def keys(store: Store) -> list[str]:
