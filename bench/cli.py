@@ -54,6 +54,8 @@ RUNNERS: dict[str, Scenario] = {
     "D1": scen_delivery.d1,
     "G1": scen_store.g1,
     "M1": scen_store.m1,
+    "QP": scen_store.qp,
+    "QC": scen_store.qc,
     "E1": scen_pg.e1,
     "PQ1": scen_pg.q1_pg,
     "PD1": scen_pg.d1_pg,

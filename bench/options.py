@@ -25,6 +25,8 @@ SCENARIOS: dict[str, str] = {
     "D1": "drain pending events after a restart",
     "G1": "Q1 with a large store already on disk",
     "M1": "Q1 load with a large backlog pending",
+    "QP": "Q1 on a store of 200,000 delivered events",
+    "QC": "QP with max_rows: 150,000 enforced (drop_keys) while it runs",
     "E1": "sustained end to end: paced, backlog not growing, ack p99 <= 50 ms",
     "PQ1": "Q1 on PostgreSQL",
     "PD1": "D1 on PostgreSQL (events held by a pause, then resumed)",

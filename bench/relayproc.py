@@ -34,6 +34,7 @@ class RouteSpec:
     filtered: bool = False  # five filter rules, none of which the bench's events meet
     tls: bool = False  # the webhook listener serves HTTPS (a certificate made for the run)
     encrypted: bool = False  # storage.encryption with a key made for the run
+    storage_extra: str = ""  # more of the storage section, as YAML flow entries
 
 
 # Five rules of every kind, none met by the bench's events, so each is evaluated in
@@ -52,6 +53,7 @@ def config_text(spec: RouteSpec, *, port: int, admin_port: int, db: Path, worker
     """Defaults everywhere except what a benchmark must set (ports, file, backlog cap)."""
     storage = spec.storage_url or f"sqlite:///{db.resolve()}"
     sealed = ", encryption: {key_file: store.key}" if spec.encrypted else ""
+    sealed += f", {spec.storage_extra}" if spec.storage_extra else ""
     lines = [
         f"workers: {workers}",
         f'listen: "127.0.0.1:{port}"',
