@@ -390,3 +390,19 @@ def deliveries_by_state(db: Path) -> dict[str, int]:
     finally:
         con.close()
     return {str(state): int(n) for state, n in rows}
+
+
+async def run_cli(*args: str, timeout: float = 60.0) -> tuple[int, str]:
+    """``webhook-relay ARGS`` as a process: its exit code and its output (stderr
+    merged)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()

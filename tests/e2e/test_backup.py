@@ -5,32 +5,16 @@ of what it holds."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import stat
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from .support import Backend, deliveries_by_state, post, post_many, queue_route, wait_for
-
-
-async def run_cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+from .support import Backend, deliveries_by_state, post, post_many, queue_route, run_cli, wait_for
 
 
 async def test_a_backup_of_a_running_relay_restores_its_dedupe_state(

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import ssl
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import trustme
 from cryptography import x509
 
-from .support import HOST, Backend, deliveries_by_state, post, queue_route, wait_for
+from .support import HOST, Backend, deliveries_by_state, post, queue_route, run_cli, wait_for
 
 
 class PKI:
@@ -251,19 +250,7 @@ async def test_the_cli_reaches_an_https_admin_listener_by_its_own_certificate(
     await relay.start()
 
     async def cli(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "relay",
-            *args,
-            "-c",
-            str(relay.config_path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 20)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode()
+        return await run_cli(*args, "-c", str(relay.config_path), timeout=20)
 
     code, out = await cli("status", "--json")
     assert code == 0, out

@@ -5,29 +5,13 @@ every key the SQLite relay had seen. A second copy into the same schema is refus
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from typing import Any
 
 import aiohttp
 import pytest
 
-from .support import Backend, deliveries_by_state, post, queue_route, wait_for
-
-
-async def run_cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "relay",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+from .support import Backend, deliveries_by_state, post, queue_route, run_cli, wait_for
 
 
 @pytest.mark.postgres
