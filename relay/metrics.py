@@ -429,6 +429,22 @@ class Metrics:
         if watch is not None:
             self.store_file_lost.set_function(lambda: float(watch.lost is not None))
 
+    def breakers(self) -> list[tuple[str, str, int, str | None]]:
+        """Breakers not closed, as ``(route, upstream, state, TLS failure or None)``, from
+        the gauge every delivering process sets (an owner's registry merges its workers')."""
+        found: list[tuple[str, str, int]] = []
+        tls: dict[tuple[str, str], str] = {}
+        for family in self.registry.collect():
+            if family.name not in ("relay_upstream_tls_failing", "relay_upstream_breaker_state"):
+                continue
+            for s in family.samples:
+                route, upstream = s.labels.get("route", ""), s.labels.get("upstream", "")
+                if family.name == "relay_upstream_tls_failing" and s.value:
+                    tls[(route, upstream)] = s.labels["reason"]
+                elif family.name == "relay_upstream_breaker_state" and s.value:
+                    found.append((route, upstream, int(s.value)))
+        return [(r, u, state, tls.get((r, u))) for r, u, state in sorted(found)]
+
     def bind_disk(self, disk: DiskSpace) -> None:
         """The store's size and its disk's room, read when scraped (SQLite only)."""
         if disk.path is None:

@@ -55,11 +55,14 @@ def reload(relay: Relay, path: Path, notifier: Notifier, applied: Callable[[], N
         if f.name != "routes"
         and not (f.name == "admin" and admin is new.admin)
         and not (f.name == "tls" and tls is new.tls)
+        and f.name != "notify"
         and getattr(new, f.name) != getattr(relay.config, f.name)
     ]
     if ignored:
         log.warning("reload_needs_restart", settings=ignored)
-    relay.config = dataclasses.replace(relay.config, routes=new.routes, admin=admin, tls=tls)
+    relay.config = dataclasses.replace(
+        relay.config, routes=new.routes, admin=admin, tls=tls, notify=new.notify
+    )
     swap_certificates()
     applied()
     relay.metrics.record_reload(True)

@@ -12,6 +12,7 @@ from aiohttp import web
 from relay.admin import build_admin_app
 from relay.app import FAILED, apply_reload, build_app, start_public
 from relay.config import Config
+from relay.delivery.notify import Notifications
 from relay.delivery.outbound import LocalDelivery
 from relay.errors import RelayError
 from relay.housekeeping import housekeeping, open_store, report_orphans, take_over
@@ -61,8 +62,15 @@ def single_process_app(
     async def keep_house(_app: web.Application) -> None:
         await housekeeping(relay, store)
 
+    async def notify(_app: web.Application) -> None:
+        await Notifications(relay, store).run()
+
     app = build_app(
-        relay, delivery, store_ctx=store_ctx, tasks=[keep_house], start_dispatcher=start_dispatcher
+        relay,
+        delivery,
+        store_ctx=store_ctx,
+        tasks=[keep_house, notify],
+        start_dispatcher=start_dispatcher,
     )
     app[OWN_STORE] = store
     return app

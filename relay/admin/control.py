@@ -19,7 +19,7 @@ from relay.breaker import State
 from relay.forward import shown_url
 from relay.logging import get_logger
 from relay.runtime import RELAY, Relay, RouteRuntime
-from relay.store.base import AuditEntry, Inspection, Keys, Operations, Pause, Preview
+from relay.store.base import AuditEntry, Inspection, Keys, Notices, Operations, Pause, Preview
 
 # Set on every request by the token middleware.
 CREDENTIAL: Final = web.RequestKey("credential", str)
@@ -31,7 +31,7 @@ AUDIT_LIMIT: Final = 100
 
 
 # The full store (inspection and replay): the role that serves admin hands it over.
-class AdminStore(Inspection, Operations, Keys, Protocol):
+class AdminStore(Inspection, Operations, Keys, Notices, Protocol):
     """All the admin API and the console may touch of a store: they read and they act,
     never on the hot path's leases or on upkeep."""
 
@@ -220,20 +220,9 @@ def pause_json(p: Pause) -> dict[str, Any]:
 def breakers(relay: Relay) -> list[dict[str, Any]]:
     """Breakers that are not closed, from the gauge every delivering process sets (the
     owner's registry merges the workers'), with the TLS failure behind one if any."""
-    found: list[tuple[str, str, State]] = []
-    tls: dict[tuple[str, str], str] = {}
-    for family in relay.metrics.registry.collect():
-        if family.name not in ("relay_upstream_tls_failing", "relay_upstream_breaker_state"):
-            continue
-        for sample in family.samples:
-            route, upstream = sample.labels.get("route", ""), sample.labels.get("upstream", "")
-            if family.name == "relay_upstream_tls_failing" and sample.value:
-                tls[(route, upstream)] = sample.labels["reason"]
-            elif family.name == "relay_upstream_breaker_state" and sample.value:
-                found.append((route, upstream, State(int(sample.value))))
     return [
-        {"route": r, "upstream": u, "state": s.name.lower(), "reason": tls.get((r, u))}
-        for r, u, s in sorted(found)
+        {"route": r, "upstream": u, "state": State(s).name.lower(), "reason": why}
+        for r, u, s, why in relay.metrics.breakers()
     ]
 
 

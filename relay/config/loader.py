@@ -13,6 +13,7 @@ import yaml
 from relay.config.admin import parse_admin, parse_listen
 from relay.config.certificates import parse_listener_tls
 from relay.config.encryption import parse_encryption
+from relay.config.notify import parse_notify
 from relay.config.protection import networks
 from relay.config.routes import parse_route
 from relay.config.secrets import SOURCES, read_secrets
@@ -140,6 +141,7 @@ def from_mapping(
     workers = top.integer("workers", 0, lo=0, hi=64)
     tracing = _tracing(top.section("tracing"))
     trusted_proxies = networks(top, "trusted_proxies")
+    notify = parse_notify(top, env, base)
 
     routes: list[Route] = []
     raw_routes = top.raw("routes")
@@ -184,6 +186,7 @@ def from_mapping(
         shutdown_grace=grace,
         workers=workers,
         trusted_proxies=trusted_proxies,
+        notify=notify,
     )
 
 

@@ -18,6 +18,7 @@ Dedupe = Literal["enforce", "shadow"]
 OnDead = Literal["skip", "hold"]
 IngressPer = Literal["route", "source"]
 CapPolicy = Literal["keep_keys", "drop_keys"]
+NotifyFormat = Literal["json", "slack"]
 ClientAuth = Literal["none", "optional", "require"]
 StaleAction = Literal["drop", "deliver"]
 Encoding = Literal["hex", "base64"]
@@ -30,6 +31,7 @@ ON_DEAD: tuple[OnDead, ...] = ("skip", "hold")
 STALE_ACTIONS: tuple[StaleAction, ...] = ("drop", "deliver")
 INGRESS_PER: tuple[IngressPer, ...] = ("route", "source")
 CAP_POLICIES: tuple[CapPolicy, ...] = ("keep_keys", "drop_keys")
+NOTIFY_FORMATS: tuple[NotifyFormat, ...] = ("json", "slack")
 CLIENT_AUTH: tuple[ClientAuth, ...] = ("none", "optional", "require")
 ENCODINGS: tuple[Encoding, ...] = ("hex", "base64")
 ON_MISMATCH: tuple[OnMismatch, ...] = ("accept", "reject")
@@ -345,6 +347,17 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """Where notifications go (``notify:``); the URL is a secret, never shown."""
+
+    url: str = field(repr=False)
+    name: str = "notify-0"
+    format: NotifyFormat = "json"
+    interval: float = 15 * 60.0  # at most one message per condition this often
+    backlog_age: float = 10 * 60.0  # the oldest undelivered event older than this fires
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: LogFormat = "auto"
@@ -368,6 +381,7 @@ class Config:
     workers: int = 0
     # Peers whose X-Forwarded-*, Forwarded and X-Real-IP are believed (and extended).
     trusted_proxies: tuple[Network, ...] = ()
+    notify: tuple[NotifyTarget, ...] = ()
 
     def warnings(self) -> tuple[str, ...]:
         """What is valid but probably not meant: said by check-config and at start."""

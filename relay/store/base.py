@@ -36,6 +36,7 @@ from relay.store.records import (
     Ingested,
     Lease,
     NewEvent,
+    Notice,
     Outcome,
     Pause,
     Preview,
@@ -314,7 +315,29 @@ class Keys(Protocol):
 RESEALED: Final = ("events", "attempts")
 
 
-class Store(DeliveryStore, Inspection, Operations, Upkeep, Keys, Protocol):
+class Notices(Protocol):
+    """Notifications (``notify:``): whether a condition's message is due, decided in the
+    store, so workers and replicas send one per condition per interval between them."""
+
+    async def notice_fire(
+        self, target: str, condition: str, now: float, interval: float, summary: str
+    ) -> str | None:
+        """``condition`` fires: "firing" (it has just started), "reminder" (an interval
+        passed since the last message) or None (not due, or another process sends it)."""
+
+    async def notice_resolve(self, target: str, condition: str, now: float, summary: str) -> bool:
+        """``condition`` cleared: True if a message saying so is due (once)."""
+
+    async def notice_unsend(self, target: str, condition: str, active: bool) -> None:
+        """A message that could not be sent: due again at once."""
+
+    async def notices_active(self, target: str) -> list[str]:
+        """The conditions whose last message to ``target`` said they fire."""
+
+    async def notices_recent(self, limit: int) -> list[Notice]: ...
+
+
+class Store(DeliveryStore, Inspection, Operations, Upkeep, Keys, Notices, Protocol):
     """Durable home of events, deliveries and sync claims: the hot path, and the
     inspection, operations and upkeep that only the store's owner does. Every backend
     implements all of it; each caller names the part it uses."""

@@ -131,3 +131,38 @@ REPLICAS_WITH_LEASES = (
     "  AND substr(d.lease_token, 1, length(r.id) + 1) = r.id || '/') AS leases"
     " FROM replicas AS r ORDER BY r.started_at, r.id"
 )
+
+
+# --- notices (notify:) ---------------------------------------------------------------
+# Written with PostgreSQL's $n; SQLite reads the same as ?n (``sqlite_marks``). Each
+# claim is one statement: of two replicas deciding at once, one gets the row back
+# and sends the message, the other gets nothing.
+
+# $1 target, $2 condition, $3 now, $4 interval start, $5 summary. A firing condition's
+# message is due when it starts, and again (a reminder) once an interval has passed
+# since the last message. Returns since (= now: it has just started).
+NOTICE_FIRE = (
+    "INSERT INTO notices (target, condition, active, since, sent_at, summary)"
+    " VALUES ($1, $2, TRUE, $3, $3, $5)"
+    " ON CONFLICT (target, condition) DO UPDATE SET"
+    " since = CASE WHEN notices.active THEN notices.since ELSE excluded.since END,"
+    " active = TRUE, sent_at = excluded.sent_at, summary = excluded.summary"
+    " WHERE notices.sent_at <= $4"
+    " RETURNING since"
+)
+# $1 target, $2 condition, $3 now, $4 summary: it cleared; said once.
+NOTICE_RESOLVE = (
+    "UPDATE notices SET active = FALSE, sent_at = $3, summary = $4"
+    " WHERE target = $1 AND condition = $2 AND active RETURNING since"
+)
+# A message that could not be sent: put back as it was ($3), due again at once.
+NOTICE_UNSEND = "UPDATE notices SET active = $3, sent_at = 0 WHERE target = $1 AND condition = $2"
+NOTICES_ACTIVE = "SELECT condition FROM notices WHERE target = $1 AND active"
+NOTICES_RECENT = (
+    "SELECT target, condition, active, since, sent_at, summary FROM notices"
+    " ORDER BY sent_at DESC LIMIT $1"
+)
+
+
+def sqlite_marks(sql: str) -> str:
+    return sql.replace("$", "?")

@@ -329,3 +329,15 @@ class EventFilter:
         if self.state in REPLAYABLE:
             return [self.state]
         return list(REPLAYABLE) if self.ids is not None else ["dead", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notification's last message for one target and condition (``notify:``)."""
+
+    target: str
+    condition: str
+    active: bool  # the last message said it fires (False: it said it cleared)
+    since: float
+    sent_at: float
+    summary: str

@@ -36,6 +36,7 @@ from aiohttp import web
 from relay import logging as relay_logging
 from relay.admin import build_admin_app
 from relay.config import Config
+from relay.delivery.notify import Notifications
 from relay.errors import RelayError
 from relay.housekeeping import housekeeping, open_store, report_orphans, take_over
 from relay.lifecycle import (
@@ -242,6 +243,7 @@ async def _supervise(
     settle_heap()
     house = asyncio.create_task(housekeeping(relay, store), name="housekeeping")
     tasks.append(house)
+    tasks.append(asyncio.create_task(Notifications(relay, store).run(), name="notify"))
     watchdog = start_watchdog(notifier)
     if watchdog is not None:
         tasks.append(watchdog)

@@ -96,6 +96,7 @@ async def overview(request: web.Request) -> web.Response:
             "now": now,
             "draining": relay.leaving or relay.draining,
             "disk": disk_line(relay.disk),
+            "notices": await store.notices_recent(10) if relay.config.notify else [],
         },
     )
 

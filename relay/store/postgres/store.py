@@ -78,6 +78,7 @@ from relay.store.base import (
 )
 from relay.store.batch import BatchStats, GroupCommitter, IngestBatch
 from relay.store.postgres import sql as q
+from relay.store.postgres.notices import PostgresNotices
 from relay.store.postgres.ops import PostgresOperations
 from relay.store.postgres.pool import Database, affected
 from relay.store.postgres.replicas import PostgresReplicas
@@ -88,7 +89,9 @@ from relay.store.sealing import CLEAR_SEALER, Sealer
 _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
-class PostgresStore(PostgresOperations, PostgresReplicas, PostgresKeys, PostgresSpace):
+class PostgresStore(
+    PostgresOperations, PostgresReplicas, PostgresKeys, PostgresSpace, PostgresNotices
+):
     """``relay.store.base.Store`` on a PostgreSQL database shared by replicas.
 
     ``tuning``: ``max_batch`` (group commit) and the pool's ``min_size``,

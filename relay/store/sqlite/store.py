@@ -40,6 +40,7 @@ from relay.store.sealing import CLEAR_SEALER, Sealer
 from relay.store.sqlite import files
 from relay.store.sqlite import sql as q
 from relay.store.sqlite.inline import SQLiteInline, lease_rows
+from relay.store.sqlite.notices import SQLiteNotices
 from relay.store.sqlite.ops import SQLiteOperations
 from relay.store.sqlite.replicas import SQLiteReplicas
 from relay.store.sqlite.sealed import SQLiteKeys, check_keys
@@ -58,7 +59,13 @@ _Finish = tuple[Lease, Attempt | None, Outcome]
 
 
 class SQLiteStore(
-    SQLiteOperations, SQLiteSyncMode, SQLiteInline, SQLiteReplicas, SQLiteKeys, SQLiteSpace
+    SQLiteOperations,
+    SQLiteSyncMode,
+    SQLiteInline,
+    SQLiteReplicas,
+    SQLiteKeys,
+    SQLiteSpace,
+    SQLiteNotices,
 ):
     """``relay.store.base.Store`` on one SQLite file."""
 
