@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.admin.api import add_api_routes, replica_state
 from relay.admin.console.app import mount_console
+from relay.admin.console.common import PREFIX as CONSOLE
 from relay.admin.control import STORE, AdminStore, add_control_routes
 from relay.admin.door import THROTTLE, edge, require_token
 from relay.admin.export import add_export_routes
@@ -96,6 +97,11 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
+async def to_console(_request: web.Request) -> web.Response:
+    """The listener's root leads a browser to the console."""
+    raise web.HTTPFound(f"{CONSOLE}/")
+
+
 def build_admin_app(relay: Relay, store: AdminStore) -> web.Application:
     """The admin listener's app, on the process's runtime state and its full store."""
     app = web.Application(middlewares=[json_errors, edge, require_token])
@@ -107,6 +113,7 @@ def build_admin_app(relay: Relay, store: AdminStore) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", to_console)
     add_api_routes(app)
     add_control_routes(app)
     add_rekey_routes(app)

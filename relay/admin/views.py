@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 from relay import signatures
 from relay.config.validate import parse_duration
 from relay.forward import shown_url
+from relay.runtime import SHADOW_COPY
 from relay.store.base import (
     DELIVERY_STATES,
     AttemptInfo,
@@ -124,11 +125,21 @@ def attempt_json(a: AttemptInfo) -> dict[str, Any]:
     }
 
 
+def shown_key(key: str) -> tuple[str, bool]:
+    """A stored key as a person reads it, and whether it is a shadow copy's (``dedupe:
+    shadow`` stores a seen key's copy under the key plus a separator no header can
+    carry, which must never reach a terminal or a page)."""
+    key, sep, _ = key.partition(SHADOW_COPY)
+    return key, bool(sep)
+
+
 def event_summary(e: EventInfo) -> dict[str, Any]:
+    key, shadow = shown_key(e.key)
     return {
         "id": e.id,
         "route": e.route,
-        "key": e.key,
+        "key": key,
+        "shadow_copy": shadow,
         "key_source": e.key_source,
         "state": event_state(e),
         "mode": "queue" if e.sync_state is None else "sync",
@@ -142,10 +153,17 @@ def event_summary(e: EventInfo) -> dict[str, Any]:
 
 
 def _dedupe_note(e: EventInfo) -> str:
+    key, shadow = shown_key(e.key)
+    if shadow:
+        return (
+            f"a shadow copy of key {key!r} ({e.key_source}): the route runs dedupe: shadow,"
+            " so this request was stored and forwarded although its key had been seen;"
+            " enforced, it would have been absorbed"
+        )
     if not e.duplicates:
-        return f"first and only delivery of key {e.key!r} ({e.key_source})"
+        return f"first and only delivery of key {key!r} ({e.key_source})"
     note = (
-        f"{e.duplicates} later request(s) carried key {e.key!r} ({e.key_source})"
+        f"{e.duplicates} later request(s) carried key {key!r} ({e.key_source})"
         " and were absorbed as duplicates"
     )
     if e.mismatches:

@@ -17,10 +17,9 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.browser.test_console_browser import CHROMIUM, FLAGS, browser, send, started
+from tests.browser.conftest import CHROMIUM, FLAGS
+from tests.browser.test_console_browser import send, started
 from tests.e2e.support import HOST, Backend, wait_for
-
-__all__ = ["browser"]
 
 ATTACKS = """
 async (admin) => {

@@ -4,27 +4,14 @@ Playwright; no browser is downloaded) against the daemon as a real process."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from tests.e2e.support import Backend, queue_route, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "console-e2e-token-0123456789abcdef"
 # Sets a flag and opens a dialog if it ever runs: both are checked in the page.
 XSS = (
@@ -43,39 +30,6 @@ class Switchable(Backend):
     async def handle(self, request: web.Request) -> web.Response:
         await super().handle(request)
         return web.json_response({"status": self.status}, status=self.status)
-
-
-def have_browser() -> bool:
-    return Path(CHROMIUM).exists()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not have_browser():
-        message = f"no browser at {CHROMIUM}: `apt-get install chromium` (Debian's package)"
-        if os.environ.get("RELAY_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        await b.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context()
-    pg = await context.new_page()
-    dialogs: list[str] = []
-
-    async def on_dialog(d: Dialog) -> None:
-        dialogs.append(d.message)
-        await d.dismiss()
-
-    pg.on("dialog", on_dialog)
-    pg.dialogs = dialogs  # type: ignore[attr-defined]
-    yield pg
-    await context.close()
 
 
 async def send(url: str, key: str, body: bytes = b"{}", **headers: str) -> int:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from relay.admin.api import GONE, load_event, queued, requeue, with_body
 from relay.admin.console.common import PREFIX, SESSION, STATE, render, set_cookie
+from relay.admin.console.pages import held
 from relay.admin.console.session import COOKIE
 from relay.admin.control import STORE, audit, parse_reason
 from relay.admin.door import THROTTLE, throttled
@@ -104,6 +105,7 @@ async def replay_page(request: web.Request) -> web.Response:
             "plain": plain.count,
             "forced": forced.count,
             "gone": GONE if e.body is None else "",
+            "held": await held(request, e.route),
         },
     )
 

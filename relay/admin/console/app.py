@@ -25,9 +25,9 @@ from relay.admin.console import actions, pages
 from relay.admin.console.common import PREFIX, SESSION, STATE, ConsoleState, error_page, set_cookie
 from relay.admin.console.history import History
 from relay.admin.console.session import COOKIE
-from relay.admin.console.views import age
+from relay.admin.console.views import age, when
 from relay.admin.control import CREDENTIAL, STORE, AdminStore
-from relay.admin.views import ApiError, iso
+from relay.admin.views import ApiError, shown_key
 from relay.errors import StoreError
 from relay.forward import shown_url
 from relay.logging import get_logger
@@ -153,7 +153,13 @@ def build_console(relay: Relay, store: AdminStore) -> web.Application:
         autoescape=True,  # every template, whatever its name
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(iso=iso, age=age, url=shown_url)
+    env.filters.update(
+        iso=when,  # the API's UTC time, and how long ago: what an operator reads first
+        age=age,
+        url=shown_url,
+        key=lambda k: shown_key(k)[0],
+        is_shadow=lambda k: shown_key(k)[1],
+    )
     env.globals.update(prefix=PREFIX)
     pages.add_routes(app)
     actions.add_routes(app)

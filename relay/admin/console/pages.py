@@ -10,7 +10,7 @@ from aiohttp import web
 
 from relay.admin.api import load_event, route_secret_headers
 from relay.admin.console.common import STATE, render
-from relay.admin.console.history import sparkline
+from relay.admin.console.history import History, sparkline
 from relay.admin.console.views import field_matches, last_errors, route_row, show_bytes
 from relay.admin.control import STORE, breakers
 from relay.admin.views import (
@@ -35,11 +35,26 @@ SCAN: Final = 500
 # The overview's "last error" is the newest failure among this many attempts.
 RECENT: Final = 500
 TAIL: Final = 50
-OUTCOMES: Final = ("accepted", "duplicate", "rejected")
+# The overview's columns, and the outcomes each sums: a sync route forwards and
+# replays where a queue route accepts and absorbs, and both take webhooks.
+COLUMNS: Final = {
+    "accepted": ("accepted", "forwarded"),
+    "duplicate": ("duplicate", "replayed"),
+    "rejected": ("rejected",),
+}
 _EVENT_PARAMS: Final = frozenset(
     {*FILTER_FIELDS, "field", "value", "before_id", "limit", "replayed"}
 ) - {"ids"}
 _FIELD: Final = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+
+
+def summed(history: History, route: str, outcomes: tuple[str, ...], now: float) -> list[int | None]:
+    """The per-minute counts of several outcomes, added minute by minute."""
+    lines = [history.per_minute((route, o), now) for o in outcomes]
+    return [
+        None if all(v is None for v in minute) else sum(v or 0 for v in minute)
+        for minute in zip(*lines, strict=True)
+    ]
 
 
 def received_totals(relay: Relay) -> dict[tuple[str, str], float]:
@@ -84,7 +99,10 @@ async def overview(request: web.Request) -> web.Response:
             breakers=open_breakers,
             errors=errors,
             now=now,
-            sparks={o: sparkline(history.per_minute((rt.cfg.name, o), now)) for o in OUTCOMES},
+            sparks={
+                column: sparkline(summed(history, rt.cfg.name, outcomes, now))
+                for column, outcomes in COLUMNS.items()
+            },
         )
         for rt in relay.routes.values()
     ]
@@ -214,8 +232,27 @@ async def event(request: web.Request) -> web.Response:
             "body": show_bytes(e.body),
             "attempts": attempts,
             "replayed": request.rel_url.query.get("replayed"),
+            "held": await held(request, e.route),
         },
     )
+
+
+async def held(request: web.Request, route: str) -> list[str]:
+    """Why the route's deliveries wait now, in words: a pause, an open breaker."""
+    relay, store = request.config_dict[RELAY], request.config_dict[STORE]
+    out = []
+    for p in await store.pauses():
+        if p.route == route:
+            what = f"upstream {shown_url(p.upstream)}" if p.upstream else f"route {route}"
+            why = f" ({p.reason})" if p.reason else ""
+            out.append(f"{what} is paused{why}: its deliveries wait until it is resumed")
+    for b in breakers(relay):
+        if b["route"] == route:
+            out.append(
+                f"the breaker for {b['upstream']} is {b['state'].replace('_', '-')}:"
+                " deliveries to it wait for its probe"
+            )
+    return out
 
 
 # --- live tail -----------------------------------------------------------------------

@@ -7,10 +7,12 @@ is also an API query. Nothing here escapes: the templates autoescape all of it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from relay.admin.views import iso
 from relay.forward import shown_url
 from relay.store.base import Pause, RecentAttempt, RouteBacklog, UpstreamCounts
 
@@ -159,6 +161,15 @@ def route_row(
         upstreams=tuple(rows),
         sparks=sparks,
     )
+
+
+def when(t: float | None, now: float | None = None) -> str:
+    """A time as the API gives it (UTC), and how long ago (or ahead) that is."""
+    shown = iso(t)
+    if t is None or shown is None:
+        return "—"
+    delta = (time.time() if now is None else now) - t
+    return f"{shown} ({age(delta)} ago)" if delta >= 0 else f"{shown} (in {age(-delta)})"
 
 
 def age(seconds: float | None) -> str:

@@ -1,0 +1,90 @@
+"""What the console tells an operator, read off the page in a real Chromium: sync and
+shadow routes that are not idle, a shadow copy named as such (no internal key), why
+a route's deliveries wait, times with how long ago, errors with a way back, and the
+admin listener's root leading to the console."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import aiohttp
+from playwright.async_api import Page, expect
+
+from tests.browser.test_console_browser import send
+from tests.e2e.support import Backend, queue_route, sync_route, wait_for
+
+
+async def post(url: str, key: str) -> int:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, data=b"{}", headers={"Idempotency-Key": key}) as resp,
+    ):
+        return resp.status
+
+
+async def test_sync_and_shadow_routes_read_as_busy_and_a_shadow_copy_is_named(
+    relays: Any, start_backend: Any, page: Page
+) -> None:
+    backend = await start_backend(Backend())
+    relay = relays(
+        [
+            sync_route(backend, "pay"),
+            queue_route(backend, "mirror", dedupe="shadow"),
+        ]
+    )
+    await relay.start()
+    run = time.time_ns()
+    for n in range(3):
+        assert await post(relay.url("/pay"), f"p-{run}-{n}") == 200
+    assert await post(relay.url("/pay"), f"p-{run}-0") == 200  # replayed from the store
+    assert await post(relay.url("/mirror"), f"m-{run}") == 202
+    assert await post(relay.url("/mirror"), f"m-{run}") == 202  # a shadow copy
+
+    await page.goto(relay.admin_url("/"))  # the root leads to the console
+    assert page.url.endswith("/ui/")
+
+    async def counted() -> bool:
+        await page.reload()
+        row = page.locator('tr.route[data-route="pay"]')
+        text = await row.inner_text()
+        # Taken 3, duplicates 1 (the sparkline's total beside each line).
+        return bool(re.search(r"\b3\b.*\b1\b", text.split("sync", 1)[-1], re.S))
+
+    await wait_for(counted, 10, "the sync route's counts on the overview", interval=0.2)
+
+    await page.goto(relay.admin_url("/ui/events?route=mirror"))
+    await expect(page.locator("#events tbody tr")).to_have_count(2)
+    keys = await page.locator("#events td.key").all_inner_texts()
+    assert all("\x1f" not in k and "shadow\x1f" not in k for k in keys)
+    assert sorted(k.replace(" shadow copy", "") for k in keys) == [f"m-{run}", f"m-{run}"]
+    assert sum("shadow copy" in k for k in keys) == 1
+    await page.locator("#events tbody tr", has_text="shadow copy").locator("a").first.click()
+    await expect(page.locator("#dedupe")).to_contain_text("a shadow copy of key")
+    await expect(page.locator("#dedupe")).not_to_contain_text("absorbed as duplicates")
+    await expect(page.locator(".facts").first).to_contain_text("ago)")
+
+
+async def test_an_event_of_a_paused_route_says_why_it_waits(
+    relays: Any, start_backend: Any, page: Page
+) -> None:
+    backend = await start_backend(Backend())
+    relay = relays([queue_route(backend, "orders")])
+    await relay.start()
+    async with aiohttp.ClientSession() as s:
+        body = {"reason": "backend deploy"}
+        async with s.post(relay.admin_url("/api/v1/routes/orders/pause"), json=body) as resp:
+            assert resp.status == 200
+    event_id = await send(relay.url("/orders"), f"held-{time.time_ns()}")
+    await page.goto(relay.admin_url(f"/ui/events/{event_id}"))
+    await expect(page.locator("p.held")).to_contain_text(
+        "route orders is paused (backend deploy): its deliveries wait until it is resumed"
+    )
+    await page.goto(relay.admin_url(f"/ui/events/{event_id}/replay"))
+    await expect(page.locator("p.held")).to_contain_text("a replay waits too")
+    # An error page says what went wrong and leads back.
+    await page.goto(relay.admin_url("/ui/events/999999"))
+    await expect(page.locator("#error-message")).to_be_visible()
+    await page.click("#back")
+    await expect(page.locator("h1")).to_have_text("Overview")
