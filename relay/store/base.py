@@ -167,6 +167,9 @@ class Inspection(Protocol):
 
     async def get_event(self, event_id: int) -> EventInfo | None: ...
 
+    async def stored_answer(self, event_id: int) -> StoredResponse | None:
+        """The answer kept for a sync or hybrid event (its duplicates get it), if any."""
+
     async def list_events(
         self, flt: EventFilter, limit: int, before_id: int | None = None
     ) -> list[EventInfo]:

@@ -88,3 +88,43 @@ async def test_an_event_of_a_paused_route_says_why_it_waits(
     await expect(page.locator("#error-message")).to_be_visible()
     await page.click("#back")
     await expect(page.locator("h1")).to_have_text("Overview")
+
+
+async def test_an_events_story_after_a_replay_agrees_with_itself(
+    relays: Any, start_backend: Any, page: Page
+) -> None:
+    backend = await start_backend(Backend())
+    relay = relays(
+        [queue_route(backend, "orders", retry={"max_attempts": 1}), sync_route(backend, "pay")]
+    )
+    await relay.start()
+    run = time.time_ns()
+    event_id = await send(relay.url("/orders"), f"o-{run}")
+    assert await post(relay.url("/orders"), f"o-{run}") == 202  # a duplicate, absorbed
+    await wait_for(lambda: backend.received[f"o-{run}"] == 1, 10, "the first delivery")
+    async with aiohttp.ClientSession() as s:
+        url = relay.admin_url(f"/api/v1/events/{event_id}/replay?force=1")
+        async with s.post(url, json={"reason": "customer asked"}) as resp:
+            assert resp.status == 200
+    await wait_for(lambda: backend.received[f"o-{run}"] == 2, 10, "the replayed delivery")
+
+    async def told() -> bool:
+        await page.goto(relay.admin_url(f"/ui/events/{event_id}"))
+        return await page.locator("#story li.attempt").count() == 2
+
+    await wait_for(told, 10, "both attempts on the event page", interval=0.2)
+    story = await page.locator("#story").inner_text()
+    lines = [line for line in story.splitlines() if line.strip()]
+    assert "received" in lines[0]
+    assert "1 later copy of the key" in story
+    assert "replayed by loopback (forced: delivered ones too): customer asked" in story
+    assert story.index("#1") < story.index("replayed by") < story.index("#2")
+    assert "2 attempts" in await page.locator("#attempts h2").inner_text()
+    cell = await page.locator("#deliveries tbody td.num").first.inner_text()
+    assert cell.startswith("2")  # the count agrees with what is listed
+
+    assert await post(relay.url("/pay"), f"p-{run}") == 200
+    assert await post(relay.url("/pay"), f"p-{run}") == 200  # answered from the store
+    await page.goto(relay.admin_url("/ui/events?route=pay"))
+    await page.locator("#events tbody tr a").first.click()
+    await expect(page.locator("#story")).to_contain_text("kept answer: HTTP 200")

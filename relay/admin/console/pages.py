@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -45,6 +47,8 @@ COLUMNS: Final = {
 _EVENT_PARAMS: Final = frozenset(
     {*FILTER_FIELDS, "field", "value", "before_id", "limit", "replayed"}
 ) - {"ids"}
+# The audit entries an event page reads for its replays (newest first).
+AUDIT_SCAN: Final = 100
 _FIELD: Final = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 
 
@@ -212,6 +216,7 @@ async def event(request: web.Request) -> web.Response:
     e = await load_event(request)
     detail = event_detail(e, route_secret_headers(relay, e.route))
     upstream_of = {d.id: d.upstream for d in e.deliveries}
+    tried = Counter(a.delivery_id for a in e.attempts)
     attempts = [
         {
             "a": a,
@@ -233,8 +238,60 @@ async def event(request: web.Request) -> web.Response:
             "attempts": attempts,
             "replayed": request.rel_url.query.get("replayed"),
             "held": await held(request, e.route),
+            "tried": tried,
+            "story": await story(request, e, attempts),
         },
     )
+
+
+async def story(
+    request: web.Request, e: EventInfo, attempts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The event's life in one timeline, oldest first: received, its duplicates, each
+    attempt, each replay (from the audit log: when, by which credential, why), and
+    the answer kept for its duplicates (sync and hybrid)."""
+    store = request.config_dict[STORE]
+    out: list[dict[str, Any]] = [{"at": e.received_at, "kind": "received", "text": "received"}]
+    if e.duplicates:
+        copies = "copy" if e.duplicates == 1 else "copies"
+        out.append(
+            {
+                "at": e.first_duplicate_at or e.last_seen_at,
+                "kind": "duplicate",
+                "text": f"{e.duplicates} later {copies} of the key (the last at"
+                f" {iso(e.last_seen_at)}), {e.mismatches} with another body",
+            }
+        )
+    out += [{"at": t["a"].started_at, "kind": "attempt", "t": t} for t in attempts]
+    for entry in await store.audit_log(AUDIT_SCAN):
+        target = json.loads(entry.target)
+        if entry.action == "replay" and target.get("event_id") == e.id:
+            forced = " (forced: delivered ones too)" if target.get("force") else ""
+            why = f": {entry.reason}" if entry.reason else ""
+            out.append(
+                {
+                    "at": entry.at,
+                    "kind": "replay",
+                    "text": f"replayed by {entry.credential}{forced}{why};"
+                    f" {entry.affected} deliveries back to pending",
+                }
+            )
+    answer = await store.stored_answer(e.id) if e.sync_state or _hybrid(request, e) else None
+    if answer is not None:
+        out.append(
+            {
+                "at": e.last_seen_at,
+                "kind": "answer",
+                "text": f"kept answer: HTTP {answer.status}, returned to its duplicates",
+                "answer": show_bytes(answer.body),
+            }
+        )
+    return sorted(out, key=lambda item: (item["at"], item["kind"] == "answer"))
+
+
+def _hybrid(request: web.Request, e: EventInfo) -> bool:
+    relay = request.config_dict[RELAY]
+    return any(rt.cfg.name == e.route and rt.cfg.mode == "hybrid" for rt in relay.routes.values())
 
 
 async def held(request: web.Request, route: str) -> list[str]:
