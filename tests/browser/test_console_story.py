@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from playwright.async_api import Page, expect
 
-from tests.browser.test_console_browser import send
+from tests.browser.test_console_browser import Switchable, send
 from tests.e2e.support import Backend, queue_route, sync_route, wait_for
 
 
@@ -128,3 +128,33 @@ async def test_an_events_story_after_a_replay_agrees_with_itself(
     await page.goto(relay.admin_url("/ui/events?route=pay"))
     await page.locator("#events tbody tr a").first.click()
     await expect(page.locator("#story")).to_contain_text("kept answer: HTTP 200")
+
+
+async def test_a_probing_breaker_with_nothing_waiting_does_not_look_down(
+    relays: Any, start_backend: Any, page: Page
+) -> None:
+    backend = Switchable()
+    await start_backend(backend)
+    route = queue_route(
+        backend,
+        "orders",
+        retry={"max_attempts": 2, "initial": "100ms"},
+        breaker={"failures": 1, "probe_interval": "300ms", "ramp": "0s"},
+    )
+    relay = relays([route])
+    await relay.start()
+    event_id = await send(relay.url("/orders"), f"b-{time.time_ns()}")
+
+    async def idle() -> bool:
+        await page.goto(relay.admin_url("/ui/"))
+        return (
+            "breaker idle: the next delivery probes" in await page.locator("#routes").inner_text()
+        )
+
+    # Both attempts fail (500), the delivery goes dead, and the next probe finds no work.
+    await wait_for(idle, 15, "the breaker shown idle once nothing waits", interval=0.3)
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(relay.admin_url(f"/api/v1/events/{event_id}")) as resp,
+    ):
+        assert (await resp.json())["state"] == "dead"
