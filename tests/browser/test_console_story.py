@@ -158,3 +158,34 @@ async def test_a_probing_breaker_with_nothing_waiting_does_not_look_down(
         s.get(relay.admin_url(f"/api/v1/events/{event_id}")) as resp,
     ):
         assert (await resp.json())["state"] == "dead"
+
+
+async def test_the_live_tail_starts_full_fits_the_window_and_shows_duplicates_and_refusals(
+    relays: Any, start_backend: Any, page: Page
+) -> None:
+    backend = await start_backend(Backend())
+    relay = relays([queue_route(backend, "orders")])
+    await relay.start()
+    run = time.time_ns()
+    long_key = f"k-{run}-" + "x" * 160
+    await send(relay.url("/orders"), long_key)
+    await page.set_viewport_size({"width": 1400, "height": 900})
+    await page.goto(relay.admin_url("/ui/tail"))
+    # Served with the newest rows: no empty skeleton waiting for the first poll.
+    html = await (await page.request.get(relay.admin_url("/ui/tail"))).text()
+    assert long_key[:40] in html, html[html.find("tail-events") : html.find("tail-events") + 600]
+    await expect(page.locator("#tail-events tbody tr")).to_have_count(1)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 1400
+
+    # A duplicate and a refusal leave no event: the tail says them anyway.
+    await expect(page.locator("#tail-status")).to_contain_text("last at")
+    assert await post(relay.url("/orders"), long_key) == 202
+    async with aiohttp.ClientSession() as s, s.get(relay.url("/orders")) as resp:
+        assert resp.status == 405
+    counts = page.locator("#tail-counts tbody")
+    await expect(counts).to_contain_text("1 duplicate absorbed", timeout=10_000)
+    await expect(counts).to_contain_text("1 rejected: method_not_allowed", timeout=10_000)
+    assert (await counts.inner_text()).count("Z") >= 1  # UTC, as every other time shown
+    await send(relay.url("/orders"), f"k-{run}-second")
+    await expect(page.locator("#tail-events tbody tr")).to_have_count(2, timeout=10_000)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 1400

@@ -25,6 +25,7 @@ from relay.admin.console import actions, pages
 from relay.admin.console.common import PREFIX, SESSION, STATE, ConsoleState, error_page, set_cookie
 from relay.admin.console.history import History
 from relay.admin.console.session import COOKIE
+from relay.admin.console.tail import add_tail_routes
 from relay.admin.console.views import age, when
 from relay.admin.control import CREDENTIAL, STORE, AdminStore
 from relay.admin.views import ApiError, shown_key
@@ -162,6 +163,7 @@ def build_console(relay: Relay, store: AdminStore) -> web.Application:
     )
     env.globals.update(prefix=PREFIX)
     pages.add_routes(app)
+    add_tail_routes(app)
     actions.add_routes(app)
     app.router.add_static("/static/", HERE / "static", name="static")
     app.cleanup_ctx.append(_sample)

@@ -29,14 +29,13 @@ from relay.admin.views import (
 from relay.disk import DiskSpace, threshold
 from relay.forward import shown_url
 from relay.runtime import RELAY, Relay
-from relay.store.base import EventFilter, EventInfo
+from relay.store.base import EventInfo
 
 # A field search reads this many events per page at most, newest first, and
 # offers to go on from where it stopped: a page never scans the whole store.
 SCAN: Final = 500
 # The overview's "last error" is the newest failure among this many attempts.
 RECENT: Final = 500
-TAIL: Final = 50
 # The overview's columns, and the outcomes each sums: a sync route forwards and
 # replays where a queue route accepts and absorbs, and both take webhooks.
 COLUMNS: Final = {
@@ -63,12 +62,16 @@ def summed(history: History, route: str, outcomes: tuple[str, ...], now: float) 
 
 def received_totals(relay: Relay) -> dict[tuple[str, str], float]:
     """relay_webhooks_received_total by (route, outcome), workers' included."""
+    return totals(relay, "relay_webhooks_received", "outcome")
+
+
+def totals(relay: Relay, family_name: str, label: str) -> dict[tuple[str, str], float]:
     totals: dict[tuple[str, str], float] = {}
     for family in relay.metrics.registry.collect():
-        if family.name == "relay_webhooks_received":
+        if family.name == family_name:
             for s in family.samples:
                 if s.name.endswith("_total"):
-                    totals[(s.labels["route"], s.labels["outcome"])] = s.value
+                    totals[(s.labels["route"], s.labels[label])] = s.value
     return totals
 
 
@@ -144,7 +147,7 @@ def mib(n: int) -> str:
 # --- events --------------------------------------------------------------------------
 
 
-def _query(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+def query(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
     """The query without empty fields (a filter form sends every field)."""
     q = {k: v for k, v in request.rel_url.query.items() if v != ""}
     only_params(q, allowed)
@@ -166,7 +169,7 @@ async def dead(request: web.Request) -> web.Response:
 async def _event_list(request: web.Request, template: str, state: str | None) -> web.Response:
     store = request.config_dict[STORE]
     allowed = _EVENT_PARAMS - {"state"} if state else _EVENT_PARAMS
-    q = _query(request, allowed)
+    q = query(request, allowed)
     values: dict[str, object] = {k: q[k] for k in FILTER_FIELDS if k in q}
     if state:
         values["state"] = state
@@ -312,56 +315,8 @@ async def held(request: web.Request, route: str) -> list[str]:
     return out
 
 
-# --- live tail -----------------------------------------------------------------------
-
-
-async def tail(request: web.Request) -> web.Response:
-    return render(request, "tail.html", {})
-
-
-async def tail_json(request: web.Request) -> web.Response:
-    """What came since the ids the page has seen; the page's script polls it."""
-    store = request.config_dict[STORE]
-    q = _query(request, frozenset({"event", "attempt"}))
-    after_event = parse_int("event", q.get("event", "0"), 0)
-    after_attempt = parse_int("attempt", q.get("attempt", "0"), 0)
-    newest = await store.list_events(EventFilter(), TAIL)
-    attempts = await store.recent_attempts(after_attempt, TAIL)
-    return web.json_response(
-        {
-            "events": [
-                {
-                    "id": e.id,
-                    "route": e.route,
-                    "key": e.key,
-                    "state": event_state(e),
-                    "received_at": iso(e.received_at),
-                    "duplicates": e.duplicates,
-                }
-                for e in newest
-                if e.id > after_event
-            ],
-            "attempts": [
-                {
-                    "id": a.id,
-                    "event_id": a.event_id,
-                    "route": a.route,
-                    "upstream": shown_url(a.upstream),
-                    "started_at": iso(a.started_at),
-                    "status": a.status,
-                    "error": a.error,
-                    "duration_ms": round(a.duration_ms, 1),
-                }
-                for a in attempts
-            ],
-        }
-    )
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview, name="overview")
     app.router.add_get("/events", events, name="events")
     app.router.add_get("/events/{id}", event, name="event")
     app.router.add_get("/dead", dead, name="dead")
-    app.router.add_get("/tail", tail, name="tail")
-    app.router.add_get("/tail.json", tail_json, name="tail_json")

@@ -4,16 +4,20 @@
 (function () {
   const events = document.getElementById("tail-events");
   const attempts = document.getElementById("tail-attempts");
+  const counts = document.getElementById("tail-counts");
   const status = document.getElementById("tail-status");
-  if (!events || !attempts) return;
+  if (!events || !attempts || !counts) return;
   const feed = events.dataset.feed;
   const base = events.dataset.base;
-  let lastEvent = 0;
-  let lastAttempt = 0;
+  // The page came with the newest rows; only what is newer is added.
+  let lastEvent = Number(events.dataset.last || 0);
+  let lastAttempt = Number(attempts.dataset.last || 0);
+  let seen = null; // the totals at the last poll: duplicates and refusals are their growth
   const KEEP = 200;
 
-  function cell(row, text, href) {
+  function cell(row, text, href, cls) {
     const td = document.createElement("td");
+    if (cls) td.className = cls;
     if (href) {
       const a = document.createElement("a");
       a.href = href;
@@ -27,12 +31,49 @@
 
   function add(table, values, id) {
     const body = table.tBodies[0];
+    const empty = body.querySelector("tr.empty");
+    if (empty) empty.remove();
     const row = document.createElement("tr");
     row.className = "new";
     row.dataset.id = String(id);
-    values.forEach(([text, href]) => cell(row, text, href));
+    values.forEach(([text, href, cls]) => cell(row, text, href, cls));
     body.insertBefore(row, body.firstChild);
     while (body.rows.length > KEEP) body.deleteRow(body.rows.length - 1);
+  }
+
+  function utcNow() {
+    return new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  }
+
+  // Totals as "route\u0000name" -> n, from the feed's [route, name, n] rows.
+  function totals(rows, pick) {
+    const out = new Map();
+    for (const [route, name, n] of rows) if (pick(name)) out.set(route + "\u0000" + name, n);
+    return out;
+  }
+
+  function said(name, n) {
+    if (name === "duplicate") return n === 1 ? "1 duplicate absorbed" : `${n} duplicates absorbed`;
+    if (name === "replayed") return `${n} answered with the stored answer`;
+    return `${n} rejected: ${name}`;
+  }
+
+  function compare(doc) {
+    const now = new Map([
+      ...totals(doc.received, (o) => o === "duplicate" || o === "replayed"),
+      ...totals(doc.rejected, () => true),
+    ]);
+    if (seen !== null) {
+      const at = utcNow();
+      for (const [k, n] of now) {
+        const grown = n - (seen.get(k) || 0);
+        if (grown > 0) {
+          const [route, name] = k.split("\u0000");
+          add(counts, [[at], [route], [said(name, grown)]], k);
+        }
+      }
+    }
+    seen = now;
   }
 
   async function poll() {
@@ -42,15 +83,17 @@
       if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
       const doc = await resp.json();
       for (const e of doc.events.slice().reverse()) {
-        add(events, [[String(e.id), base + e.id], [e.received_at], [e.route], [e.key], [e.state]], e.id);
+        add(events, [[String(e.id), base + e.id], [e.received_at], [e.route], [e.key, null, "key"], [e.state]], e.id);
         lastEvent = Math.max(lastEvent, e.id);
       }
       for (const a of doc.attempts.slice().reverse()) {
+        if (a.id <= lastAttempt) continue;
         const answer = a.error ? a.error : `HTTP ${a.status}`;
-        add(attempts, [[String(a.event_id), base + a.event_id], [a.started_at], [a.upstream], [answer], [String(a.duration_ms)]], a.id);
+        add(attempts, [[String(a.event_id), base + a.event_id], [a.started_at], [a.upstream, null, "key"], [answer], [String(a.duration_ms)]], a.id);
         lastAttempt = Math.max(lastAttempt, a.id);
       }
-      status.textContent = `Polling every second; last at ${new Date().toLocaleTimeString()}.`;
+      compare(doc);
+      status.textContent = `Polling every second (times in UTC); last at ${utcNow()}.`;
     } catch (err) {
       status.textContent = `Polling failed (${err.message}); retrying.`;
     }
