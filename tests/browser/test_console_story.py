@@ -54,6 +54,14 @@ async def test_sync_and_shadow_routes_read_as_busy_and_a_shadow_copy_is_named(
 
     await wait_for(counted, 10, "the sync route's counts on the overview", interval=0.2)
 
+    async def rated() -> bool:
+        await page.reload()
+        row = await page.locator('tr.route[data-route="mirror"]').inner_text()
+        return "100% ok" in row  # both copies delivered at their first attempt
+
+    await wait_for(rated, 10, "the shadow route's delivered share", interval=0.2)
+    assert "in line" in await page.locator('tr.route[data-route="pay"]').inner_text()
+
     await page.goto(relay.admin_url("/ui/events?route=mirror"))
     await expect(page.locator("#events tbody tr")).to_have_count(2)
     keys = await page.locator("#events td.key").all_inner_texts()

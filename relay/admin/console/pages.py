@@ -42,6 +42,8 @@ COLUMNS: Final = {
     "accepted": ("accepted", "forwarded"),
     "duplicate": ("duplicate", "replayed"),
     "rejected": ("rejected",),
+    "delivered": ("attempt:delivered",),
+    "failed": ("attempt:retry", "attempt:dead"),
 }
 _EVENT_PARAMS: Final = frozenset(
     {*FILTER_FIELDS, "field", "value", "before_id", "limit", "replayed"}
@@ -65,18 +67,28 @@ def received_totals(relay: Relay) -> dict[tuple[str, str], float]:
     return totals(relay, "relay_webhooks_received", "outcome")
 
 
-def totals(relay: Relay, family_name: str, label: str) -> dict[tuple[str, str], float]:
-    totals: dict[tuple[str, str], float] = {}
+def totals(
+    relay: Relay, family_name: str, label: str, prefix: str = ""
+) -> dict[tuple[str, str], float]:
+    """A counter family's totals by (route, ``label``), its other labels added up."""
+    out: dict[tuple[str, str], float] = {}
     for family in relay.metrics.registry.collect():
         if family.name == family_name:
             for s in family.samples:
                 if s.name.endswith("_total"):
-                    totals[(s.labels["route"], s.labels[label])] = s.value
-    return totals
+                    key = (s.labels["route"], prefix + s.labels[label])
+                    out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def observed(relay: Relay) -> dict[tuple[str, str], float]:
+    """What the overview's lines follow: webhooks by outcome, attempts by result."""
+    attempts = totals(relay, "relay_delivery_attempts", "result", prefix="attempt:")
+    return received_totals(relay) | attempts
 
 
 def sample_counts(app: web.Application) -> None:
-    app[STATE].history.observe(app[STORE].clock(), received_totals(app[RELAY]))
+    app[STATE].history.observe(app[STORE].clock(), observed(app[RELAY]))
 
 
 # --- overview ----------------------------------------------------------------------
@@ -87,7 +99,7 @@ async def overview(request: web.Request) -> web.Response:
     store = request.config_dict[STORE]
     now = store.clock()
     history = request.app[STATE].history
-    history.observe(now, received_totals(relay))
+    history.observe(now, observed(relay))
     backlog = await store.backlog()
     counts = {(c.route, c.upstream): c for c in await store.upstream_counts()}
     pauses = await store.pauses()
