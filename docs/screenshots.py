@@ -1,9 +1,10 @@
 """Take the README's console screenshots from a real run: ``python docs/screenshots.py``.
 
 Starts a small backend (some of its answers fail) and the relay as a process,
-sends webhooks (duplicates, a payload mismatch, a few that go dead), then has
-Debian's Chromium (/usr/bin/chromium, through Playwright) save the overview and
-an event page as PNG files in docs/console/.
+sends webhooks (duplicates, a payload mismatch, a few that go dead, a sync route,
+a shadow route), replays one event with a reason, then has Debian's Chromium
+(/usr/bin/chromium, through Playwright) save the overview, that event's page, the
+shadow route's events and the live tail as PNG files in docs/console/.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ routes:
     path: /hooks/github
     upstreams: [http://127.0.0.1:{bport}/ci, http://127.0.0.1:{bport}/audit]
     idempotency: {{key: ["header:X-GitHub-Delivery"]}}
+  - name: payments
+    path: /hooks/payments
+    upstream: http://127.0.0.1:{bport}/pay
+    mode: sync
+  - name: mirror
+    path: /hooks/mirror
+    upstream: http://127.0.0.1:{bport}/mirror
+    dedupe: shadow
 """
         )
         proc = await asyncio.create_subprocess_exec(
@@ -129,6 +138,14 @@ routes:
                             "X-GitHub-Event": "pull_request",
                         },
                     )
+                for i in range(8):
+                    for _copy in range(1 + (i % 3 == 0)):
+                        for path in ("payments", "mirror"):
+                            await s.post(
+                                f"http://127.0.0.1:{port}/hooks/{path}",
+                                data=json.dumps({"n": i}),
+                                headers={"Idempotency-Key": f"{path[:3]}_{run}_{i}"},
+                            )
                 await asyncio.sleep(2.0)  # retries and dead letters settle
                 async with s.get(
                     f"http://127.0.0.1:{aport}/api/v1/events?route=stripe&limit=200"
@@ -136,6 +153,12 @@ routes:
                     events = (await r.json())["events"]
             # One that was retried, had a duplicate and a payload mismatch: i = 15.
             shown = max(events, key=lambda e: (e["mismatches"], e["deliveries"][0]["attempts"]))
+            async with aiohttp.ClientSession() as s:
+                await s.post(
+                    f"http://127.0.0.1:{aport}/api/v1/events/{shown['id']}/replay?force=1",
+                    json={"reason": "the customer asked for the receipt again"},
+                )
+                await asyncio.sleep(1.0)  # the replay is delivered
             async with async_playwright() as p:
                 browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
                 page = await browser.new_page(viewport={"width": 1280, "height": 760})
@@ -143,12 +166,18 @@ routes:
                 await page.screenshot(path=str(HERE / "overview.png"), full_page=True)
                 await page.goto(f"http://127.0.0.1:{aport}/ui/events/{shown['id']}")
                 await page.screenshot(path=str(HERE / "event.png"), full_page=True)
+                await page.goto(f"http://127.0.0.1:{aport}/ui/events?route=mirror")
+                await page.screenshot(path=str(HERE / "shadow.png"), full_page=True)
+                await page.set_viewport_size({"width": 1400, "height": 760})
+                await page.goto(f"http://127.0.0.1:{aport}/ui/tail")
+                await page.wait_for_selector("#tail-status:has-text('last at')")
+                await page.screenshot(path=str(HERE / "tail.png"), full_page=True)
                 await browser.close()
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 10)
             await runner.cleanup()
-    print(f"wrote {HERE / 'overview.png'} and {HERE / 'event.png'}")
+    print(f"wrote overview.png, event.png, shadow.png and tail.png in {HERE}")
     return 0
 
 

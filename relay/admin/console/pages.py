@@ -287,8 +287,8 @@ async def story(
                 {
                     "at": entry.at,
                     "kind": "replay",
-                    "text": f"replayed by {entry.credential}{forced}{why};"
-                    f" {entry.affected} deliveries back to pending",
+                    "text": f"replayed by {entry.credential}{forced}{why}; {entry.affected}"
+                    f" {'delivery' if entry.affected == 1 else 'deliveries'} back to pending",
                 }
             )
     answer = await store.stored_answer(e.id) if e.sync_state or _hybrid(request, e) else None

@@ -15,9 +15,15 @@
   let seen = null; // the totals at the last poll: duplicates and refusals are their growth
   const KEEP = 200;
 
-  function cell(row, text, href, cls) {
+  // The time of day of an ISO time (UTC), the whole of it in the cell's title.
+  function clock(iso) {
+    return [iso.slice(11, 19) + "Z", null, null, iso];
+  }
+
+  function cell(row, text, href, cls, title) {
     const td = document.createElement("td");
     if (cls) td.className = cls;
+    if (title) td.title = title;
     if (href) {
       const a = document.createElement("a");
       a.href = href;
@@ -36,7 +42,7 @@
     const row = document.createElement("tr");
     row.className = "new";
     row.dataset.id = String(id);
-    values.forEach(([text, href, cls]) => cell(row, text, href, cls));
+    values.forEach(([text, href, cls, title]) => cell(row, text, href, cls, title));
     body.insertBefore(row, body.firstChild);
     while (body.rows.length > KEEP) body.deleteRow(body.rows.length - 1);
   }
@@ -69,7 +75,7 @@
         const grown = n - (seen.get(k) || 0);
         if (grown > 0) {
           const [route, name] = k.split("\u0000");
-          add(counts, [[at], [route], [said(name, grown)]], k);
+          add(counts, [clock(at), [route], [said(name, grown)]], k);
         }
       }
     }
@@ -83,13 +89,13 @@
       if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
       const doc = await resp.json();
       for (const e of doc.events.slice().reverse()) {
-        add(events, [[String(e.id), base + e.id], [e.received_at], [e.route], [e.key, null, "key"], [e.state]], e.id);
+        add(events, [[String(e.id), base + e.id], clock(e.received_at), [e.route], [e.key, null, "key"], [e.state]], e.id);
         lastEvent = Math.max(lastEvent, e.id);
       }
       for (const a of doc.attempts.slice().reverse()) {
         if (a.id <= lastAttempt) continue;
         const answer = a.error ? a.error : `HTTP ${a.status}`;
-        add(attempts, [[String(a.event_id), base + a.event_id], [a.started_at], [a.upstream, null, "key"], [answer], [String(a.duration_ms)]], a.id);
+        add(attempts, [[String(a.event_id), base + a.event_id], clock(a.started_at), [a.upstream, null, "key"], [answer], [String(a.duration_ms)]], a.id);
         lastAttempt = Math.max(lastAttempt, a.id);
       }
       compare(doc);
