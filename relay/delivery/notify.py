@@ -1,6 +1,7 @@
 """Notifications (``notify:``) for operators without Prometheus: a breaker open, dead
 letters on a route, the oldest undelivered event older than ``backlog_age``, the
-disk below ``storage.min_free``, a storage cap refusing events, a refused reload.
+disk near or below ``storage.min_free``, the store near or at its cap, a refused
+reload.
 
 Every ``TICK`` the process that keeps house looks at what fires now and asks the
 store, per target and condition, whether a message is due (``relay.store.base.
@@ -26,6 +27,7 @@ import aiohttp
 
 from relay.breaker import State
 from relay.config import NotifyTarget
+from relay.disk import threshold
 from relay.errors import StoreError
 from relay.forward import shown_url
 from relay.logging import get_logger
@@ -45,10 +47,22 @@ _ICON: Final = {
 log = get_logger()
 
 
+# "Near": the disk with less than twice storage.min_free left, the store past this
+# share of storage.max_bytes.
+NEAR_FREE: Final = 2.0
+NEAR_CAP: Final = 0.9
+
+
 def firing(
-    relay: Relay, backlog: Mapping[str, RouteBacklog], full: str | None, now: float, age: float
+    relay: Relay,
+    backlog: Mapping[str, RouteBacklog],
+    full: str | None,
+    now: float,
+    age: float,
+    used: int | None = None,
 ) -> dict[str, str]:
-    """What fires now, as condition -> summary (a condition names its route or upstream)."""
+    """What fires now, as condition -> summary (a condition names its route or upstream);
+    ``used``: the store's bytes, when a ``max_bytes`` cap is set."""
     out: dict[str, str] = {}
     for route, upstream, state, why in relay.metrics.breakers():
         if state == State.OPEN:
@@ -65,8 +79,22 @@ def firing(
                 f"route {name}: the oldest undelivered event is {minutes:.0f} min old"
                 f" ({b.pending} pending)"
             )
-    if relay.disk.low():
+    disk = relay.disk
+    if disk.low():
         out["disk_low"] = "the store's disk is below storage.min_free: new webhooks get 503"
+    elif (room := disk.room()) is not None:
+        floor = threshold(disk.min_bytes, disk.min_ratio, room.total)
+        if room.free < NEAR_FREE * floor:
+            out["disk_near"] = (
+                f"the store's disk has {room.free / 2**20:,.0f} MiB free, near storage.min_free"
+                f" ({floor / 2**20:,.0f} MiB), below which new webhooks get 503"
+            )
+    cap = relay.config.storage.max_bytes
+    if full is None and cap and used is not None and used > NEAR_CAP * cap:
+        out["store_near_cap"] = (
+            f"the store holds {used / 2**20:,.0f} MiB of its storage.max_bytes"
+            f" ({cap / 2**20:,.0f} MiB): the oldest finished data is going"
+        )
     if full is not None:
         out["store_full"] = full
     reload = relay.metrics.last_reload
@@ -123,8 +151,9 @@ class Notifications:
         store = self.store
         backlog = await store.backlog()
         at = store.clock()
+        used = await store.usage() if self.relay.config.storage.max_bytes else None
         for target in self.relay.config.notify:
-            fires = firing(self.relay, backlog, store.full, at, target.backlog_age)
+            fires = firing(self.relay, backlog, store.full, at, target.backlog_age, used)
             for condition, summary in fires.items():
                 kind = await store.notice_fire(target.name, condition, at, target.interval, summary)
                 if kind is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from relay.delivery import notify
 from relay.delivery.notify import Notifications
+from relay.disk import DiskSpace
 from relay.runtime import RELAY
 from relay.serve import OWN_STORE
 from relay.store.base import EventFilter
@@ -134,3 +136,47 @@ async def test_a_full_store_still_notifies(
     assert [(b["condition"], b["summary"]) for _, b in got.got] == [
         ("store_full", "the store is at its cap")
     ]
+
+
+async def test_a_store_near_its_cap_is_said_before_it_refuses(
+    upstream: Backend, make_relay: RelayFactory, receiver: tuple[Receiver, str]
+) -> None:
+    got, base = receiver
+    public = await make_relay(
+        route(upstream),
+        storage={"max_bytes": "1MiB"},
+        notify=[{"url_env": "HOOK"}],
+        env={"HOOK": f"{base}/ops"},
+    )
+    relay, store = public.app[RELAY], public.app[OWN_STORE]
+    for i in range(40):  # about 1 MiB of bodies: over 90 % of the cap
+        resp = await public.post(
+            "/hooks/orders", data=b"x" * 24_000, headers={"Idempotency-Key": f"k{i}"}
+        )
+        assert resp.status == 202
+    n = Notifications(relay, store)
+    await n.round()
+    await settle(n)
+    await n.close()
+    conditions = [b["condition"] for _, b in got.got]
+    assert "store_near_cap" in conditions, conditions
+
+
+async def test_a_disk_near_min_free_is_said_before_ingest_stops(
+    upstream: Backend, make_relay: RelayFactory, receiver: tuple[Receiver, str], tmp_path: Path
+) -> None:
+    got, base = receiver
+    public = await make_relay(
+        route(upstream), notify=[{"url_env": "HOOK"}], env={"HOOK": f"{base}/ops"}
+    )
+    relay, store = public.app[RELAY], public.app[OWN_STORE]
+    db = tmp_path / "relay.db"  # where make_relay keeps the store
+    room = DiskSpace(db, 0).room()
+    assert room is not None
+    # min_free at three quarters of what is free now: not below it, but near.
+    relay.disk = DiskSpace(db, int(room.free * 0.75))
+    n = Notifications(relay, store)
+    await n.round()
+    await settle(n)
+    await n.close()
+    assert [b["condition"] for _, b in got.got] == ["disk_near"]
