@@ -40,7 +40,7 @@ def render_list(doc: dict[str, Any]) -> str:
             e["id"],
             e["route"],
             e["state"],
-            _cut(e["key"], 40),
+            _cut(e["key"], 40) + (" (shadow copy)" if e.get("shadow_copy") else ""),
             _short_time(e["received_at"]),
             e["duplicates"],
             sum(d["attempts"] for d in e.get("deliveries", [])),

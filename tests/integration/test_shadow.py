@@ -11,12 +11,13 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from relay.cli.render import render_list
 from relay.intake.replies import REPLAYED
 from relay.runtime import RELAY
 from relay.sdnotify import Notifier
 from relay.serve import OWN_STORE, reload_app
 from relay.store.base import EventFilter
-from tests.integration.conftest import Backend, RelayFactory, eventually, route
+from tests.integration.conftest import AdminFactory, Backend, RelayFactory, eventually, route
 
 
 def sample(client: Any, name: str, **labels: str) -> float:
@@ -130,3 +131,21 @@ async def test_hybrid_shadow_answers_every_copy_in_line(
     assert answers == [1, 2, 3]
     assert upstream.keys() == ["h1"] * 3  # the backend is sent the sender's own key
     assert sample(client, "relay_shadow_duplicates_total", route="orders", key_source="header") == 2
+
+
+async def test_a_shadow_copy_is_shown_by_the_key_it_carried(
+    upstream: Backend, make_relay: RelayFactory, make_admin: AdminFactory
+) -> None:
+    client = await make_relay(route(upstream, dedupe="shadow"))
+    admin = await make_admin(client)
+    for _ in range(2):
+        assert (await send(client, "evt_1")).status == 202
+    doc = await (await admin.get("/api/v1/events?route=orders")).json()
+    shown = sorted((e["key"], e["shadow_copy"]) for e in doc["events"])
+    assert shown == [("evt_1", False), ("evt_1", True)]
+    # What the CLI prints from it: no control character reaches a terminal.
+    table = render_list(doc)
+    assert "evt_1 (shadow copy)" in table and not any(ord(c) < 32 and c != "\n" for c in table)
+    copy = next(e for e in doc["events"] if e["shadow_copy"])
+    detail = await (await admin.get(f"/api/v1/events/{copy['id']}")).json()
+    assert "a shadow copy of key 'evt_1'" in detail["dedupe"]["explanation"]
