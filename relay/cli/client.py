@@ -121,8 +121,7 @@ def resolve(args: argparse.Namespace) -> tuple[str, str | None, ssl.SSLContext |
         base = admin_base_url(listen if isinstance(listen, str) else DEFAULT_ADMIN, scheme)
     config_dir = Path(args.config).resolve().parent
     context = admin_context(admin, config_dir, base, getattr(args, "cacert", None))
-    base_token = _token(args, admin, config_dir)
-    return base, base_token, context
+    return base, _token(args, admin, config_dir), context
 
 
 def _token(args: argparse.Namespace, admin: dict[str, Any], config_dir: Path) -> str | None:

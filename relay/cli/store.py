@@ -16,6 +16,7 @@ import yaml
 
 from relay.cli.client import CliError
 from relay.cli.events import client_for, common_flags, emit
+from relay.disk import sqlite_path
 from relay.errors import RelayError
 from relay.store.records import DELIVERY_STATES
 from relay.store.sealing import new_key
@@ -71,12 +72,12 @@ def _sqlite_path(config_path: str) -> Path:
         raise CliError(f"{config_path}: cannot read the config: {exc}") from None
     storage = (doc or {}).get("storage") or {} if isinstance(doc, dict) else {}
     url = storage.get("url", "sqlite:///data/relay.db") if isinstance(storage, dict) else ""
-    if not isinstance(url, str) or not url.startswith("sqlite:///"):
+    path = sqlite_path(url) if isinstance(url, str) else None
+    if path is None:
         raise CliError(
             "backup copies a SQLite store; on PostgreSQL use pg_dump of the relay's"
             " schema (README: Backup and restore)"
         )
-    path = Path(url[len("sqlite:///") :])
     # A relative path is the relay's, which runs from the config's directory or cwd.
     return path if path.is_absolute() else Path.cwd() / path
 

@@ -59,12 +59,14 @@ def firing(
     full: str | None,
     now: float,
     age: float,
-    used: int | None = None,
+    used: int | None,
+    breakers: list[tuple[str, str, int, str | None]],
 ) -> dict[str, str]:
     """What fires now, as condition -> summary (a condition names its route or upstream);
-    ``used``: the store's bytes, when a ``max_bytes`` cap is set."""
+    ``used``: the store's bytes, when a ``max_bytes`` cap is set; ``breakers``: those
+    not closed (``Metrics.breakers``)."""
     out: dict[str, str] = {}
-    for route, upstream, state, why in relay.metrics.breakers():
+    for route, upstream, state, why in breakers:
         if state == State.OPEN:
             shown = shown_url(upstream)
             out[f"breaker:{route}:{shown}"] = f"route {route}: the breaker is open for {shown}" + (
@@ -152,8 +154,9 @@ class Notifications:
         backlog = await store.backlog()
         at = store.clock()
         used = await store.usage() if self.relay.config.storage.max_bytes else None
+        breakers = self.relay.metrics.breakers()  # read once a round, whatever the targets
         for target in self.relay.config.notify:
-            fires = firing(self.relay, backlog, store.full, at, target.backlog_age, used)
+            fires = firing(self.relay, backlog, store.full, at, target.backlog_age, used, breakers)
             for condition, summary in fires.items():
                 kind = await store.notice_fire(target.name, condition, at, target.interval, summary)
                 if kind is not None:

@@ -67,17 +67,23 @@ def shadow_copy(event: NewEvent) -> NewEvent:
     return dataclasses.replace(event, key=f"{event.key}{SHADOW_COPY}{new_token()[:16]}")
 
 
+def store_refused(rt: RouteRuntime, exc: StoreUnavailable, key: str, doing: str) -> Reply:
+    """503 for a webhook the store could not take: at its cap (``store_full``, with the
+    cap's reason), or unavailable."""
+    if isinstance(exc, StoreFull):
+        rt.log.error("store_full", key=key, error=str(exc))
+        return reject(503, "store_full", str(exc), STORE_FULL_RETRY_AFTER)
+    rt.log.error("store_unavailable", key=key, error=str(exc))
+    return reject(503, "store_unavailable", doing, STORE_RETRY_AFTER)
+
+
 async def store_event(relay: Relay, rt: RouteRuntime, event: NewEvent) -> Ingested | Reply:
     """Claim and commit a queued event, counted in the backlog; a 503 (the sender keeps
     it) when the store cannot commit."""
     try:
         got = await relay.store.ingest(event)
-    except StoreFull as exc:
-        rt.log.error("store_full", key=event.key, error=str(exc))
-        return reject(503, "store_full", str(exc), STORE_FULL_RETRY_AFTER)
     except StoreUnavailable as exc:
-        rt.log.error("store_unavailable", key=event.key, error=str(exc))
-        return reject(503, "store_unavailable", "could not store the event", STORE_RETRY_AFTER)
+        return store_refused(rt, exc, event.key, "could not store the event")
     if event.filtered is None:  # a dropped event is no work for the backlog
         relay.backlog.ingested(rt.cfg.name, got)
     if relay.tracing is not None and not got.first:

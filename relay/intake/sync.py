@@ -18,7 +18,6 @@ from aiohttp import web
 from relay import forward
 from relay.errors import StoreUnavailable
 from relay.intake.replies import (
-    STORE_RETRY_AFTER,
     Reply,
     answer,
     kept,
@@ -26,7 +25,7 @@ from relay.intake.replies import (
     reject,
     replay,
 )
-from relay.intake.steps import counted_duplicate, mismatch, send_traced, shadowed
+from relay.intake.steps import counted_duplicate, mismatch, send_traced, shadowed, store_refused
 from relay.metrics import status_class
 from relay.retry import is_retryable_status
 from relay.runtime import Relay, RouteRuntime
@@ -83,8 +82,7 @@ async def handle_sync(
         try:
             claim = await relay.store.claim_sync(event, cfg.sync.lease)
         except StoreUnavailable as exc:
-            rt.log.error("store_unavailable", key=event.key, error=str(exc))
-            return reject(503, "store_unavailable", "could not claim the key", STORE_RETRY_AFTER)
+            return store_refused(rt, exc, event.key, "could not claim the key")
         if isinstance(claim, Acquired):
             return await _forward(relay, rt, event, claim, via, waiters)
         if relay.tracing is not None:

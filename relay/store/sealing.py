@@ -81,10 +81,6 @@ class Sealer:
     def current_id(self) -> str | None:
         return None if self.current is None else key_id(self.current)
 
-    @property
-    def known_ids(self) -> frozenset[str]:
-        return frozenset(self._by_id)
-
     def missing(self, ids: Iterable[str]) -> list[str]:
         """The key ids among ``ids`` (those the store has used) that this sealer lacks."""
         return [] if self.carries else sorted(set(ids) - self._by_id.keys())

@@ -90,3 +90,14 @@ async def test_a_store_at_its_cap_answers_503_store_full(
     metrics = await (await admin.get("/metrics")).text()
     assert "relay_store_full 1.0" in metrics
     assert 'relay_webhooks_rejected_total{reason="store_full",route="orders"} 1.0' in metrics
+
+
+async def test_a_sync_route_hears_store_full_too(
+    upstream: Backend, make_relay: RelayFactory
+) -> None:
+    public = await make_relay(route(upstream, "pay", mode="sync"))
+    public.app[OWN_STORE].full = "the store is at its cap"
+    resp = await public.post("/hooks/pay", headers={"Idempotency-Key": "k1"})
+    assert resp.status == 503 and resp.headers["Retry-After"] == "60"
+    assert (await resp.json())["error"] == "store_full"
+    assert upstream.seen == []

@@ -34,7 +34,7 @@ _RESEAL: Final = {
 }
 
 
-_TABLES: Final = {name: name for name in _RESEAL}  # only these names reach the SQL
+_HIGH_WATER: Final = {t: f"SELECT coalesce(max(id), 0) FROM {t}" for t in _RESEAL}
 
 
 class PostgresKeys:
@@ -71,7 +71,7 @@ class PostgresKeys:
 
     async def high_water(self, table: str) -> int:
         async with self.db.acquire() as conn:
-            found = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {_TABLES[table]}")
+            found = await conn.fetchval(_HIGH_WATER[table])
         return int(found)
 
     async def forget_keys(self) -> list[str]:

@@ -29,7 +29,7 @@ _RESEAL: Final = {
 }
 
 
-_TABLES: Final = {name: name for name in _RESEAL}  # only these names reach the SQL
+_HIGH_WATER: Final = {t: f"SELECT coalesce(max(id), 0) FROM {t}" for t in _RESEAL}
 
 
 def check_keys(c: sqlite3.Connection, sealer: Sealer, now: float) -> None:
@@ -62,7 +62,7 @@ class SQLiteKeys(SQLiteAccess):
         return done
 
     async def high_water(self, table: str) -> int:
-        rows = await self._rows(f"SELECT coalesce(max(id), 0) FROM {_TABLES[table]}")
+        rows = await self._rows(_HIGH_WATER[table])
         return int(rows[0][0])
 
     async def forget_keys(self) -> list[str]:
