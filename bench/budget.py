@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -218,6 +219,7 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=10, help="each measured run")
     p.add_argument("--drain", type=int, default=40_000, help="events the delivery run drains")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--keep", type=Path, help="copy py-spy's raw stacks into this folder")
     args = p.parse_args()
     wrk_path = wrk.ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="relay-budget-") as tmp:
@@ -226,6 +228,10 @@ def main() -> int:
         base = floors(work / "floors", wrk_path, script, args.seconds)
         in_us, in_stages = ingest(work / "ingest", wrk_path, script, args.seconds)
         out_us, out_stages = delivery(work / "delivery", args.drain, 3 * args.seconds)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for raw in work.glob("*/*.raw"):
+                shutil.copy(raw, args.keep / raw.name)
     lines = ["Floors (this machine, this run): µs of CPU", "", "| floor | µs |", "| --- | --- |"]
     lines += [f"| {name} | {us:,.0f} |" for name, us in base.items()]
     lines += table("Ingest (Q1)", in_us, in_stages)

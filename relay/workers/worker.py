@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
-import structlog
 from aiohttp import web
 
 from relay import config as config_mod
@@ -92,7 +91,7 @@ async def serve_worker(
     config: Config, config_path: Path, store_socket: str, listen_fd: int, index: int
 ) -> int:
     """Serve until SIGTERM/SIGINT; 0 on a clean stop, 1 on a failure (the owner stops all)."""
-    structlog.contextvars.bind_contextvars(worker=index)
+    relay_logging.bind_process(worker=index)
     app = worker_app(config, RemoteStore(store_socket), Metrics())
     runner = await start_public(app)  # connects to the owner, starts the dispatcher
     if runner is None:

@@ -45,45 +45,55 @@ async def test_a_share_caps_the_next_batch_and_busy_covers_the_commit() -> None:
     await committer.close()
 
 
-async def _ingest_batches(tmp_path: Path, outcomes_waiting: bool) -> list[int]:
-    """Sizes of the ingest batches committed when 40 senders arrive while the writer
-    thread is held, with or without delivery outcomes waiting for it too."""
+async def _batches(tmp_path: Path, outcomes: str | None) -> list[tuple[str, int]]:
+    """The batches committed, in order (("ingest" | "finish", size)), when 40 senders
+    arrive while the writer thread is held, with 4 delivery outcomes queued
+    ``before`` or ``after`` them, or none."""
     store = SQLiteStore(tmp_path / "relay.db")
     await store.open()
     try:
         for i in range(4):
             await store.ingest(event(f"old-{i}"))
         leases = await store.lease_due("orders", UP_A, 4, lease_ttl=60)
-        sizes: list[int] = []
-        store.stats.observer = lambda n, _seconds, _ok: sizes.append(n)
+        order: list[tuple[str, int]] = []
+        store.stats.observer = lambda n, _seconds, _ok: order.append(("ingest", n))
+        store.finish_stats.observer = lambda n, _seconds, _ok: order.append(("finish", n))
         hold = threading.Event()
         held = asyncio.ensure_future(store._db.call(lambda _c: hold.wait(10)))
-        finishes = []
-        if outcomes_waiting:
-            finishes = [
+        assert store._batcher is not None and store._finisher is not None
+
+        async def finish() -> list[asyncio.Future[bool]]:
+            assert store._finisher is not None
+            queued = [
                 asyncio.ensure_future(store.finish_attempt(lease, attempt(), Outcome("delivered")))
                 for lease in leases
             ]
-            assert store._finisher is not None
             while not store._finisher.busy:
                 await asyncio.sleep(0)
+            return queued
+
+        finishes = await finish() if outcomes == "before" else []
         ingests = [asyncio.ensure_future(store.ingest(event(f"new-{i}"))) for i in range(40)]
-        while not store._batcher or not store._batcher.busy:
+        while not store._batcher.busy:
             await asyncio.sleep(0)
+        if outcomes == "after":
+            finishes = await finish()
         hold.set()
         await held
         assert all(got.first for got in await asyncio.gather(*ingests))
         assert await asyncio.gather(*finishes) == [True] * len(finishes)
-        return sizes
+        return order
     finally:
         await store.close()
 
 
 async def test_sqlite_ingest_batches_yield_to_waiting_delivery_outcomes(tmp_path: Path) -> None:
-    alone = await _ingest_batches(tmp_path / "alone", outcomes_waiting=False)
-    assert alone == [40]  # nothing to share with: one batch
-    shared = await _ingest_batches(tmp_path / "shared", outcomes_waiting=True)
-    # The first batch waited beside a batch of outcomes: at most the floor (the
-    # outcomes' batch was smaller); the rest went once the outcomes were recorded.
-    assert shared[0] == INGEST_SHARE_FLOOR
-    assert sum(shared) == 40 and max(shared[1:]) > INGEST_SHARE_FLOOR
+    assert await _batches(tmp_path / "alone", None) == [("ingest", 40)]  # one batch
+    # Outcomes that were waiting first are committed first, whole.
+    assert await _batches(tmp_path / "before", "before") == [("finish", 4), ("ingest", 40)]
+    # Outcomes that arrive behind a waiting ingest: the ingest batch the thread takes
+    # beside them is at most the floor (the outcomes' batch was smaller); the
+    # outcomes go next, then the rest of the ingests.
+    shared = await _batches(tmp_path / "after", "after")
+    assert shared[:2] == [("ingest", INGEST_SHARE_FLOOR), ("finish", 4)]
+    assert sum(n for kind, n in shared if kind == "ingest") == 40

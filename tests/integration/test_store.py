@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import sqlite3
 import stat
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -532,6 +534,33 @@ async def test_sqlite_failing_commit_fails_the_whole_batch(tmp_path: Path) -> No
         assert store.stats.failed_batches == 1 and store.stats.rows == 0
         assert await store.list_events(EventFilter(), limit=10) == []
         assert (await store.ingest(event("a"))).first  # the store recovered
+    finally:
+        await store.close()
+
+
+async def test_sqlite_writer_takes_the_next_batch_without_the_event_loop(tmp_path: Path) -> None:
+    """A busy loop answers the writer thread late; the thread must not wait for it
+    before it commits the next batch (the ingest latency that capped Q1)."""
+    path = tmp_path / "relay.db"
+    store = SQLiteStore(path, max_batch=8)
+    await store.open()
+    try:
+        hold = threading.Event()
+        held = asyncio.ensure_future(store._db.call(lambda _c: hold.wait(10)))
+        ingests = [asyncio.ensure_future(store.ingest(event(f"k{i}"))) for i in range(24)]
+        assert store._batcher is not None
+        while not store._batcher.busy:
+            await asyncio.sleep(0)
+        hold.set()
+        # The loop is blocked from here on: only the thread can make progress.
+        deadline = time.monotonic() + 10
+        with _raw(path) as raw:
+            while raw.execute("SELECT count(*) FROM events").fetchone()[0] < 24:
+                assert time.monotonic() < deadline, "the writer waited for the event loop"
+                time.sleep(0.01)
+        await held
+        assert all(got.first for got in await asyncio.gather(*ingests))
+        assert store.stats.batches == 3 and store.stats.rows == 24
     finally:
         await store.close()
 

@@ -99,20 +99,39 @@ class Watch:
         self._identity = identity(self.path)
         self.lost = None
 
+    def _went(self) -> bool:
+        """True the first time the path is seen naming another file, or none."""
+        if self.lost is not None:
+            return False
+        if self._identity is None or identity(self.path) == self._identity:
+            return False
+        self.lost = (
+            f"{self.path} was deleted or replaced while open: refusing new events"
+            " (restart after putting the rescued copy in place)"
+        )
+        log.error("store_file_lost", path=str(self.path))
+        return True
+
     async def check(self, run_on_writer: RunOnWriter) -> None:
         """Raise ``StoreUnavailable`` if the file is gone or another one."""
-        if self.lost is None:
-            if self._identity is None or identity(self.path) == self._identity:
-                return
-            self.lost = (
-                f"{self.path} was deleted or replaced while open: refusing new events"
-                " (restart after putting the rescued copy in place)"
-            )
-            log.error("store_file_lost", path=str(self.path))
+        if self._went():
             try:
                 copy = await run_on_writer(lambda conn: rescue(conn, self.path))
             except (OSError, sqlite3.Error, StoreUnavailable) as exc:
                 log.error("store_rescue_failed", path=str(self.path), error=str(exc))
             else:
                 log.warning("store_rescued", path=str(self.path), copy=str(copy))
-        raise StoreUnavailable(self.lost)
+        if self.lost is not None:
+            raise StoreUnavailable(self.lost)
+
+    def check_on_writer(self, conn: sqlite3.Connection) -> None:
+        """``check`` from the writer thread itself (a commit about to begin)."""
+        if self._went():
+            try:
+                copy = rescue(conn, self.path)
+            except (OSError, sqlite3.Error) as exc:
+                log.error("store_rescue_failed", path=str(self.path), error=str(exc))
+            else:
+                log.warning("store_rescued", path=str(self.path), copy=str(copy))
+        if self.lost is not None:
+            raise StoreUnavailable(self.lost)

@@ -42,10 +42,12 @@ from relay.store.sqlite import sql as q
 from relay.store.sqlite.inline import SQLiteInline, lease_rows
 from relay.store.sqlite.notices import SQLiteNotices
 from relay.store.sqlite.ops import SQLiteOperations
+from relay.store.sqlite.pull import PulledCommitter
 from relay.store.sqlite.replicas import SQLiteReplicas
 from relay.store.sqlite.sealed import SQLiteKeys, check_keys
 from relay.store.sqlite.space import SQLiteSpace, prepare_vacuum
 from relay.store.sqlite.sync import SQLiteSyncMode
+from relay.store.sqlite.thread import T, transaction
 
 # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32 (we need 3.35+ anyway
 # for RETURNING).
@@ -89,8 +91,8 @@ class SQLiteStore(
         super().__init__()
         self._lock_fd: int | None = None
         self.watch = files.Watch(self.path)
-        self._batcher: GroupCommitter[NewEvent, Ingested] | None = None
-        self._finisher: GroupCommitter[_Finish, bool] | None = None
+        self._batcher: PulledCommitter[NewEvent, Ingested] | None = None
+        self._finisher: PulledCommitter[_Finish, bool] | None = None
         self._completer = None
         self._claimer = None
         self.finish_stats = BatchStats()
@@ -131,11 +133,11 @@ class SQLiteStore(
             raise
         self._claimer = self._committer(self._claim_batch, BatchStats())
         self._completer = self._committer(self._complete_batch, BatchStats())
-        self._finisher = self._committer(self._finish_batch, self.finish_stats)
         self._inliner = self._committer(self._inline_batch, BatchStats())
         self._answerer = self._committer(self._answer_batch, BatchStats())
-        self._batcher = self._committer(self._commit_batch, self.stats, self._ingest_share)
-        self._batcher.start()
+        # The two busiest: batches taken by the writer thread itself (see ``pull``).
+        self._finisher = self._pulled(self._finish_batch, self.finish_stats)
+        self._batcher = self._pulled(self._commit_batch, self.stats, self._ingest_share)
 
     def _committer(
         self, commit: Any, stats: BatchStats, share: Callable[[], int | None] | None = None
@@ -146,6 +148,19 @@ class SQLiteStore(
 
         return GroupCommitter(
             guarded,
+            max_batch=self.max_batch,
+            on_error=_unavailable,
+            closed_error=lambda: StoreUnavailable("the store is closed"),
+            stats=stats,
+            share=share,
+        )
+
+    def _pulled(
+        self, commit: Any, stats: BatchStats, share: Callable[[], int | None] | None = None
+    ) -> PulledCommitter[Any, Any]:
+        return PulledCommitter(
+            self._db.post,
+            commit,
             max_batch=self.max_batch,
             on_error=_unavailable,
             closed_error=lambda: StoreUnavailable("the store is closed"),
@@ -249,7 +264,8 @@ class SQLiteStore(
             raise StoreFull(self.full)
         return await self._batcher.submit(event)
 
-    async def _commit_batch(self, events: Sequence[NewEvent]) -> list[Ingested]:
+    def _commit_batch(self, conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[Ingested]:
+        """On the writer thread (``pull``): one batch of ingests, one transaction."""
         now = self.clock()
         batch = IngestBatch(events, new_token())
         params: list[Any] = []
@@ -273,8 +289,14 @@ class SQLiteStore(
                 c.executemany(q.ADD_MISMATCHES, [(n, eid) for eid, n in todo.mismatches])
             return by_key, revived
 
-        by_key, revived = await self._tx(run)
+        by_key, revived = self._on_writer(conn, run)
         return batch.results(by_key, revived)
+
+    def _on_writer(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A group commit's transaction, on the writer thread: only while the path
+        still names the file that is open."""
+        self.watch.check_on_writer(conn)
+        return transaction(conn, fn)
 
     async def undelivered_counts(self) -> dict[str, int]:
         rows = await self._rows(q.UNDELIVERED_COUNTS)
@@ -325,7 +347,8 @@ class SQLiteStore(
             raise StoreUnavailable("the store is not open")
         return await self._finisher.submit((lease, attempt, outcome))
 
-    async def _finish_batch(self, items: Sequence[_Finish]) -> list[bool]:
+    def _finish_batch(self, conn: sqlite3.Connection, items: Sequence[_Finish]) -> list[bool]:
+        """On the writer thread (``pull``): one batch of outcomes, one transaction."""
         now = self.clock()
         # One multi-row UPDATE reports success by delivery id, so it takes one item
         # per delivery; a second finish of the same delivery in this batch (an old
@@ -385,7 +408,7 @@ class SQLiteStore(
                     )
             return ok
 
-        return await self._tx(run)
+        return self._on_writer(conn, run)
 
     async def recover(self) -> int:
         # open() holds the file's lock: no other live process can hold a lease here.

@@ -88,6 +88,17 @@ class SQLiteThread:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite: {exc}") from exc
 
+    def post(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        """Queue ``fn(connection)`` on the thread with no answer: ``fn`` reports back
+        itself (``relay.store.sqlite.pull``). Raises ``StoreUnavailable`` once closed."""
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            raise StoreUnavailable("the store is not open")
+        try:
+            executor.submit(fn, conn)
+        except RuntimeError as exc:  # shut down between the check and the submit
+            raise StoreUnavailable("the store is closed") from exc
+
     async def close(self) -> None:
         conn, executor = self._conn, self._executor
         self._conn = self._executor = None
