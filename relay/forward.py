@@ -87,17 +87,25 @@ FORWARDING: Final = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address, parsed once: senders come back from the same few hosts, and
+    parsing one cost more than the rest of the check."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def is_trusted(remote: str | None, networks: Iterable[Network]) -> bool:
     """Whether the peer's address is in one of ``networks``."""
-    if not remote:
+    if not remote or networks == ():
         return False
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    address = _address(remote)
+    return address is not None and any(address in network for network in networks)
 
 
 def _quoted(value: str) -> str:
@@ -138,25 +146,29 @@ def with_forwarded(headers: Iterable[tuple[str, str]], via: Via) -> tuple[tuple[
     delivery days later still names the sender.
     """
     pairs = list(headers)
+    sent = {k.lower() for k, _ in pairs}
     if not via.trusted:
-        sent = {k.lower() for k, _ in pairs}
-        pairs = [(k, v) for k, v in pairs if k.lower() not in FORWARDING]
+        if not sent.isdisjoint(FORWARDING):
+            pairs = [(k, v) for k, v in pairs if k.lower() not in FORWARDING]
         if via.client_ip:
             pairs.append(("X-Forwarded-For", via.client_ip))
             if "x-real-ip" in sent:
                 pairs.append(("X-Real-IP", via.client_ip))
         if "forwarded" in sent:
             pairs.append(("Forwarded", forwarded_element(via)))
-    else:
-        if via.client_ip:
-            _extend(pairs, "X-Forwarded-For", via.client_ip)
-        if any(k.lower() == "forwarded" for k, _ in pairs):
-            _extend(pairs, "Forwarded", forwarded_element(via))
-    names = {k.lower() for k, _ in pairs}
-    # A load balancer in front of us already knows the sender's scheme and host.
-    if "x-forwarded-proto" not in names:
+        # Every forwarding header the sender wrote is gone: this hop's go in.
         pairs.append(("X-Forwarded-Proto", via.proto))
-    if via.host and "x-forwarded-host" not in names:
+        if via.host:
+            pairs.append(("X-Forwarded-Host", via.host))
+        return tuple(pairs)
+    if via.client_ip:
+        _extend(pairs, "X-Forwarded-For", via.client_ip)
+    if "forwarded" in sent:
+        _extend(pairs, "Forwarded", forwarded_element(via))
+    # A load balancer in front of us already knows the sender's scheme and host.
+    if "x-forwarded-proto" not in sent:
+        pairs.append(("X-Forwarded-Proto", via.proto))
+    if via.host and "x-forwarded-host" not in sent:
         pairs.append(("X-Forwarded-Host", via.host))
     return tuple(pairs)
 

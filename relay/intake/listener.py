@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Final
 
 import aiohttp
@@ -45,9 +46,9 @@ class InFlight:
 IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
 
 
-def header_bytes(raw: Iterable[tuple[bytes, bytes]]) -> int:
+def header_bytes(raw: Sequence[tuple[bytes, bytes]]) -> int:
     """The header block's size as sent: ``name: value\r\n`` per line."""
-    return sum(len(name) + len(value) + 4 for name, value in raw)
+    return sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
 
 
 async def _read_body(request: web.Request, relay: Relay) -> bytes | Reply:
@@ -214,9 +215,12 @@ async def _accept(
 async def handle(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
     try:
-        return await _handle(request, relay)
+        response = await _handle(request, relay)
     finally:
         relay.after_request(request)
+    if relay.leaving:
+        _close(response)
+    return response
 
 
 async def _handle(request: web.Request, relay: Relay) -> web.StreamResponse:
@@ -286,21 +290,29 @@ async def readyz(request: web.Request) -> web.Response:
     or store_unavailable, and nothing more (strangers can reach it)."""
     relay = request.app[RELAY]
     if (why := await unready(relay, relay.store.ping)) is not None:
-        return web.json_response({"status": why}, status=503)
-    return web.json_response({"status": "ready"})
+        response = web.json_response({"status": why}, status=503)
+    else:
+        response = web.json_response({"status": "ready"})
+    if relay.leaving:
+        _close(response)
+    return response
 
 
-async def _close_when_leaving(request: web.Request, response: web.StreamResponse) -> None:
+def _close(response: web.StreamResponse) -> None:
     # A kept-alive connection would carry the balancer's next request to a process
     # that is about to close its listener: each answer ends its connection instead.
-    if request.app[RELAY].leaving:
-        response.force_close()
-        # Written by hand too: aiohttp may have laid out the headers before this hook.
-        response.headers["Connection"] = "close"
+    # (Set here, not in an on_response_prepare hook: a hook costs every webhook.)
+    response.force_close()
+    response.headers["Connection"] = "close"
 
 
 def add_routes(app: web.Application) -> None:
     app[IN_FLIGHT] = InFlight()
-    app.on_response_prepare.append(_close_when_leaving)
     app.router.add_get(READYZ_PATH, readyz, allow_head=True)
+    # The configured paths first, each a plain resource the router finds in its
+    # index; the catch-all (a regex per request) then serves only paths a reload
+    # added and the 404s. Every one is the same handler, which looks the route up.
+    for path in app[RELAY].routes:
+        if path != READYZ_PATH and path.startswith("/") and not set(path) & set("{}%"):
+            app.router.add_route("*", path, handle)
     app.router.add_route("*", "/{tail:.*}", handle)

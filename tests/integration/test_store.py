@@ -538,6 +538,16 @@ async def test_sqlite_failing_commit_fails_the_whole_batch(tmp_path: Path) -> No
         await store.close()
 
 
+def _block_until_stored(path: Path, events: int) -> None:
+    """Wait for ``events`` rows without returning to the event loop: only the
+    writer thread can make progress meanwhile."""
+    deadline = time.monotonic() + 10
+    with _raw(path) as raw:
+        while raw.execute("SELECT count(*) FROM events").fetchone()[0] < events:
+            assert time.monotonic() < deadline, "the writer waited for the event loop"
+            time.sleep(0.01)
+
+
 async def test_sqlite_writer_takes_the_next_batch_without_the_event_loop(tmp_path: Path) -> None:
     """A busy loop answers the writer thread late; the thread must not wait for it
     before it commits the next batch (the ingest latency that capped Q1)."""
@@ -552,12 +562,7 @@ async def test_sqlite_writer_takes_the_next_batch_without_the_event_loop(tmp_pat
         while not store._batcher.busy:
             await asyncio.sleep(0)
         hold.set()
-        # The loop is blocked from here on: only the thread can make progress.
-        deadline = time.monotonic() + 10
-        with _raw(path) as raw:
-            while raw.execute("SELECT count(*) FROM events").fetchone()[0] < 24:
-                assert time.monotonic() < deadline, "the writer waited for the event loop"
-                time.sleep(0.01)
+        _block_until_stored(path, 24)  # the event loop stands still meanwhile
         await held
         assert all(got.first for got in await asyncio.gather(*ingests))
         assert store.stats.batches == 3 and store.stats.rows == 24
