@@ -20,13 +20,21 @@ from relay.sdnotify import Notifier, watchdog_interval
 log = get_logger()
 
 
-def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop where it is installed, else on asyncio's loop."""
+def run_loop(main: Coroutine[Any, Any, int], *, writer_thread: bool = False) -> int:
+    """Run ``main`` on uvloop where it is installed, else on asyncio's loop.
+
+    ``writer_thread``: the process commits to SQLite on a thread of its own, and
+    then runs on asyncio's loop. uvloop lets go of the GIL around every libuv
+    callback and takes it back at once; the writer, woken each time, finds it taken
+    again and waits on, so its commits took twice as long and acks waited for them
+    (ingest ran 20 % slower on uvloop, CPU per event 25 % higher: docs/benchmarks.md).
+    """
     loop_factory: Any = None
     try:
         import uvloop
 
-        loop_factory = uvloop.new_event_loop
+        if not writer_thread:
+            loop_factory = uvloop.new_event_loop
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:

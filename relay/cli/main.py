@@ -84,14 +84,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from relay.lifecycle import run_loop
 
     relay_logging.configure(cfg.log.level, cfg.log.format)
+    # SQLite's writer thread lives in this process (the owner's, with workers).
+    writer_thread = cfg.storage.url.startswith("sqlite:")
     # The role is picked here, at the top: neither role imports the other.
     if cfg.workers:
         from relay.workers.owner import supervise
 
-        return run_loop(supervise(cfg, Path(args.config)))
+        return run_loop(supervise(cfg, Path(args.config)), writer_thread=writer_thread)
     from relay.serve import serve
 
-    return run_loop(serve(cfg, Path(args.config)))
+    return run_loop(serve(cfg, Path(args.config)), writer_thread=writer_thread)
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:

@@ -354,6 +354,11 @@ class Dispatcher:
 
     def _attempt_done(self, w: UpstreamLoop, task: asyncio.Task[None]) -> None:
         w.inflight.discard(task)
+        if w.ready and not w.retired and not self._stopping:
+            # What is leased takes the free slot now, not on the loop's next round:
+            # that round may be waiting on the store for the next leases.
+            now = asyncio.get_running_loop().time()
+            self._start(w, self._slots(w, now)[1], now)
         w.wake.set()  # a slot is free
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.log.error("attempt_crashed", route=w.rt.cfg.name, error=repr(exc))

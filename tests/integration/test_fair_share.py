@@ -64,7 +64,7 @@ async def _batches(tmp_path: Path, outcomes: str | None) -> list[tuple[str, int]
 
         async def finish() -> list[asyncio.Future[bool]]:
             assert store._finisher is not None
-            queued = [
+            queued: list[asyncio.Future[bool]] = [
                 asyncio.ensure_future(store.finish_attempt(lease, attempt(), Outcome("delivered")))
                 for lease in leases
             ]
