@@ -37,7 +37,7 @@ from bench.payload import HANG_PATH, SINK_PATH
 INGEST: Final = (
     ("log", ("structlog", "relay/logging.py")),
     ("metrics", ("prometheus_client",)),
-    ("commit", ("store/sqlite/thread.py", "store/batch.py", "(sqlite3")),
+    ("commit", ("store/sqlite/thread.py", "store/sqlite/pull.py", "store/batch.py", "(sqlite3")),
     (
         "claim",
         ("store/sqlite/sql.py", "store/rows.py", "store/sealing.py", "store/sqlite/store.py"),
@@ -46,13 +46,16 @@ INGEST: Final = (
     ("route", ("intake/listener.py", "intake/edge.py", "intake/checks.py", "intake/queue.py")),
     ("answer", ("web_response.py", "http_writer.py", "intake/replies.py")),
     ("parse", ("http_parser.py", "web_protocol.py", "web_request.py", "multidict", "streams.py")),
-    ("loop", ("asyncio", "uvloop", "selectors.py")),
+    ("loop", ("asyncio", "uvloop", "selectors.py", "selector_events.py")),
 )
 DELIVERY: Final = (
     ("log", ("structlog", "relay/logging.py")),
     ("metrics", ("prometheus_client", "delivery/report.py")),
     ("lease", ("lease_rows", "lease_due", "_lease", "store/sqlite/inline.py", "store/rows.py")),
-    ("record", ("finish", "store/sqlite/thread.py", "store/batch.py", "(sqlite3")),
+    (
+        "record",
+        ("finish", "store/sqlite/thread.py", "store/sqlite/pull.py", "store/batch.py", "(sqlite3"),
+    ),
     ("build", ("upstream_headers", "relay/runtime.py", "relay/forward.py")),
     (
         "send+read",
@@ -67,7 +70,7 @@ DELIVERY: Final = (
         ),
     ),
     ("dispatch", ("delivery/dispatcher.py", "delivery/attempts.py", "delivery/guard.py")),
-    ("loop", ("asyncio", "uvloop", "selectors.py")),
+    ("loop", ("asyncio", "uvloop", "selectors.py", "selector_events.py")),
 )
 
 CLIENT: Final = """

@@ -39,9 +39,13 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+# One encoder for every event: json.dumps with options builds a new one per call.
+_compact: Final = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def headers_json(headers: Sequence[Header], sealer: Sealer = CLEAR_SEALER) -> str:
-    text = json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
-    return sealer.seal_text(text, HEADERS)
+    # Pairs are written as JSON arrays: [["Name","value"],...].
+    return sealer.seal_text(_compact(headers), HEADERS)
 
 
 def headers_from_json(text: str, sealer: Sealer = CLEAR_SEALER) -> tuple[Header, ...]:
