@@ -88,6 +88,14 @@ class RouteRuntime:
             child = self._children[outcome] = metrics.received.labels(self.cfg.name, outcome)
         return child
 
+    def duplicates(self, metrics: Metrics, source: str) -> Any:
+        """The duplicates counter of this route for a kind of key (``header``, ``json``...)."""
+        child = self._children.get(f"/duplicates:{source}")
+        if child is None:
+            child = metrics.duplicates.labels(self.cfg.name, source)
+            self._children[f"/duplicates:{source}"] = child
+        return child
+
     def ingest_seconds(self, metrics: Metrics) -> Any:
         child = self._children.get("/ingest_seconds")
         if child is None:

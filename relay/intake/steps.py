@@ -41,7 +41,7 @@ def shadowed(relay: Relay, rt: RouteRuntime, event: NewEvent, stored: str) -> No
 
 def counted_duplicate(relay: Relay, rt: RouteRuntime, event: NewEvent) -> None:
     """A copy absorbed (acked again or replayed), counted by the kind of key that caught it."""
-    relay.metrics.duplicates.labels(rt.cfg.name, event.key_source.partition(":")[0]).inc()
+    rt.duplicates(relay.metrics, event.key_source.partition(":")[0]).inc()
 
 
 def absorbed(relay: Relay, rt: RouteRuntime, event: NewEvent, got: Ingested) -> Reply | None:
